@@ -1,0 +1,1 @@
+//! Loading one layer's weights from a safetensors checkpoint (placeholder, replaced below).

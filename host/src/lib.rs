@@ -1,0 +1,35 @@
+//! Fused RMSNorm + QKV projection for LLM inference on NVIDIA GPUs.
+//!
+//! For hidden states `x [M, H]`, the norm weight `gamma [H]`, the fused QKV weight `W [N, H]` in
+//! checkpoint layout (row `n` is output `n`) and an optional bias `b [N]`:
+//!
+//! ```text
+//! rms_inv[m] = 1 / sqrt(mean_h x[m, h]^2 + eps)
+//! y[m, n]    = sum_h x[m, h] * rms_inv[m] * gamma[h] * W[n, h]  (+ b[n])
+//! q = y[:, 0 .. Hq],  k = y[:, Hq .. Hq + Hkv],  v = y[:, Hq + Hkv .. N]
+//! ```
+//!
+//! with `Hq = num_heads * head_dim`, `Hkv = num_kv_heads * head_dim`, `N = Hq + 2 * Hkv`. Every
+//! path accumulates in fp32 and rounds once to the dtype at the output; the normalized row is
+//! never rounded to the dtype. Both the GPU kernel and [`cpu::CpuLayer`] compute it as
+//! `rms_inv[m] * sum_h (x[m, h] * gamma[h]) * W[n, h]`, the same value up to fp32 rounding.
+//!
+//! - [`QkvConfig`]: shapes and eps, with presets for common models.
+//! - [`QkvWeights`]: host copies of gamma, W and the bias; [`checkpoint`] loads them from safetensors.
+//! - [`gpu::GpuLayer`]: device copies and the launch ([`gpu::Kernels`] holds the loaded PTX).
+//! - [`cpu::CpuLayer`]: the same API shape on the CPU, parallel with rayon.
+//! - [`reference`]: the float64 oracle the tests and the CLI compare against.
+
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod gpu;
+pub mod reference;
+pub mod weights;
+
+pub use config::QkvConfig;
+pub use dtype::{Dtype, DtypeKind};
+pub use error::{Error, Result};
+pub use weights::QkvWeights;

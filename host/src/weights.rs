@@ -1,0 +1,96 @@
+//! Host copies of one layer's weights, checked against its config.
+
+use crate::{Dtype, Error, QkvConfig, Result};
+
+/// gamma `[H]`, the fused weight `W [N, H]` (row `n` = output `n`, rows ordered q | k | v) and an
+/// optional bias `[N]`, as stored in checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QkvWeights<T> {
+    pub config: QkvConfig,
+    pub gamma: Vec<T>,
+    pub qkv_weight: Vec<T>,
+    pub bias: Option<Vec<T>>,
+}
+
+fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::Length { what, expected, actual })
+    }
+}
+
+impl<T: Dtype> QkvWeights<T> {
+    /// From the fused weight. The bias must be present exactly when `config.bias` is set.
+    pub fn new(config: QkvConfig, gamma: Vec<T>, qkv_weight: Vec<T>, bias: Option<Vec<T>>) -> Result<Self> {
+        config.validate()?;
+        check_len("gamma", config.hidden, gamma.len())?;
+        check_len("qkv_weight", config.weight_len(), qkv_weight.len())?;
+        match (&bias, config.bias) {
+            (Some(b), true) => check_len("bias", config.qkv_cols(), b.len())?,
+            (None, false) => {}
+            (Some(_), false) => return Err(Error::InvalidConfig("a bias was given but config.bias is false".into())),
+            (None, true) => return Err(Error::InvalidConfig("config.bias is true but no bias was given".into())),
+        }
+        Ok(QkvWeights { config, gamma, qkv_weight, bias })
+    }
+
+    /// From separate projections `q_weight [Hq, H]`, `k_weight`, `v_weight [Hkv, H]` (and biases),
+    /// as Hugging Face checkpoints store them; rows are concatenated q | k | v.
+    pub fn from_separate(
+        config: QkvConfig,
+        gamma: Vec<T>,
+        [q_weight, k_weight, v_weight]: [&[T]; 3],
+        bias: Option<[&[T]; 3]>,
+    ) -> Result<Self> {
+        config.validate()?;
+        check_len("q_weight", config.q_cols() * config.hidden, q_weight.len())?;
+        check_len("k_weight", config.kv_cols() * config.hidden, k_weight.len())?;
+        check_len("v_weight", config.kv_cols() * config.hidden, v_weight.len())?;
+        let qkv_weight = [q_weight, k_weight, v_weight].concat();
+        let bias = match bias {
+            None => None,
+            Some([q_bias, k_bias, v_bias]) => {
+                check_len("q_bias", config.q_cols(), q_bias.len())?;
+                check_len("k_bias", config.kv_cols(), k_bias.len())?;
+                check_len("v_bias", config.kv_cols(), v_bias.len())?;
+                Some([q_bias, k_bias, v_bias].concat())
+            }
+        };
+        Self::new(config, gamma, qkv_weight, bias)
+    }
+
+    /// Seeded random weights with magnitudes like a trained layer's: gamma near 1, W uniform with
+    /// a 1/sqrt(H) scale, bias small. For demos, benchmarks and tests.
+    pub fn random(config: QkvConfig, seed: u64) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        config.validate()?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let scale = 1.0 / (config.hidden as f32).sqrt();
+        let gamma = (0..config.hidden).map(|_| T::from_f32(rng.gen_range(0.5..1.5))).collect();
+        let qkv_weight = (0..config.weight_len()).map(|_| T::from_f32(rng.gen_range(-scale..scale))).collect();
+        let bias = config.bias.then(|| (0..config.qkv_cols()).map(|_| T::from_f32(rng.gen_range(-0.5..0.5))).collect());
+        Self::new(config, gamma, qkv_weight, bias)
+    }
+}
+
+/// Checks a token count and the input length for `forward`: `x` holds at least `m * H` elements.
+pub(crate) fn check_input(config: &QkvConfig, m: usize, x_len: usize) -> Result<()> {
+    let needed = m.checked_mul(config.hidden).ok_or_else(|| Error::Overflow(format!("m = {m} tokens times hidden")))?;
+    if x_len < needed {
+        return Err(Error::TooShort { what: "x", needed, actual: x_len });
+    }
+    m.checked_mul(config.qkv_cols()).ok_or_else(|| Error::Overflow(format!("m = {m} tokens times N")))?;
+    Ok(())
+}
+
+/// Checks output lengths for `forward_into`: q holds `m * Hq`, k and v `m * Hkv` elements at least.
+pub(crate) fn check_outputs(config: &QkvConfig, m: usize, [q, k, v]: [usize; 3]) -> Result<()> {
+    for (what, cols, actual) in [("q", config.q_cols(), q), ("k", config.kv_cols(), k), ("v", config.kv_cols(), v)] {
+        let needed = m * cols;
+        if actual < needed {
+            return Err(Error::TooShort { what, needed, actual });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Device crate: the fused RMSNorm + QKV projection kernels.
+//!
+//! Compiled to PTX by stock rustc's `nvptx64-nvidia-cuda` backend (see `ptx-builder`). The small
+//! device API below is named after `cuda_std`'s modules so that a later port to rust-cuda is
+//! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`]; [`element`] maps the storage
+//! dtypes (bf16, f16, f32) onto fp32 arithmetic, and [`fused_qkv`] holds the kernels.
+#![no_std]
+#![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch)]
+#![allow(clippy::missing_safety_doc)] // every unsafe fn carries a `# Safety` section instead
+
+/// Repeats `$body` once per listed index, binding `$i` to each as a `usize` constant.
+///
+/// LLVM does not always fully unroll a loop whose body is large; a register array indexed by a
+/// loop counter then moves to local memory (a stack frame in ptxas's report). This makes the
+/// unrolling part of the source.
+#[macro_export]
+macro_rules! unroll {
+    ($i:ident in [$($n:literal),* $(,)?] $body:block) => {
+        $( { let $i: usize = $n; $body } )*
+    };
+}
+
+pub mod element;
+pub mod float;
+pub mod fused_qkv;
+pub mod mem;
+pub mod shared;
+pub mod thread;
+pub mod warp;
+
+/// A panic on the device cannot unwind or print: stop the kernel with `trap`, which the host sees
+/// as a launch failure (`CUDA_ERROR_ILLEGAL_INSTRUCTION`) rather than as wrong numbers.
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // SAFETY: `trap` has no preconditions; it aborts the kernel.
+    unsafe { core::arch::nvptx::trap() }
+}

@@ -1,0 +1,89 @@
+//! Shared memory, static and dynamic (as in `cuda_std::shared`).
+//!
+//! Stock rustc has no shared address space attribute, so shared arrays are declared in PTX and
+//! handled through their 32-bit shared-window addresses, which `ld.shared`/`st.shared` take directly.
+
+use core::arch::asm;
+
+// The block's dynamically sized shared memory; its size is set by the host at launch.
+core::arch::global_asm!(".extern .shared .align 128 .b8 dynamic_shared[];");
+
+/// Address of the block's dynamic shared memory (sized by the launch's `shared_mem_bytes`).
+#[inline(always)]
+pub fn dynamic_shared_base() -> SharedPtr {
+    let base: u32;
+    // SAFETY: reads the address of a symbol; no memory is touched.
+    unsafe { asm!("mov.u32 {r}, dynamic_shared;", r = out(reg32) base, options(pure, nomem, nostack)) };
+    SharedPtr(base)
+}
+
+/// Declares a static shared array of `$bytes` bytes named `$name` and evaluates to its
+/// [`SharedPtr`]. Each name may be declared once per kernel: expand it in the kernel body (or in a
+/// function inlined into exactly one kernel), never in a helper that is inlined twice.
+#[macro_export]
+macro_rules! static_shared {
+    ($name:ident, $bytes:expr) => {{
+        let base: u32;
+        // SAFETY: declares a shared array and reads its address; no memory is touched.
+        unsafe {
+            core::arch::asm!(
+                concat!(".shared .align 16 .b8 ", stringify!($name), "[{bytes}];"),
+                concat!("mov.u32 {r}, ", stringify!($name), ";"),
+                bytes = const $bytes,
+                r = out(reg32) base,
+                options(nomem, nostack),
+            )
+        };
+        $crate::shared::SharedPtr(base)
+    }};
+}
+
+/// A byte address in the block's shared-memory window.
+#[derive(Clone, Copy)]
+pub struct SharedPtr(pub u32);
+
+impl SharedPtr {
+    /// The address `index` f32 elements further on.
+    #[inline(always)]
+    pub fn offset_f32(self, index: u32) -> SharedPtr {
+        SharedPtr(self.0 + index * 4)
+    }
+
+    /// Loads one f32.
+    ///
+    /// # Safety
+    /// The address must lie inside a shared array of this block, 4-byte aligned, and every write
+    /// to it by another thread must be ordered before this load by a barrier.
+    #[inline(always)]
+    pub unsafe fn load_f32(self) -> f32 {
+        let out: f32;
+        asm!("ld.shared.f32 {o}, [{a}];", o = out(reg32) out, a = in(reg32) self.0, options(readonly, nostack));
+        out
+    }
+
+    /// Loads four consecutive f32 in one 16-byte access.
+    ///
+    /// # Safety
+    /// As [`SharedPtr::load_f32`], and the address must be 16-byte aligned.
+    #[inline(always)]
+    pub unsafe fn load_f32x4(self) -> [f32; 4] {
+        let (a, b, c, d): (f32, f32, f32, f32);
+        asm!(
+            "ld.shared.v4.f32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+            a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+            p = in(reg32) self.0,
+            options(readonly, nostack),
+        );
+        [a, b, c, d]
+    }
+
+    /// Stores one f32.
+    ///
+    /// # Safety
+    /// The address must lie inside a shared array of this block, 4-byte aligned; readers in other
+    /// threads must be ordered after this store by a barrier.
+    #[inline(always)]
+    pub unsafe fn store_f32(self, value: f32) {
+        asm!("st.shared.f32 [{a}], {v};", a = in(reg32) self.0, v = in(reg32) value, options(nostack));
+    }
+}
