@@ -1,1 +1,226 @@
-//! Loading one layer's weights from a safetensors checkpoint (placeholder, replaced below).
+//! Loading one layer's weights from a safetensors checkpoint with Hugging Face tensor names.
+//!
+//! For layer `i` the loader reads `model.layers.{i}.input_layernorm.weight [H]`,
+//! `model.layers.{i}.self_attn.{q,k,v}_proj.weight` (`[Hq, H]`, `[Hkv, H]`, `[Hkv, H]`) and, when
+//! `config.bias` is set, `model.layers.{i}.self_attn.{q,k,v}_proj.bias`. Every tensor must already
+//! be stored in the dtype asked for: nothing is converted, so what runs is what the file holds.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use safetensors::{Dtype as FileDtype, SafeTensors};
+
+use crate::dtype::{bf16, f16};
+use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+
+/// Prefix shared by every tensor of every decoder layer.
+const LAYERS_PREFIX: &str = "model.layers.";
+
+/// The three projections, in the order their rows are fused (q | k | v).
+const PROJECTIONS: [&str; 3] = ["q_proj", "k_proj", "v_proj"];
+
+/// Reads the safetensors file at `path` and returns layer `layer`'s weights in dtype `T`.
+///
+/// The whole file is read into memory; for sharded checkpoints pass the shard that holds the layer.
+/// Fails with [`Error::Io`] when the file cannot be read and with [`Error::Checkpoint`] when it is
+/// not safetensors or a tensor is missing or has the wrong shape or dtype (see [`layer_from_bytes`]).
+pub fn load_layer<T: Dtype>(path: &Path, config: &QkvConfig, layer: usize) -> Result<QkvWeights<T>> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    layer_from_bytes(&bytes, path, config, layer)
+}
+
+/// Parses `bytes` as a safetensors file and returns layer `layer`'s weights in dtype `T`.
+///
+/// `path` only names the file in error messages. Reads the tensors listed by
+/// [`tensor_names`]`(layer, config.bias)`; each must have the shape `config` implies and be stored
+/// as `T` (bf16, f16 or f32), without conversion. Fails with [`Error::Checkpoint`] when the bytes
+/// are not safetensors, the layer or some of its tensors are missing, a tensor's shape or dtype is
+/// wrong, or the file has biases for the layer while `config.bias` is false. Never panics on any
+/// file content.
+pub fn layer_from_bytes<T: Dtype>(
+    bytes: &[u8],
+    path: &Path,
+    config: &QkvConfig,
+    layer: usize,
+) -> Result<QkvWeights<T>> {
+    config.validate()?;
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
+    check_layer_tensors(&file, path, config, layer)?;
+
+    let (hidden, q_cols, kv_cols) = (config.hidden, config.q_cols(), config.kv_cols());
+    let reader = TensorReader { file: &file, path };
+    let gamma = reader.read::<T>(&norm_name(layer), &[hidden])?;
+    let q_weight = reader.read::<T>(&projection_name(layer, "q_proj", "weight"), &[q_cols, hidden])?;
+    let k_weight = reader.read::<T>(&projection_name(layer, "k_proj", "weight"), &[kv_cols, hidden])?;
+    let v_weight = reader.read::<T>(&projection_name(layer, "v_proj", "weight"), &[kv_cols, hidden])?;
+    let bias = if config.bias {
+        Some([
+            reader.read::<T>(&projection_name(layer, "q_proj", "bias"), &[q_cols])?,
+            reader.read::<T>(&projection_name(layer, "k_proj", "bias"), &[kv_cols])?,
+            reader.read::<T>(&projection_name(layer, "v_proj", "bias"), &[kv_cols])?,
+        ])
+    } else {
+        None
+    };
+    let bias_slices = bias.as_ref().map(|[q, k, v]| [q.as_slice(), k.as_slice(), v.as_slice()]);
+    QkvWeights::from_separate(*config, gamma, [&q_weight, &k_weight, &v_weight], bias_slices)
+}
+
+/// The names of the tensors [`layer_from_bytes`] reads for `layer`: the norm weight, the q, k and
+/// v projection weights and, when `bias` is set, the q, k and v biases, in that order.
+pub fn tensor_names(layer: usize, bias: bool) -> Vec<String> {
+    let mut names = vec![norm_name(layer)];
+    names.extend(PROJECTIONS.map(|projection| projection_name(layer, projection, "weight")));
+    if bias {
+        names.extend(bias_names(layer));
+    }
+    names
+}
+
+fn norm_name(layer: usize) -> String {
+    format!("{LAYERS_PREFIX}{layer}.input_layernorm.weight")
+}
+
+/// `kind` is "weight" or "bias".
+fn projection_name(layer: usize, projection: &str, kind: &str) -> String {
+    format!("{LAYERS_PREFIX}{layer}.self_attn.{projection}.{kind}")
+}
+
+fn bias_names(layer: usize) -> [String; 3] {
+    PROJECTIONS.map(|projection| projection_name(layer, projection, "bias"))
+}
+
+fn checkpoint_error(path: &Path, reason: String) -> Error {
+    Error::Checkpoint { path: path.to_path_buf(), reason }
+}
+
+fn has_tensor(file: &SafeTensors, name: &str) -> bool {
+    file.tensor(name).is_ok()
+}
+
+/// Checks, before decoding anything, that the layer exists and that its tensor set matches
+/// `config.bias`, so that one message can list every missing tensor at once.
+fn check_layer_tensors(file: &SafeTensors, path: &Path, config: &QkvConfig, layer: usize) -> Result<()> {
+    let layer_prefix = format!("{LAYERS_PREFIX}{layer}.");
+    if !file.names().iter().any(|name| name.starts_with(&layer_prefix)) {
+        return Err(checkpoint_error(path, missing_layer_reason(file, layer)));
+    }
+    let missing: Vec<String> =
+        tensor_names(layer, config.bias).into_iter().filter(|name| !has_tensor(file, name)).collect();
+    if !missing.is_empty() {
+        let all_biases = config.bias && missing.iter().all(|name| name.ends_with(".bias"));
+        let hint = if all_biases { " (config.bias is true, so the q, k and v biases are required)" } else { "" };
+        return Err(checkpoint_error(path, format!("layer {layer} lacks tensors {}{hint}", missing.join(", "))));
+    }
+    // A bias left unread would silently change every output, so a file with biases needs a config
+    // that says so.
+    let unused_biases: Vec<String> = bias_names(layer).into_iter().filter(|name| has_tensor(file, name)).collect();
+    if !config.bias && !unused_biases.is_empty() {
+        return Err(checkpoint_error(
+            path,
+            format!("the file has {} but config.bias is false", unused_biases.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+/// Says the layer is absent and, from the `model.layers.{i}.` names present, which layers exist.
+fn missing_layer_reason(file: &SafeTensors, layer: usize) -> String {
+    let present: BTreeSet<usize> = file
+        .names()
+        .iter()
+        .filter_map(|name| name.strip_prefix(LAYERS_PREFIX)?.split('.').next()?.parse().ok())
+        .collect();
+    match (present.first(), present.last()) {
+        (Some(first), Some(last)) => format!(
+            "no tensors for layer {layer} ({LAYERS_PREFIX}{layer}.*); the file seems to have {} layers, \
+             indices {first}..={last}",
+            present.len()
+        ),
+        _ => format!("no tensors for layer {layer} ({LAYERS_PREFIX}{layer}.*); the file has no {LAYERS_PREFIX}* tensors"),
+    }
+}
+
+/// The file's name for a dtype.
+fn file_dtype(kind: DtypeKind) -> FileDtype {
+    match kind {
+        DtypeKind::Bf16 => FileDtype::BF16,
+        DtypeKind::F16 => FileDtype::F16,
+        DtypeKind::F32 => FileDtype::F32,
+    }
+}
+
+/// Reads named tensors of one parsed file, checking each against the shape the config implies.
+struct TensorReader<'a, 'data> {
+    file: &'a SafeTensors<'data>,
+    path: &'a Path,
+}
+
+impl TensorReader<'_, '_> {
+    fn read<T: Dtype>(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<T>> {
+        let error = |reason: String| checkpoint_error(self.path, format!("tensor {name}: {reason}"));
+        let view = self.file.tensor(name).map_err(|_| error("missing".into()))?;
+        let wanted = file_dtype(T::KIND);
+        if view.dtype() != wanted {
+            return Err(error(format!("the file stores {:?}, wanted {wanted:?} ({})", view.dtype(), T::KIND)));
+        }
+        let shape = view.shape();
+        if shape != expected_shape {
+            return Err(error(format!("expected shape {expected_shape:?}, the file has {shape:?}")));
+        }
+        decode_le::<T>(view.data())
+            .filter(|values| values.len() * T::KIND.size_bytes() == view.data().len())
+            .ok_or_else(|| error(format!("cannot decode {} bytes as {}", view.data().len(), T::KIND)))
+    }
+}
+
+/// Decodes little-endian `bytes` into `T`, bit for bit. Decoding goes through the concrete type
+/// that `T::KIND` names and back to `T` by downcast, because `Dtype` has no from-bits constructor and
+/// a round trip through f32 could alter NaN payloads. `None` only if `T` is not that type.
+fn decode_le<T: Dtype>(bytes: &[u8]) -> Option<Vec<T>> {
+    let values: Box<dyn Any> = match T::KIND {
+        DtypeKind::Bf16 => Box::new(decode_chunks(bytes, |b: [u8; 2]| bf16::from_bits(u16::from_le_bytes(b)))),
+        DtypeKind::F16 => Box::new(decode_chunks(bytes, |b: [u8; 2]| f16::from_bits(u16::from_le_bytes(b)))),
+        DtypeKind::F32 => Box::new(decode_chunks(bytes, f32::from_le_bytes)),
+    };
+    values.downcast::<Vec<T>>().ok().map(|values| *values)
+}
+
+/// Splits `bytes` into `N`-byte chunks by copying, since tensor data in a file need not be aligned
+/// for `U`. A trailing partial chunk is dropped; the caller checks the decoded length.
+fn decode_chunks<const N: usize, U>(bytes: &[u8], from_le: impl Fn([u8; N]) -> U) -> Vec<U> {
+    bytes.chunks_exact(N).filter_map(|chunk| <[u8; N]>::try_from(chunk).ok()).map(from_le).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_names_lists_hugging_face_names_in_fused_order() {
+        let base = [
+            "model.layers.3.input_layernorm.weight",
+            "model.layers.3.self_attn.q_proj.weight",
+            "model.layers.3.self_attn.k_proj.weight",
+            "model.layers.3.self_attn.v_proj.weight",
+        ];
+        let biases = [
+            "model.layers.3.self_attn.q_proj.bias",
+            "model.layers.3.self_attn.k_proj.bias",
+            "model.layers.3.self_attn.v_proj.bias",
+        ];
+        assert_eq!(tensor_names(3, false), base);
+        assert_eq!(tensor_names(3, true), [base.as_slice(), biases.as_slice()].concat());
+    }
+
+    #[test]
+    fn decode_le_reads_unaligned_little_endian_bits() {
+        // One leading byte puts every element at an odd address.
+        let bytes = [0xAA, 0x80, 0x3F, 0x00, 0xC0];
+        assert_eq!(decode_le::<bf16>(&bytes[1..]), Some(vec![bf16::from_f32(1.0), bf16::from_f32(-2.0)]));
+        assert_eq!(decode_le::<f16>(&[0x00, 0x3C]), Some(vec![f16::from_f32(1.0)]));
+        assert_eq!(decode_le::<f32>(&[0xAA, 0x00, 0x00, 0x80, 0x3F][1..]), Some(vec![1.0f32]));
+    }
+}

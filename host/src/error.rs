@@ -30,7 +30,7 @@ pub enum Error {
     #[error("size overflow: {0}")]
     Overflow(String),
     /// A CUDA driver call failed.
-    #[error("CUDA error while {context}: {source}")]
+    #[error("CUDA error while {context}: {}", cuda_message(.source))]
     Cuda { context: String, source: cust::error::CudaError },
     /// A checkpoint tensor is missing or not what the layer needs.
     #[error("checkpoint {path}: {reason}")]
@@ -48,5 +48,17 @@ pub(crate) trait CudaContext<T> {
 impl<T> CudaContext<T> for cust::error::CudaResult<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Cuda { context: context(), source })
+    }
+}
+
+/// The driver's text for `e`, or its code name when the driver cannot give one: cust's `Display`
+/// asks the driver and returns `fmt::Error` when that fails (no driver, or a stub), which would
+/// make `println!("{err}")` panic.
+fn cuda_message(e: &cust::error::CudaError) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    match write!(text, "{e}") {
+        Ok(()) => text,
+        Err(_) => format!("{e:?}"),
     }
 }

@@ -163,6 +163,10 @@ impl<T: Dtype> GpuLayer<T> {
         let chunk = c.hidden.div_ceil(lane_step).min(MAX_CHUNK / lane_step) * lane_step;
         let shared_bytes = (TILE_M * chunk * 4) as u32;
         let grid_x = c.qkv_cols().div_ceil(TILE_N) as u32;
+        // Kernel arguments are passed by address: every one must be a local that outlives the
+        // launch call (a temporary inside the argument array would dangle).
+        let gamma = self.gamma.as_device_ptr();
+        let qkv_weight = self.qkv_weight.as_device_ptr();
         let bias = self.bias.as_ref().map_or(DevicePointer::null(), |b| b.as_device_ptr());
         let to_u32 = |what: &str, v: usize| u32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} exceeds u32")));
         let (hidden, q_cols, kv_cols) = (to_u32("hidden", c.hidden)?, to_u32("q_cols", c.q_cols())?, to_u32("kv_cols", c.kv_cols())?);
@@ -177,8 +181,8 @@ impl<T: Dtype> GpuLayer<T> {
             let rows_u32 = rows as u32;
             let args: [*const c_void; 13] = [
                 arg(&x_ptr),
-                arg(&self.gamma.as_device_ptr()),
-                arg(&self.qkv_weight.as_device_ptr()),
+                arg(&gamma),
+                arg(&qkv_weight),
                 arg(&bias),
                 arg(&q_ptr),
                 arg(&k_ptr),

@@ -1,6 +1,8 @@
 //! The float64 oracle: the layer's semantics evaluated in f64 from the same stored inputs, for
 //! tests and for the CLI's error report.
 
+use rayon::prelude::*;
+
 use crate::{Dtype, QkvWeights};
 
 /// `y [m, N]` in f64 (q | k | v columns), from the first `m` rows of `x`.
@@ -11,18 +13,20 @@ pub fn reference_f64<T: Dtype>(weights: &QkvWeights<T>, x: &[T], m: usize) -> Ve
     let c = &weights.config;
     let (h, n) = (c.hidden, c.qkv_cols());
     let f = |v: &T| v.to_f32() as f64;
-    let mut y = Vec::with_capacity(m * n);
-    for row in x[..m * h].chunks(h) {
-        let mean_sq = row.iter().map(|v| f(v) * f(v)).sum::<f64>() / h as f64;
-        let rms_inv = 1.0 / (mean_sq + c.eps as f64).sqrt();
-        let normed: Vec<f64> = row.iter().zip(&weights.gamma).map(|(x, g)| f(x) * rms_inv * f(g)).collect();
-        for col in 0..n {
-            let w_row = &weights.qkv_weight[col * h..(col + 1) * h];
-            let dot: f64 = w_row.iter().zip(&normed).map(|(w, xn)| f(w) * xn).sum();
-            y.push(dot + weights.bias.as_ref().map_or(0.0, |b| f(&b[col])));
-        }
-    }
-    y
+    // Parallel over rows only: each output is still one sequential f64 sum.
+    x[..m * h]
+        .par_chunks(h)
+        .flat_map_iter(|row| {
+            let mean_sq = row.iter().map(|v| f(v) * f(v)).sum::<f64>() / h as f64;
+            let rms_inv = 1.0 / (mean_sq + c.eps as f64).sqrt();
+            let normed: Vec<f64> = row.iter().zip(&weights.gamma).map(|(x, g)| f(x) * rms_inv * f(g)).collect();
+            (0..n).map(move |col| {
+                let w_row = &weights.qkv_weight[col * h..(col + 1) * h];
+                let dot: f64 = w_row.iter().zip(&normed).map(|(w, xn)| f(w) * xn).sum();
+                dot + weights.bias.as_ref().map_or(0.0, |b| f(&b[col]))
+            })
+        })
+        .collect()
 }
 
 /// Joins q, k, v (`[m, Hq]`, `[m, Hkv]`, `[m, Hkv]`) back into `y [m, N]` as f64.

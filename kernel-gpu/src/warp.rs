@@ -29,7 +29,10 @@ pub unsafe fn shuffle_xor_f32(value: f32, lane_mask: u32) -> f32 {
         out = out(reg32) out,
         v = in(reg32) value,
         m = in(reg32) lane_mask,
-        options(pure, nomem, nostack),
+        // Not `pure`: LLVM may then sink the shuffle into a branch taken by some lanes only (it did:
+        // into `if lane == 0`, a deadlock). Inline asm cannot be marked convergent; a side-effecting
+        // asm is never moved into or out of conditional code.
+        options(nostack),
     );
     out
 }

@@ -114,6 +114,11 @@ fn setup() -> Result<()> {
     let ptxas = ptx_builder::find_or_install_ptxas(&target_dir().join("tools"), &mut |m| say(m))?;
     say(&format!("ptxas: {}", ptxas.display()));
     if has_cuda_driver() {
+        // A stub left from before the driver was installed would shadow it (see .cargo/config.toml).
+        let stub = target_dir().join("cuda-stub");
+        if stub.exists() {
+            std::fs::remove_dir_all(&stub)?;
+        }
         say("a CUDA driver library is installed; no libcuda stub needed");
     } else {
         let dir = write_cuda_stub()?;

@@ -1,1 +1,445 @@
-fn main() {}
+//! `fused-qkv run`: runs one layer's fused RMSNorm + QKV projection on seeded random input, checks
+//! the CPU implementation and (when a CUDA GPU is present) the kernel against the float64
+//! reference, and times both.
+//!
+//! Exit status: 0 when every path is within its dtype's error bound, 1 when one is not, 2 on an
+//! error (bad arguments, unreadable weights, a failed CUDA call).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use cust::context::{Context, CurrentContext};
+use cust::error::CudaResult;
+use cust::event::{Event, EventFlags};
+use cust::memory::DeviceBuffer;
+use cust::stream::{Stream, StreamFlags};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use fused_qkv::config::PRESETS;
+use fused_qkv::cpu::CpuLayer;
+use fused_qkv::dtype::{bf16, f16};
+use fused_qkv::gpu::{GpuLayer, Kernels};
+use fused_qkv::reference::{self, ErrorReport};
+use fused_qkv::{checkpoint, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+
+/// Untimed launches before the GPU timing.
+const WARMUP_LAUNCHES: usize = 20;
+/// Launches between two CUDA events.
+const LAUNCHES_PER_BATCH: usize = 10;
+/// Most CPU calls timed, and the wall-clock budget after which the CPU timing stops early.
+const MAX_CPU_CALLS: usize = 5;
+const CPU_TIME_BUDGET: Duration = Duration::from_secs(2);
+/// Exit status when a path exceeds its error bound (errors exit with 2).
+const EXIT_CHECK_FAILED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "fused-qkv",
+    version,
+    about = "Fused RMSNorm + QKV projection: run and check the kernel against the CPU implementation and a float64 reference."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one layer on seeded random input, check the GPU and CPU outputs against a float64
+    /// reference, and time them.
+    #[command(after_help = "Exit status: 0 if every path is within its error bound, 1 if one is not, 2 on an error.")]
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Model preset (its layer shapes).
+    #[arg(long, value_name = "NAME", default_value = "qwen3-0.6b", help = preset_help())]
+    model: String,
+    /// Tokens M (rows of x); 0 runs nothing.
+    #[arg(long, value_name = "M", default_value_t = 32)]
+    tokens: usize,
+    /// Storage dtype: bf16, f16 or f32.
+    #[arg(long, value_name = "DTYPE", default_value = "bf16")]
+    dtype: DtypeKind,
+    /// Load the layer's weights from this safetensors checkpoint instead of random ones.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Layer to load from --weights.
+    #[arg(long, value_name = "I", default_value_t = 0, requires = "weights")]
+    layer: usize,
+    /// Seed of the random input x (and of the random weights).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Timed GPU launches (0: check only, no timing).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    iters: usize,
+}
+
+fn preset_help() -> String {
+    let names: Vec<&str> = PRESETS.iter().map(|(name, _)| *name).collect();
+    format!("Model preset: {}", names.join(", "))
+}
+
+fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    let result = match args.dtype {
+        DtypeKind::Bf16 => run::<bf16>(&args),
+        DtypeKind::F16 => run::<f16>(&args),
+        DtypeKind::F32 => run::<f32>(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_CHECK_FAILED),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs and checks every available path; `Ok(true)` when all are within the bound.
+fn run<T: Dtype>(args: &RunArgs) -> Result<bool> {
+    let config = QkvConfig::preset(&args.model)?;
+    let weights = build_weights::<T>(args, &config)?;
+    let m = args.tokens;
+    let x = random_input::<T>(config.hidden, m, args.seed)?;
+    print_header(args, &config);
+    if m == 0 {
+        println!("\nM = 0: nothing to compare.");
+        return Ok(true);
+    }
+    // Initialise CUDA first so that its one-line notice comes before the (slower) CPU work.
+    let gpu = match Gpu::init() {
+        Ok(gpu) => {
+            println!("gpu:      {}", gpu.description);
+            Some(gpu)
+        }
+        Err(e) => {
+            eprintln!("no CUDA GPU available ({e}); running the CPU implementation only");
+            None
+        }
+    };
+    let reference = reference::reference_f64(&weights, &x, m);
+    let bound = T::KIND.error_bound();
+    let cpu = run_cpu(&weights, &x, m)?;
+    let cpu_report = reference::compare(&cpu.y, &reference);
+    let gpu_result = gpu.as_ref().map(|gpu| run_gpu(gpu, &weights, &x, m, args.iters)).transpose()?;
+
+    let mut rows = vec![Row { path: "cpu", report: cpu_report, time: Some(cpu.median) }];
+    if let Some(g) = &gpu_result {
+        let report = reference::compare(&g.y, &reference);
+        rows.push(Row { path: "gpu", report, time: g.timing.as_ref().map(|t| t.device_per_launch) });
+    }
+    print_table(&rows, bound);
+    print_timing_notes(&cpu, gpu_result.as_ref(), &weights, m);
+    Ok(rows.iter().all(|row| row.report.passes(bound)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+fn build_weights<T: Dtype>(args: &RunArgs, config: &QkvConfig) -> Result<QkvWeights<T>> {
+    match &args.weights {
+        Some(path) => checkpoint::load_layer::<T>(path, config, args.layer),
+        None => QkvWeights::random(*config, args.seed),
+    }
+}
+
+/// Seeded random `x [m, hidden]`: roughly standard-normal values, each row scaled by `10^u` with
+/// `u` uniform in [-3, 3], so row magnitudes span 1e-3 .. 1e3. No element rounds to zero.
+fn random_input<T: Dtype>(hidden: usize, m: usize, seed: u64) -> Result<Vec<T>> {
+    let len = m.checked_mul(hidden).ok_or_else(|| Error::Overflow(format!("M = {m} tokens times hidden {hidden}")))?;
+    let mut x = Vec::new();
+    x.try_reserve_exact(len)
+        .map_err(|e| Error::Overflow(format!("cannot allocate x [{m}, {hidden}]: {e}")))?;
+    // A different stream from the weights', which use `seed` itself.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    for _ in 0..m {
+        let scale = 10f64.powf(rng.gen_range(-3.0..=3.0));
+        for _ in 0..hidden {
+            x.push(loop {
+                let value = T::from_f32((standard_normal(&mut rng) * scale) as f32);
+                if value.to_f32() != 0.0 {
+                    break value;
+                }
+            });
+        }
+    }
+    Ok(x)
+}
+
+/// One standard-normal sample (Box-Muller).
+fn standard_normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln is finite
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU
+
+struct CpuRun {
+    /// Output as `y [m, N]`.
+    y: Vec<f64>,
+    /// Median wall-clock time of one `forward`.
+    median: Duration,
+    calls: usize,
+    threads: usize,
+}
+
+/// Runs the CPU layer once for the check, then again (up to [`MAX_CPU_CALLS`] calls in all, within
+/// [`CPU_TIME_BUDGET`]) for the timing.
+fn run_cpu<T: Dtype>(weights: &QkvWeights<T>, x: &[T], m: usize) -> Result<CpuRun> {
+    let layer = CpuLayer::new(weights.clone());
+    let started = Instant::now();
+    let (q, k, v) = layer.forward(x, m)?;
+    let mut times = vec![started.elapsed()];
+    while times.len() < MAX_CPU_CALLS && started.elapsed() < CPU_TIME_BUDGET {
+        let t = Instant::now();
+        layer.forward(x, m)?;
+        times.push(t.elapsed());
+    }
+    Ok(CpuRun {
+        y: reference::join_qkv(weights, m, &q, &k, &v),
+        median: median_duration(&mut times),
+        calls: times.len(),
+        threads: rayon::current_num_threads(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU
+
+/// The CUDA context and the loaded kernels. Field order is drop order: the module goes before
+/// the context that owns it.
+struct Gpu {
+    kernels: Arc<Kernels>,
+    _context: Context,
+    description: String,
+}
+
+impl Gpu {
+    fn init() -> Result<Self> {
+        let context = cuda(cust::quick_init(), "initialising CUDA")?;
+        let kernels = Arc::new(Kernels::load()?);
+        let device = cuda(CurrentContext::get_device(), "querying the current device")?;
+        let name = cuda(device.name(), "querying the device name")?;
+        let (major, minor) = kernels.compute_capability();
+        Ok(Gpu { kernels, _context: context, description: format!("{name} (compute capability {major}.{minor})") })
+    }
+}
+
+/// Attaches context to a `cust` result.
+fn cuda<R>(result: CudaResult<R>, context: &str) -> Result<R> {
+    result.map_err(|source| Error::Cuda { context: context.to_string(), source })
+}
+
+/// The device buffers of one call.
+struct DeviceIo<T: cust::memory::DeviceCopy> {
+    x: DeviceBuffer<T>,
+    q: DeviceBuffer<T>,
+    k: DeviceBuffer<T>,
+    v: DeviceBuffer<T>,
+}
+
+struct GpuRun {
+    /// Output as `y [m, N]`.
+    y: Vec<f64>,
+    /// `None` with `--iters 0`.
+    timing: Option<GpuTiming>,
+}
+
+struct GpuTiming {
+    /// Median over batches of the event-timed batch time divided by its launches.
+    device_per_launch: Duration,
+    batches: usize,
+    /// Median host time of `forward_into` + `stream.synchronize()`.
+    host_per_call: Duration,
+    calls: usize,
+}
+
+/// Uploads the layer and x, runs one checked launch into NaN-filled outputs, downloads the
+/// result, then times `iters` launches.
+fn run_gpu<T: Dtype>(gpu: &Gpu, weights: &QkvWeights<T>, x: &[T], m: usize, iters: usize) -> Result<GpuRun> {
+    let layer = GpuLayer::new(gpu.kernels.clone(), weights)?;
+    let stream = cuda(Stream::new(StreamFlags::NON_BLOCKING, None), "creating a stream")?;
+    let c = weights.config;
+    let nan_buffer = |what: &str, len: usize| {
+        cuda(DeviceBuffer::from_slice(&vec![T::from_f32(f32::NAN); len]), &format!("allocating {what} ({len} elements)"))
+    };
+    let mut io = DeviceIo {
+        x: cuda(DeviceBuffer::from_slice(x), "copying x to the device")?,
+        q: nan_buffer("q", m * c.q_cols())?,
+        k: nan_buffer("k", m * c.kv_cols())?,
+        v: nan_buffer("v", m * c.kv_cols())?,
+    };
+    layer.forward_into(&stream, &io.x, m, &mut io.q, &mut io.k, &mut io.v)?;
+    cuda(stream.synchronize(), "running the checked launch")?;
+    let (q, k, v) = (GpuLayer::download(&io.q)?, GpuLayer::download(&io.k)?, GpuLayer::download(&io.v)?);
+    let y = reference::join_qkv(weights, m, &q, &k, &v);
+    let timing = if iters == 0 { None } else { Some(time_gpu(&layer, &stream, &mut io, m, iters)?) };
+    Ok(GpuRun { y, timing })
+}
+
+/// Warms up, then times `iters` back-to-back launches with a chain of CUDA events (one every
+/// [`LAUNCHES_PER_BATCH`] launches), then `iters` synchronised calls with the host clock.
+fn time_gpu<T: Dtype>(
+    layer: &GpuLayer<T>,
+    stream: &Stream,
+    io: &mut DeviceIo<T>,
+    m: usize,
+    iters: usize,
+) -> Result<GpuTiming> {
+    let mut launch = || layer.forward_into(stream, &io.x, m, &mut io.q, &mut io.k, &mut io.v);
+    for _ in 0..WARMUP_LAUNCHES {
+        launch()?;
+    }
+    cuda(stream.synchronize(), "running the warm-up launches")?;
+
+    let batches: Vec<usize> = (0..iters)
+        .step_by(LAUNCHES_PER_BATCH)
+        .map(|start| LAUNCHES_PER_BATCH.min(iters - start))
+        .collect();
+    let new_event = || cuda(Event::new(EventFlags::DEFAULT), "creating an event");
+    let first = new_event()?;
+    cuda(first.record(stream), "recording an event")?;
+    let mut events = Vec::with_capacity(batches.len());
+    for &launches in &batches {
+        for _ in 0..launches {
+            launch()?;
+        }
+        let event = new_event()?;
+        cuda(event.record(stream), "recording an event")?;
+        events.push(event);
+    }
+    cuda(stream.synchronize(), "running the timed launches")?;
+    let mut per_launch = Vec::with_capacity(batches.len());
+    let mut previous = &first;
+    for (event, &launches) in events.iter().zip(&batches) {
+        let ms = cuda(event.elapsed_time_f32(previous), "reading an event time")?;
+        per_launch.push(Duration::from_secs_f64(f64::from(ms.max(0.0)) * 1e-3 / launches as f64));
+        previous = event;
+    }
+
+    let mut host = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        launch()?;
+        cuda(stream.synchronize(), "running a timed call")?;
+        host.push(t.elapsed());
+    }
+    Ok(GpuTiming {
+        device_per_launch: median_duration(&mut per_launch),
+        batches: batches.len(),
+        host_per_call: median_duration(&mut host),
+        calls: iters,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+struct Row {
+    path: &'static str,
+    report: ErrorReport,
+    time: Option<Duration>,
+}
+
+fn print_header(args: &RunArgs, c: &QkvConfig) {
+    let weights = match &args.weights {
+        Some(path) => format!("{}, layer {}", path.display(), args.layer),
+        None => format!("random (seed {})", args.seed),
+    };
+    println!("model:    {} (eps = {:e})", args.model, c.eps);
+    println!(
+        "shapes:   M = {}, H = {}, N = {} (q {} + k {} + v {}), bias: {}",
+        args.tokens,
+        c.hidden,
+        c.qkv_cols(),
+        c.q_cols(),
+        c.kv_cols(),
+        c.kv_cols(),
+        if c.bias { "yes" } else { "no" }
+    );
+    println!("dtype:    {}", args.dtype);
+    println!("weights:  {weights}");
+    println!("input:    random (seed {}), row magnitudes 1e-3 .. 1e3", args.seed);
+}
+
+fn print_table(rows: &[Row], bound: f64) {
+    println!();
+    println!(
+        "{:<5} {:>13} {:>12} {:>10} {:>9}  {:<6} {:>10}",
+        "path", "rel err (F)", "max abs err", "non-finite", "bound", "check", "time"
+    );
+    for row in rows {
+        let r = &row.report;
+        println!(
+            "{:<5} {:>13.3e} {:>12.3e} {:>10} {:>9.1e}  {:<6} {:>10}",
+            row.path,
+            r.rel_frobenius,
+            r.max_abs,
+            r.non_finite,
+            bound,
+            if r.passes(bound) { "PASS" } else { "FAIL" },
+            row.time.map_or_else(|| "-".to_string(), format_duration),
+        );
+    }
+}
+
+fn print_timing_notes<T: Dtype>(cpu: &CpuRun, gpu: Option<&GpuRun>, weights: &QkvWeights<T>, m: usize) {
+    println!();
+    println!("rel err (F): ||out - ref||_F / ||ref||_F against the float64 reference; bound: the dtype's.");
+    println!("cpu time: median wall clock of {} forward call(s), {} rayon threads.", cpu.calls, cpu.threads);
+    let Some(gpu) = gpu else { return };
+    let vs_cpu = reference::compare(&gpu.y, &cpu.y);
+    println!(
+        "gpu vs cpu: rel Frobenius difference {:.3e}, max abs difference {:.3e}.",
+        vs_cpu.rel_frobenius, vs_cpu.max_abs
+    );
+    match &gpu.timing {
+        None => println!("gpu time: not measured (--iters 0)."),
+        Some(t) => {
+            let gb_per_s = bytes_moved(weights, m) as f64 / t.device_per_launch.as_secs_f64() / 1e9;
+            println!(
+                "gpu time: median device time per launch over {} event-timed batch(es) of up to {} \
+                 back-to-back launches ({gb_per_s:.0} GB/s of compulsory traffic); host time of \
+                 forward_into + synchronize: {} (median of {}).",
+                t.batches,
+                LAUNCHES_PER_BATCH,
+                format_duration(t.host_per_call),
+                t.calls
+            );
+        }
+    }
+}
+
+/// Bytes one launch must read and write at least: weights, gamma, bias, x, q, k and v.
+fn bytes_moved<T: Dtype>(weights: &QkvWeights<T>, m: usize) -> usize {
+    let c = &weights.config;
+    let elements = c.weight_len() + c.hidden + if c.bias { c.qkv_cols() } else { 0 } + m * (c.hidden + c.qkv_cols());
+    elements * T::KIND.size_bytes()
+}
+
+fn format_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1e3 {
+        format!("{us:.1} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// Median of a non-empty list (zero for an empty one).
+fn median_duration(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
