@@ -81,7 +81,7 @@ fn upload<T: Dtype>(what: &str, data: &[T]) -> Result<DeviceBuffer<T>> {
 fn check_aligned<T: Dtype>(what: &'static str, ptr: DevicePointer<T>) -> Result<()> {
     let align = std::mem::align_of::<T>();
     let address = ptr.as_raw();
-    if address % align as u64 != 0 {
+    if !address.is_multiple_of(align as u64) {
         return Err(Error::Misaligned { what, address, align });
     }
     Ok(())
@@ -156,7 +156,7 @@ impl<T: Dtype> GpuLayer<T> {
             return Ok(());
         }
         let vec = vec_width(T::KIND);
-        let vector = c.hidden % vec == 0 && x.as_device_ptr().as_raw() % 16 == 0;
+        let vector = c.hidden.is_multiple_of(vec) && x.as_device_ptr().as_raw().is_multiple_of(16);
         let name = format!("fused_rmsnorm_qkv_{}_{}", T::KIND.name(), if vector { "vec" } else { "scalar" });
         let function = self.kernels.module.get_function(&name).context(|| format!("looking up kernel {name}"))?;
         let lane_step = 32 * vec;

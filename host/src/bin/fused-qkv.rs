@@ -375,13 +375,13 @@ fn print_header(args: &RunArgs, c: &QkvConfig) {
 fn print_table(rows: &[Row], bound: f64) {
     println!();
     println!(
-        "{:<5} {:>13} {:>12} {:>10} {:>9}  {:<6} {:>10}",
+        "{:<5} {:>12} {:>12} {:>11} {:>8}  {:<5} {:>10}",
         "path", "rel err (F)", "max abs err", "non-finite", "bound", "check", "time"
     );
     for row in rows {
         let r = &row.report;
         println!(
-            "{:<5} {:>13.3e} {:>12.3e} {:>10} {:>9.1e}  {:<6} {:>10}",
+            "{:<5} {:>12.3e} {:>12.3e} {:>11} {:>8.1e}  {:<5} {:>10}",
             row.path,
             r.rel_frobenius,
             r.max_abs,
