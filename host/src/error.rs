@@ -40,8 +40,9 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Adds "while ..." context to CUDA results.
-pub(crate) trait CudaContext<T> {
+/// Adds "while ..." context to `cust` results, turning them into [`Error::Cuda`].
+pub trait CudaContext<T> {
+    /// `Err(e)` becomes `Error::Cuda { context: context(), source: e }`.
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 

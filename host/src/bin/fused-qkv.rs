@@ -24,7 +24,7 @@ use fused_qkv::cpu::CpuLayer;
 use fused_qkv::dtype::{bf16, f16};
 use fused_qkv::gpu::{GpuLayer, Kernels};
 use fused_qkv::reference::{self, ErrorReport};
-use fused_qkv::{checkpoint, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+use fused_qkv::{checkpoint, CudaContext, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
 /// Untimed launches before the GPU timing.
 const WARMUP_LAUNCHES: usize = 20;
@@ -237,7 +237,7 @@ impl Gpu {
 
 /// Attaches context to a `cust` result.
 fn cuda<R>(result: CudaResult<R>, context: &str) -> Result<R> {
-    result.map_err(|source| Error::Cuda { context: context.to_string(), source })
+    result.context(|| context.to_string())
 }
 
 /// The device buffers of one call.
