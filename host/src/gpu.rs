@@ -23,11 +23,12 @@ pub const PTX_SM80: &str = include_str!(env!("FUSED_QKV_PTX_SM_80"));
 pub const PTX_SM90: &str = include_str!(env!("FUSED_QKV_PTX_SM_90"));
 
 // The kernel's tiling, mirrored from kernel-gpu/src/fused_qkv.rs (its launch contract).
-const THREADS: u32 = 256;
+const THREADS: u32 = 128;
 const TILE_M: usize = 8;
-const TILE_N: usize = 16;
-/// Hidden elements staged per shared-memory chunk; a multiple of every dtype's warp step.
-const MAX_CHUNK: usize = 1024;
+const TILE_N: usize = 8;
+/// Dynamic shared memory for the staged `x * gamma` rows: under the 48 KB a block gets without
+/// opting in, less the kernel's static shared memory (256 B) and a margin.
+const MAX_STAGE_BYTES: usize = 47 * 1024;
 /// Rows per launch: the grid's y dimension is at most 65535 blocks.
 const MAX_ROWS_PER_LAUNCH: usize = 65535 * TILE_M;
 
@@ -156,12 +157,23 @@ impl<T: Dtype> GpuLayer<T> {
             return Ok(());
         }
         let vec = vec_width(T::KIND);
+        // gamma and W are whole device allocations (256-byte aligned); x may be a view.
         let vector = c.hidden.is_multiple_of(vec) && x.as_device_ptr().as_raw().is_multiple_of(16);
-        let name = format!("fused_rmsnorm_qkv_{}_{}", T::KIND.name(), if vector { "vec" } else { "scalar" });
+        // Tokens per block: the smallest specialised tile that covers M (decode), else TILE_M.
+        let tile_m = match m {
+            1 => 1,
+            2 => 2,
+            3 | 4 => 4,
+            _ => TILE_M,
+        };
+        let name = format!("fused_rmsnorm_qkv_{}_{}_m{tile_m}", T::KIND.name(), if vector { "vec" } else { "scalar" });
         let function = self.kernels.module.get_function(&name).context(|| format!("looking up kernel {name}"))?;
+        // The whole hidden row in one chunk where it fits (one staging pass, two barriers).
         let lane_step = 32 * vec;
-        let chunk = c.hidden.div_ceil(lane_step).min(MAX_CHUNK / lane_step) * lane_step;
-        let shared_bytes = (TILE_M * chunk * 4) as u32;
+        let tile_rows = m.min(tile_m);
+        let max_chunk = MAX_STAGE_BYTES / (tile_rows * 4) / lane_step * lane_step;
+        let chunk = (c.hidden.div_ceil(lane_step) * lane_step).min(max_chunk);
+        let shared_bytes = (tile_rows * chunk * 4) as u32;
         let grid_x = c.qkv_cols().div_ceil(TILE_N) as u32;
         // Kernel arguments are passed by address: every one must be a local that outlives the
         // launch call (a temporary inside the argument array would dangle).
@@ -194,7 +206,7 @@ impl<T: Dtype> GpuLayer<T> {
                 arg(&chunk),
                 arg(&c.eps),
             ];
-            let grid = (grid_x, rows.div_ceil(TILE_M) as u32, 1);
+            let grid = (grid_x, rows.div_ceil(tile_m) as u32, 1);
             // SAFETY: the arguments match the kernel's signature in order and type (pointers as
             // 64-bit device addresses, then u32 x5 and f32); the lengths and alignment checked above
             // and the grid and shared-memory size computed here are its launch contract.

@@ -28,7 +28,13 @@ pub trait Element: Copy {
     ///
     /// # Safety
     /// `ptr` must be 16-byte aligned with `VEC` readable elements not written during the kernel.
-    unsafe fn load_vec(ptr: *const Self) -> [f32; 8];
+    unsafe fn load_vec(ptr: *const Self) -> [f32; 8] {
+        Self::unpack(mem::load_nc_v16(ptr.cast()))
+    }
+
+    /// Widens the `VEC` elements of a raw 16-byte vector to f32 (the rest zero). Loads kept raw
+    /// until use hold 4 registers instead of 8.
+    fn unpack(raw: mem::Vec16) -> [f32; 8];
 
     /// Rounds `value` to this dtype (nearest even) and stores it.
     ///
@@ -52,8 +58,8 @@ impl Element for Bf16 {
     }
 
     #[inline(always)]
-    unsafe fn load_vec(ptr: *const Self) -> [f32; 8] {
-        unpack_halves(mem::load_nc_v16(ptr.cast()), float::bf16_to_f32)
+    fn unpack(raw: mem::Vec16) -> [f32; 8] {
+        unpack_halves(raw, float::bf16_to_f32)
     }
 
     #[inline(always)]
@@ -71,8 +77,8 @@ impl Element for F16 {
     }
 
     #[inline(always)]
-    unsafe fn load_vec(ptr: *const Self) -> [f32; 8] {
-        unpack_halves(mem::load_nc_v16(ptr.cast()), float::f16_to_f32)
+    fn unpack(raw: mem::Vec16) -> [f32; 8] {
+        unpack_halves(raw, float::f16_to_f32)
     }
 
     #[inline(always)]
@@ -90,8 +96,7 @@ impl Element for f32 {
     }
 
     #[inline(always)]
-    unsafe fn load_vec(ptr: *const Self) -> [f32; 8] {
-        let raw = mem::load_nc_v16(ptr.cast());
+    fn unpack(raw: mem::Vec16) -> [f32; 8] {
         core::array::from_fn(|i| if i < 4 { f32::from_bits(raw[i]) } else { 0.0 })
     }
 

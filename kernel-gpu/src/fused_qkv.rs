@@ -3,38 +3,50 @@
 //! `rms_inv[m] = 1 / sqrt(mean_h x[m, h]^2 + eps)`, fp32 accumulation, and `y` split into the
 //! column ranges q | k | v.
 //!
-//! One block computes a `TILE_M x TILE_N` tile of `y`. Each warp owns `ROWS_PER_WARP` rows of `W`
-//! and streams them once over the hidden dimension with 16-byte loads; the block's `TILE_M` rows of
-//! `x * gamma` are staged in shared memory as fp32, a chunk of the hidden dimension at a time, so
-//! every weight element loaded is used for all rows of the tile. `rms_inv` is applied once per
-//! output in the epilogue (the same value as applying it to `x` first, up to fp32 rounding).
+//! One block computes a `TM x TILE_N` tile of `y` (`TM` tokens, `TILE_N` outputs):
+//! 1. stage: the tile's rows of `x * gamma` go to shared memory as fp32, a chunk of the hidden
+//!    dimension at a time (16-byte loads, several in flight per thread); the sums of squares of
+//!    `x` are accumulated on the way, so `x` is read once per block;
+//! 2. accumulate: each warp streams its `ROWS_PER_WARP` rows of `W` once, `UNROLL` 16-byte loads per
+//!    row in flight per lane, and multiplies every loaded element with all staged rows;
+//! 3. normalize: the sums of squares are reduced over the block into `rms_inv`;
+//! 4. store: partial dots are reduced over the warp, scaled by `rms_inv`, biased, rounded, stored.
+//!
+//! Applying `rms_inv` in the epilogue equals applying it to `x` first up to fp32 rounding.
 //!
 //! Launch contract (checked by the host, which is the only caller):
-//! - `block = (THREADS, 1, 1)`, `grid = (ceil(N / TILE_N), ceil(M / TILE_M), 1)`;
-//! - dynamic shared memory `TILE_M * chunk * 4` bytes, `chunk` a multiple of `32 * T::VEC`;
+//! - `block = (THREADS, 1, 1)`, `grid = (ceil(N / TILE_N), ceil(M / TM), 1)` for the `_m{TM}` kernel;
+//! - dynamic shared memory `min(M, TM) * chunk * 4` bytes, `chunk` a multiple of `32 * T::VEC`;
 //! - `x [M, hidden]`, `gamma [hidden]`, `qkv_weight [N, hidden]`, `bias [N]` or null,
 //!   `q [M, q_cols]`, `k` and `v [M, kv_cols]`, `N = q_cols + 2 * kv_cols`, no overlap between
 //!   outputs and inputs;
-//! - the `_vec` kernels additionally need `hidden % T::VEC == 0` and 16-byte aligned `x` and `W`.
+//! - the `_vec` kernels additionally need `hidden % T::VEC == 0` and 16-byte aligned `x`, `gamma`, `W`.
 
 use crate::element::{Bf16, Element, F16};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, reduce_sum_f32, warp_id, WARP_SIZE};
+use crate::mem::load_nc_v16;
 use crate::{float, static_shared};
 
 /// Threads per block.
-pub const THREADS: u32 = 256;
+pub const THREADS: u32 = 128;
 /// Warps per block.
 pub const WARPS: u32 = THREADS / WARP_SIZE;
-/// Rows of `x` (tokens) per block.
+/// Most rows of `x` (tokens) per block. Each kernel is specialised for a tile of `TM` in
+/// {1, 2, 4, 8} tokens (the `_m{TM}` suffix): at decode, every instruction spent on rows that do
+/// not exist is issue time taken from the weight stream.
 pub const TILE_M: usize = 8;
-// The `unroll!` index lists below are written out for TILE_M == 8.
-const _: () = assert!(TILE_M == 8 && ROWS_PER_WARP == 2);
 /// Rows of `W` per warp.
 pub const ROWS_PER_WARP: usize = 2;
 /// Rows of `W` (output columns) per block.
 pub const TILE_N: u32 = WARPS * ROWS_PER_WARP as u32;
+/// 16-byte loads of each `W` row a lane issues before using the first.
+const UNROLL: usize = 4;
+/// 16-byte vectors of `x` (and of gamma) a thread loads before using the first, when staging.
+const STAGE_BATCH: usize = 4;
+// The `unroll!` index lists below are written out for these values.
+const _: () = assert!(TILE_M == 8 && ROWS_PER_WARP == 2 && UNROLL == 4 && STAGE_BATCH == 4);
 
 /// The problem as the kernel sees it.
 #[derive(Clone, Copy)]
@@ -49,40 +61,6 @@ struct Shape {
 impl Shape {
     fn n(&self) -> u32 {
         self.q_cols + 2 * self.kv_cols
-    }
-}
-
-/// Step 1: `rms_inv` of the tile's rows into shared memory, one warp a row.
-#[inline(always)]
-unsafe fn row_rms_inv<T: Element, const VECTOR: bool>(
-    x: *const T,
-    shape: Shape,
-    eps: f32,
-    row0: u32,
-    rows: u32,
-    rms_inv: SharedPtr,
-) {
-    let warp = warp_id();
-    // TILE_M == WARPS, so one pass covers the tile; the assert documents the coupling.
-    const { assert!(TILE_M == WARPS as usize) };
-    if warp >= rows {
-        return;
-    }
-    let row = x.add(((row0 + warp) as usize) * shape.hidden as usize);
-    let mut sum_sq = 0.0f32;
-    let lane_step = WARP_SIZE as usize * T::VEC;
-    let mut h = lane_id() as usize * T::VEC;
-    while h < shape.hidden as usize {
-        let vals = load_masked::<T, VECTOR>(row, h, shape.hidden as usize);
-        for v in vals.iter().take(T::VEC) {
-            sum_sq += v * v;
-        }
-        h += lane_step;
-    }
-    let sum_sq = reduce_sum_f32(sum_sq);
-    if lane_id() == 0 {
-        let mean = float::div_rn(sum_sq, shape.hidden as f32);
-        rms_inv.offset_f32(warp).store_f32(float::div_rn(1.0, float::sqrt_rn(mean + eps)));
     }
 }
 
@@ -103,34 +81,52 @@ unsafe fn load_masked<T: Element, const VECTOR: bool>(row: *const T, h: usize, l
     }
 }
 
-/// Step 2a: `x * gamma` for the tile's rows and hidden range `[h0, h0 + len)` into shared memory as
-/// fp32, zero-filled up to `padded_len` so masked lanes multiply zeros, never stale values.
+/// Step 1 for one row: `x * gamma` over `[h0, h0 + len)` into `dst` as fp32, zero-filled up to
+/// `padded_len` (so masked lanes later multiply zeros, never stale values); returns this thread's
+/// part of the row's sum of squares.
 #[inline(always)]
-unsafe fn stage_x_gamma<T: Element>(
-    x: *const T,
+unsafe fn stage_row<T: Element, const VECTOR: bool>(
+    x_row: *const T,
     gamma: *const T,
-    shape: Shape,
-    row0: u32,
-    rows: u32,
-    h0: u32,
     len: u32,
     padded_len: u32,
-    x_gamma: SharedPtr,
-) {
-    for r in 0..rows {
-        let x_row = x.add((row0 + r) as usize * shape.hidden as usize + h0 as usize);
-        let mut c = thread_idx_x();
-        while c < padded_len {
-            let value = if c < len { T::load(x_row.add(c as usize)) * T::load(gamma.add((h0 + c) as usize)) } else { 0.0 };
-            x_gamma.offset_f32(r * shape.chunk + c).store_f32(value);
-            c += THREADS;
-        }
+    dst: SharedPtr,
+) -> f32 {
+    let per_pass = THREADS * T::VEC as u32;
+    let mut sum_sq = 0.0f32;
+    let mut base = thread_idx_x() * T::VEC as u32;
+    while base < padded_len {
+        let offset = |b: usize| base + b as u32 * per_pass;
+        // All loads of the batch first, so their latencies overlap.
+        let mut xs = [[0.0f32; 8]; STAGE_BATCH];
+        let mut gs = [[0.0f32; 8]; STAGE_BATCH];
+        unroll!(b in [0, 1, 2, 3] {
+            xs[b] = load_masked::<T, VECTOR>(x_row, offset(b) as usize, len as usize);
+            gs[b] = load_masked::<T, VECTOR>(gamma, offset(b) as usize, len as usize);
+        });
+        unroll!(b in [0, 1, 2, 3] {
+            let c = offset(b);
+            if c < padded_len {
+                let p: [f32; 8] = core::array::from_fn(|i| xs[b][i] * gs[b][i]);
+                for v in xs[b].iter().take(T::VEC) {
+                    sum_sq += v * v;
+                }
+                let at = dst.offset_f32(c);
+                at.store_f32x4([p[0], p[1], p[2], p[3]]);
+                if T::VEC == 8 {
+                    at.offset_f32(4).store_f32x4([p[4], p[5], p[6], p[7]]);
+                }
+            }
+        });
+        base += STAGE_BATCH as u32 * per_pass;
     }
+    sum_sq
 }
 
-/// Step 2b: this warp's `W` rows times the staged chunk, accumulated into `acc[w_row][x_row]`.
+/// Step 2: this warp's `W` rows times the staged chunk, accumulated into `acc[w_row][x_row]`.
 #[inline(always)]
-unsafe fn accumulate_chunk<T: Element, const VECTOR: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate_chunk<T: Element, const VECTOR: bool, const TM: usize>(
     qkv_weight: *const T,
     shape: Shape,
     n_base: u32,
@@ -142,42 +138,85 @@ unsafe fn accumulate_chunk<T: Element, const VECTOR: bool>(
 ) {
     let n_total = shape.n();
     let lane_step = WARP_SIZE * T::VEC as u32;
+    let w_rows: [*const T; ROWS_PER_WARP] = core::array::from_fn(|r| {
+        let n = (n_base + r as u32).min(n_total - 1);
+        qkv_weight.add(n as usize * shape.hidden as usize + h0 as usize)
+    });
     let mut s = 0;
     while s < len {
-        let c = s + lane_id() * T::VEC as u32;
-        let w: [[f32; 8]; ROWS_PER_WARP] = core::array::from_fn(|r| {
-            let n = n_base + r as u32;
-            if n < n_total {
-                let w_row = qkv_weight.add(n as usize * shape.hidden as usize + h0 as usize);
-                load_masked::<T, VECTOR>(w_row, c as usize, len as usize)
-            } else {
-                [0.0; 8]
-            }
-        });
-        // Constant trip counts with the row test inside keep `acc` in registers: a loop that
-        // breaks at `rows` is not unrolled and puts `acc` in local memory.
-        unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
-            if (mm as u32) < rows {
-                let x_row = x_gamma.offset_f32(mm as u32 * shape.chunk + c);
-                let lo = x_row.load_f32x4();
-                let hi = if T::VEC == 8 { x_row.offset_f32(4).load_f32x4() } else { [0.0; 4] };
-                let xv = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
-                for r in 0..ROWS_PER_WARP {
-                    let mut sum = acc[r][mm];
-                    for i in 0..T::VEC {
-                        sum += w[r][i] * xv[i];
+        let col = |u: usize| s + u as u32 * lane_step + lane_id() * T::VEC as u32;
+        // UNROLL x ROWS_PER_WARP independent 16-byte loads in flight before the first use.
+        // Filled with constant indices (nested from_fn was not unrolled on the scalar path and
+        // left `w` in local memory). The vector path keeps loads raw until use: half the registers.
+        let mut w = [[[0.0f32; 8]; ROWS_PER_WARP]; UNROLL];
+        let mut w_raw = [[[0u32; 4]; ROWS_PER_WARP]; UNROLL];
+        unroll!(u in [0, 1, 2, 3] {
+            unroll!(r in [0, 1] {
+                let c = col(u);
+                if n_base + (r as u32) < n_total && c < len {
+                    if VECTOR {
+                        w_raw[u][r] = load_nc_v16(w_rows[r].add(c as usize).cast());
+                    } else {
+                        w[u][r] = load_masked::<T, VECTOR>(w_rows[r], c as usize, len as usize);
                     }
-                    acc[r][mm] = sum;
                 }
+            });
+        });
+        unroll!(u in [0, 1, 2, 3] {
+            let c = col(u);
+            if c < len {
+                let w_u: [[f32; 8]; ROWS_PER_WARP] =
+                    if VECTOR { [T::unpack(w_raw[u][0]), T::unpack(w_raw[u][1])] } else { w[u] };
+                // Constant trip counts with the row test inside keep `acc` in registers.
+                unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if mm < TM && (mm as u32) < rows {
+                        let x_row = x_gamma.offset_f32(mm as u32 * shape.chunk + c);
+                        let lo = x_row.load_f32x4();
+                        let hi = if T::VEC == 8 { x_row.offset_f32(4).load_f32x4() } else { [0.0; 4] };
+                        let xv = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
+                        for r in 0..ROWS_PER_WARP {
+                            let mut sum = acc[r][mm];
+                            for i in 0..T::VEC {
+                                sum += w_u[r][i] * xv[i];
+                            }
+                            acc[r][mm] = sum;
+                        }
+                    }
+                });
             }
         });
-        s += lane_step;
+        s += UNROLL as u32 * lane_step;
     }
 }
 
-/// Step 3: reduce over the warp, scale by `rms_inv`, add the bias, round and store into q, k or v.
+/// Step 3: the block's partial sums of squares per row into `rms_inv[row]` (shared).
 #[inline(always)]
-unsafe fn store_outputs<T: Element>(
+unsafe fn block_rms_inv<const TM: usize>(sum_sq: &[f32; TILE_M], shape: Shape, eps: f32, rows: u32, scratch: SharedPtr, rms_inv: SharedPtr) {
+    unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if mm < TM && (mm as u32) < rows {
+            let warp_sum = reduce_sum_f32(sum_sq[mm]);
+            if lane_id() == 0 {
+                scratch.offset_f32(warp_id() * TILE_M as u32 + mm as u32).store_f32(warp_sum);
+            }
+        }
+    });
+    sync_threads();
+    let row = thread_idx_x();
+    if row < rows {
+        let mut total = 0.0f32;
+        for w in 0..WARPS {
+            total += scratch.offset_f32(w * TILE_M as u32 + row).load_f32();
+        }
+        let mean = float::div_rn(total, shape.hidden as f32);
+        rms_inv.offset_f32(row).store_f32(float::div_rn(1.0, float::sqrt_rn(mean + eps)));
+    }
+    sync_threads();
+}
+
+/// Step 4: reduce over the warp, scale by `rms_inv`, add the bias, round and store into q, k or v.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_outputs<T: Element, const TM: usize>(
     acc: &[[f32; TILE_M]; ROWS_PER_WARP],
     bias: *const T,
     out: [*mut T; 3],
@@ -191,7 +230,7 @@ unsafe fn store_outputs<T: Element>(
         let n = n_base + r as u32;
         let acc_r = &acc[r];
         unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
-            if (mm as u32) < rows {
+            if mm < TM && (mm as u32) < rows {
                 let dot = reduce_sum_f32(acc_r[mm]);
                 if lane_id() == 0 && n < shape.n() {
                     let y = dot * rms_inv.offset_f32(mm as u32).load_f32();
@@ -219,7 +258,7 @@ unsafe fn store_column<T: Element>(out: [*mut T; 3], shape: Shape, row: u32, n: 
 /// The kernel body shared by every dtype; see the module docs for the launch contract.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fused_rmsnorm_qkv<T: Element, const VECTOR: bool>(
+unsafe fn fused_rmsnorm_qkv<T: Element, const VECTOR: bool, const TM: usize>(
     x: *const T,
     gamma: *const T,
     qkv_weight: *const T,
@@ -227,15 +266,16 @@ unsafe fn fused_rmsnorm_qkv<T: Element, const VECTOR: bool>(
     out: [*mut T; 3],
     shape: Shape,
     eps: f32,
+    scratch: SharedPtr,
     rms_inv: SharedPtr,
 ) {
-    let row0 = block_idx_y() * TILE_M as u32;
-    let rows = (shape.m - row0).min(TILE_M as u32);
+    let row0 = block_idx_y() * TM as u32;
+    let rows = (shape.m - row0).min(TM as u32);
     let n_base = block_idx_x() * TILE_N + warp_id() * ROWS_PER_WARP as u32;
     let x_gamma = dynamic_shared_base();
     let lane_step = WARP_SIZE * T::VEC as u32;
 
-    row_rms_inv::<T, VECTOR>(x, shape, eps, row0, rows, rms_inv);
+    let mut sum_sq = [0.0f32; TILE_M];
     let mut acc = [[0.0f32; TILE_M]; ROWS_PER_WARP];
     let mut h0 = 0;
     while h0 < shape.hidden {
@@ -243,19 +283,25 @@ unsafe fn fused_rmsnorm_qkv<T: Element, const VECTOR: bool>(
         let padded_len = len.div_ceil(lane_step) * lane_step;
         // The previous chunk's readers are done before it is overwritten.
         sync_threads();
-        stage_x_gamma(x, gamma, shape, row0, rows, h0, len, padded_len, x_gamma);
+        unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if mm < TM && (mm as u32) < rows {
+                let x_row = x.add((row0 as usize + mm) * shape.hidden as usize + h0 as usize);
+                let dst = x_gamma.offset_f32(mm as u32 * shape.chunk);
+                sum_sq[mm] += stage_row::<T, VECTOR>(x_row, gamma.add(h0 as usize), len, padded_len, dst);
+            }
+        });
         sync_threads();
-        accumulate_chunk::<T, VECTOR>(qkv_weight, shape, n_base, rows, h0, len, x_gamma, &mut acc);
+        accumulate_chunk::<T, VECTOR, TM>(qkv_weight, shape, n_base, rows, h0, len, x_gamma, &mut acc);
         h0 += shape.chunk;
     }
-    // rms_inv was written before the first barrier of the chunk loop (hidden >= 1).
-    store_outputs(&acc, bias, out, shape, n_base, row0, rows, rms_inv);
+    block_rms_inv::<TM>(&sum_sq, shape, eps, rows, scratch, rms_inv);
+    store_outputs::<T, TM>(&acc, bias, out, shape, n_base, row0, rows, rms_inv);
 }
 
 /// Declares one kernel entry point per (dtype, access width).
 macro_rules! fused_qkv_kernel {
-    ($name:ident, $t:ty, $vector:literal) => {
-        #[doc = concat!("Fused RMSNorm + QKV for `", stringify!($t), "`; vector loads: ", stringify!($vector), ".")]
+    ($name:ident, $t:ty, $vector:literal, $tm:literal) => {
+        #[doc = concat!("Fused RMSNorm + QKV for `", stringify!($t), "`, ", stringify!($tm), " tokens per block; vector loads: ", stringify!($vector), ".")]
         ///
         /// # Safety
         /// The launch contract of this module.
@@ -276,16 +322,35 @@ macro_rules! fused_qkv_kernel {
             chunk: u32,
             eps: f32,
         ) {
+            let scratch = static_shared!(sum_sq_scratch, WARPS as usize * TILE_M * 4);
             let rms_inv = static_shared!(rms_inv_tile, TILE_M * 4);
             let shape = Shape { m, hidden, q_cols, kv_cols, chunk };
-            fused_rmsnorm_qkv::<$t, $vector>(x, gamma, qkv_weight, bias, [q, k, v], shape, eps, rms_inv);
+            fused_rmsnorm_qkv::<$t, $vector, $tm>(x, gamma, qkv_weight, bias, [q, k, v], shape, eps, scratch, rms_inv);
         }
     };
 }
 
-fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_vec, Bf16, true);
-fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_scalar, Bf16, false);
-fused_qkv_kernel!(fused_rmsnorm_qkv_f16_vec, F16, true);
-fused_qkv_kernel!(fused_rmsnorm_qkv_f16_scalar, F16, false);
-fused_qkv_kernel!(fused_rmsnorm_qkv_f32_vec, f32, true);
-fused_qkv_kernel!(fused_rmsnorm_qkv_f32_scalar, f32, false);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_vec_m1, Bf16, true, 1);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_scalar_m1, Bf16, false, 1);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_vec_m1, F16, true, 1);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_scalar_m1, F16, false, 1);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_vec_m1, f32, true, 1);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_scalar_m1, f32, false, 1);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_vec_m2, Bf16, true, 2);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_scalar_m2, Bf16, false, 2);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_vec_m2, F16, true, 2);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_scalar_m2, F16, false, 2);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_vec_m2, f32, true, 2);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_scalar_m2, f32, false, 2);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_vec_m4, Bf16, true, 4);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_scalar_m4, Bf16, false, 4);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_vec_m4, F16, true, 4);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_scalar_m4, F16, false, 4);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_vec_m4, f32, true, 4);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_scalar_m4, f32, false, 4);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_vec_m8, Bf16, true, 8);
+fused_qkv_kernel!(fused_rmsnorm_qkv_bf16_scalar_m8, Bf16, false, 8);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_vec_m8, F16, true, 8);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f16_scalar_m8, F16, false, 8);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_vec_m8, f32, true, 8);
+fused_qkv_kernel!(fused_rmsnorm_qkv_f32_scalar_m8, f32, false, 8);

@@ -77,6 +77,20 @@ impl SharedPtr {
         [a, b, c, d]
     }
 
+    /// Stores four consecutive f32 in one 16-byte access.
+    ///
+    /// # Safety
+    /// As [`SharedPtr::store_f32`], and the address must be 16-byte aligned.
+    #[inline(always)]
+    pub unsafe fn store_f32x4(self, v: [f32; 4]) {
+        asm!(
+            "st.shared.v4.f32 [{p}], {{{a}, {b}, {c}, {d}}};",
+            p = in(reg32) self.0,
+            a = in(reg32) v[0], b = in(reg32) v[1], c = in(reg32) v[2], d = in(reg32) v[3],
+            options(nostack),
+        );
+    }
+
     /// Stores one f32.
     ///
     /// # Safety

@@ -108,7 +108,7 @@ fn gpu_f32_matches_oracle() {
 fn gpu_presets_through_forward() {
     let gpu = gpu();
     for (name, config) in fused_qkv::config::PRESETS {
-        for m in [1, 7, 64] {
+        for m in [1, 2, 3, 4, 7, 64] {
             let w = weights::<bf16>(*config, 11);
             let x = hidden_states::<bf16>(config, m, 12);
             let layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();

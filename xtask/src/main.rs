@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 use ptx_builder::{Arch, PtxBuilder};
 
+mod report;
+
 #[derive(Parser)]
 #[command(about = "Project tasks for fused-qkv", long_about = None)]
 struct Cli {
@@ -28,6 +30,16 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Merge benchmark JSON files (schema 1, from `fused-qkv bench` and bench/peers.py) into
+    /// REPORT.md (also printed) and one plot-<dtype>-<model>.png per dtype and model. The plots
+    /// need a TrueType font: DejaVu Sans from /usr/share/fonts, or the file named by FUSED_QKV_FONT.
+    Report {
+        /// Benchmark files to merge [default: every bench/results/*.json].
+        files: Vec<PathBuf>,
+        /// Where to write REPORT.md and the plots [default: bench/results].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup(),
         Task::BuildPtx { arch, check } => build_ptx(&arch, check),
+        Task::Report { files, out } => report::run(&files, out.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

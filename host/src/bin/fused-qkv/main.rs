@@ -26,6 +26,8 @@ use fused_qkv::gpu::{GpuLayer, Kernels};
 use fused_qkv::reference::{self, ErrorReport};
 use fused_qkv::{checkpoint, CudaContext, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
+mod bench;
+
 /// Untimed launches before the GPU timing.
 const WARMUP_LAUNCHES: usize = 20;
 /// Launches between two CUDA events.
@@ -54,6 +56,9 @@ enum Command {
     /// reference, and time them.
     #[command(after_help = "Exit status: 0 if every path is within its error bound, 1 if one is not, 2 on an error.")]
     Run(RunArgs),
+    /// Benchmark the kernel over models and token counts with weights streamed from HBM, and
+    /// write the results as JSON (merge with bench/peers.py's by `cargo xtask report`).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -87,11 +92,13 @@ fn preset_help() -> String {
 }
 
 fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
-    let result = match args.dtype {
-        DtypeKind::Bf16 => run::<bf16>(&args),
-        DtypeKind::F16 => run::<f16>(&args),
-        DtypeKind::F32 => run::<f32>(&args),
+    let result = match Cli::parse().command {
+        Command::Run(args) => match args.dtype {
+            DtypeKind::Bf16 => run::<bf16>(&args),
+            DtypeKind::F16 => run::<f16>(&args),
+            DtypeKind::F32 => run::<f32>(&args),
+        },
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -233,6 +240,11 @@ impl Gpu {
         let (major, minor) = kernels.compute_capability();
         Ok(Gpu { kernels, _context: context, description: format!("{name} (compute capability {major}.{minor})") })
     }
+
+    /// The device name (the part of the description before the compute capability).
+    fn name(&self) -> &str {
+        self.description.split(" (compute capability").next().unwrap_or(&self.description)
+    }
 }
 
 /// Attaches context to a `cust` result.
@@ -283,20 +295,17 @@ fn run_gpu<T: Dtype>(gpu: &Gpu, weights: &QkvWeights<T>, x: &[T], m: usize, iter
     cuda(stream.synchronize(), "running the checked launch")?;
     let (q, k, v) = (GpuLayer::download(&io.q)?, GpuLayer::download(&io.k)?, GpuLayer::download(&io.v)?);
     let y = reference::join_qkv(weights, m, &q, &k, &v);
-    let timing = if iters == 0 { None } else { Some(time_gpu(&layer, &stream, &mut io, m, iters)?) };
+    let timing = if iters == 0 {
+        None
+    } else {
+        Some(time_gpu(&stream, iters, || layer.forward_into(&stream, &io.x, m, &mut io.q, &mut io.k, &mut io.v))?)
+    };
     Ok(GpuRun { y, timing })
 }
 
 /// Warms up, then times `iters` back-to-back launches with a chain of CUDA events (one every
 /// [`LAUNCHES_PER_BATCH`] launches), then `iters` synchronised calls with the host clock.
-fn time_gpu<T: Dtype>(
-    layer: &GpuLayer<T>,
-    stream: &Stream,
-    io: &mut DeviceIo<T>,
-    m: usize,
-    iters: usize,
-) -> Result<GpuTiming> {
-    let mut launch = || layer.forward_into(stream, &io.x, m, &mut io.q, &mut io.k, &mut io.v);
+fn time_gpu(stream: &Stream, iters: usize, mut launch: impl FnMut() -> Result<()>) -> Result<GpuTiming> {
     for _ in 0..WARMUP_LAUNCHES {
         launch()?;
     }

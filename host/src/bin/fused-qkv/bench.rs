@@ -1,0 +1,279 @@
+//! `fused-qkv bench`: the kernel over models x token counts, timed the way bench/peers.py times
+//! the peers, written as JSON of the schema `cargo xtask report` reads.
+//!
+//! Per case: weights rotated through enough device copies to exceed twice the L2 size (so W
+//! streams from HBM); a correctness spot check against the float64 reference on sampled rows
+//! first (a wrong result records an error and no time); then device time (CUDA events around
+//! batches of back-to-back launches, median per launch) and host time per call
+//! (`forward_into` + synchronize, median).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use cust::device::DeviceAttribute;
+use cust::event::{Event, EventFlags};
+use cust::memory::{AsyncCopyDestination, DeviceBuffer};
+use cust::stream::{Stream, StreamFlags};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use fused_qkv::dtype::{bf16, f16};
+use fused_qkv::gpu::GpuLayer;
+use fused_qkv::reference::{compare, join_qkv, reference_f64};
+use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+
+use super::{cuda, random_input, time_gpu, Gpu};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model presets (repeatable).
+    #[arg(long = "model", value_name = "NAME", default_values = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b"])]
+    models: Vec<String>,
+    /// Token counts M, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,512,2048,8192")]
+    tokens: Vec<usize>,
+    /// Storage dtype: bf16, f16 or f32.
+    #[arg(long, value_name = "DTYPE", default_value = "bf16")]
+    dtype: DtypeKind,
+    /// Write the results here as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: PathBuf,
+    /// Measured tensor-core rate for the compute floor (e.g. bench/peers.py's tensor_tflops);
+    /// without it the floor is the memory floor only.
+    #[arg(long, value_name = "TFLOPS")]
+    tensor_tflops: Option<f64>,
+    /// Timed launches per case (events every 10), also the host-timed calls.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    iters: usize,
+}
+
+/// Rows of each case checked against the float64 reference.
+const CHECKED_ROWS: usize = 4;
+
+pub fn bench(args: &BenchArgs) -> Result<bool> {
+    let configs: Vec<(String, QkvConfig)> =
+        args.models.iter().map(|m| QkvConfig::preset(m).map(|c| (m.clone(), c))).collect::<Result<_>>()?;
+    let gpu = Gpu::init()?;
+    let stream = cuda(Stream::new(StreamFlags::NON_BLOCKING, None), "creating a stream")?;
+    let device = cuda(cust::context::CurrentContext::get_device(), "querying the device")?;
+    let l2_bytes = cuda(device.get_attribute(DeviceAttribute::L2CacheSize), "querying the L2 size")? as usize;
+    let copy_gbs = copy_bandwidth_gbs(&stream)?;
+    eprintln!("{}; L2 {} MB; device-to-device copy {copy_gbs:.0} GB/s", gpu.description, l2_bytes >> 20);
+    let progress = ProgressBar::new((configs.len() * args.tokens.len()) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    let mut max_copies = 0;
+    let mut all_ok = true;
+    for (name, config) in &configs {
+        let env = Env { gpu: &gpu, stream: &stream, l2_bytes, copy_gbs, tensor_tflops: args.tensor_tflops };
+        let (model_rows, copies, ok) = match args.dtype {
+            DtypeKind::Bf16 => bench_model::<bf16>(&env, name, config, args, &progress)?,
+            DtypeKind::F16 => bench_model::<f16>(&env, name, config, args, &progress)?,
+            DtypeKind::F32 => bench_model::<f32>(&env, name, config, args, &progress)?,
+        };
+        rows.extend(model_rows);
+        max_copies = max_copies.max(copies);
+        all_ok &= ok;
+    }
+    progress.finish_and_clear();
+    let date = today();
+    let doc = json!({
+        "schema": 1, "tool": "fused-qkv bench", "device": gpu.name(), "date": date, "dtype": args.dtype.name(),
+        "copy_gbs": copy_gbs, "tensor_tflops": args.tensor_tflops, "l2_bytes": l2_bytes,
+        "rotation_copies": max_copies, "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Overflow(format!("serialising JSON: {e}")))?;
+    std::fs::write(&args.json, text + "\n").map_err(|source| Error::Io { path: args.json.clone(), source })?;
+    print_table(&doc);
+    eprintln!("wrote {}", args.json.display());
+    Ok(all_ok)
+}
+
+struct Env<'a> {
+    gpu: &'a Gpu,
+    stream: &'a Stream,
+    l2_bytes: usize,
+    copy_gbs: f64,
+    tensor_tflops: Option<f64>,
+}
+
+/// All token counts of one model; returns the rows, the rotation depth and whether all checks passed.
+fn bench_model<T: Dtype>(
+    env: &Env,
+    name: &str,
+    config: &QkvConfig,
+    args: &BenchArgs,
+    progress: &ProgressBar,
+) -> Result<(Vec<Value>, usize, bool)> {
+    let weight_bytes = (config.weight_len() + config.hidden + config.qkv_cols()) * T::KIND.size_bytes();
+    let copies = (2 * env.l2_bytes / weight_bytes + 1).max(2);
+    let weights: Vec<QkvWeights<T>> = (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
+    let layers: Vec<GpuLayer<T>> =
+        weights.iter().map(|w| GpuLayer::new(env.gpu.kernels.clone(), w)).collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for &m in &args.tokens {
+        progress.set_message(format!("{name} M={m}"));
+        let row = bench_case(env, name, config, &weights[0], &layers, m, args.iters);
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                all_ok = false;
+                case_row::<T>(name, config, m, env, None, None, None, Some(format!("{e}")))
+            }
+        };
+        all_ok &= row["error"].is_null();
+        rows.push(row);
+        progress.inc(1);
+    }
+    Ok((rows, copies, all_ok))
+}
+
+fn bench_case<T: Dtype>(
+    env: &Env,
+    name: &str,
+    config: &QkvConfig,
+    checked_weights: &QkvWeights<T>,
+    layers: &[GpuLayer<T>],
+    m: usize,
+    iters: usize,
+) -> Result<Value> {
+    let stream = env.stream;
+    let x = random_input::<T>(config.hidden, m, m as u64)?;
+    let x_dev = cuda(DeviceBuffer::from_slice(&x), "copying x to the device")?;
+    let nan = |len: usize| cuda(DeviceBuffer::from_slice(&vec![T::from_f32(f32::NAN); len]), "allocating an output");
+    let (mut q, mut k, mut v) = (nan(m * config.q_cols())?, nan(m * config.kv_cols())?, nan(m * config.kv_cols())?);
+
+    // Spot check before any timing: a wrong kernel reports an error, not a time.
+    let started = std::time::Instant::now();
+    layers[0].forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v)?;
+    cuda(stream.synchronize(), "running the checked launch")?;
+    // Slow cases get fewer timed launches (about half a second's worth, at least 20).
+    let iters = iters.min((0.5 / started.elapsed().as_secs_f64().max(1e-9)) as usize).max(20);
+    let rel_err = spot_check(checked_weights, &x, m, [&q, &k, &v])?;
+    let within_bound = rel_err <= T::KIND.error_bound(); // false for NaN too
+    if !within_bound {
+        let msg = format!("wrong result: rel err {rel_err:e} on checked rows exceeds {:e}", T::KIND.error_bound());
+        return Ok(case_row::<T>(name, config, m, env, None, None, Some(rel_err), Some(msg)));
+    }
+    let mut next = 0usize;
+    let timing = time_gpu(stream, iters, || {
+        next = (next + 1) % layers.len();
+        layers[next].forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v)
+    })?;
+    Ok(case_row::<T>(
+        name,
+        config,
+        m,
+        env,
+        Some(timing.device_per_launch),
+        Some(timing.host_per_call),
+        Some(rel_err),
+        None,
+    ))
+}
+
+/// Relative Frobenius error of up to [`CHECKED_ROWS`] rows (first, last, evenly between) against
+/// the float64 reference; NaN if any checked output is not finite where the reference is.
+fn spot_check<T: Dtype>(w: &QkvWeights<T>, x: &[T], m: usize, [q, k, v]: [&DeviceBuffer<T>; 3]) -> Result<f64> {
+    if m == 0 {
+        return Ok(0.0);
+    }
+    let c = &w.config;
+    let (q, k, v) = (GpuLayer::download(q)?, GpuLayer::download(k)?, GpuLayer::download(v)?);
+    let picks: Vec<usize> = {
+        let mut p: Vec<usize> = (0..CHECKED_ROWS).map(|i| i * (m - 1) / (CHECKED_ROWS - 1).max(1)).collect();
+        p.dedup();
+        p
+    };
+    let take = |buf: &[T], cols: usize| -> Vec<T> { picks.iter().flat_map(|&r| buf[r * cols..(r + 1) * cols].to_vec()).collect() };
+    let xs = take(x, c.hidden);
+    let (qs, ks, vs) = (take(&q, c.q_cols()), take(&k, c.kv_cols()), take(&v, c.kv_cols()));
+    let report = compare(&join_qkv(w, picks.len(), &qs, &ks, &vs), &reference_f64(w, &xs, picks.len()));
+    Ok(if report.non_finite > 0 { f64::NAN } else { report.rel_frobenius })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case_row<T: Dtype>(
+    name: &str,
+    c: &QkvConfig,
+    m: usize,
+    env: &Env,
+    device: Option<Duration>,
+    host: Option<Duration>,
+    rel_err: Option<f64>,
+    error: Option<String>,
+) -> Value {
+    let (h, n) = (c.hidden, c.qkv_cols());
+    let bias = if c.bias { n } else { 0 };
+    let bytes = T::KIND.size_bytes() * (n * h + m * h + h + m * n + bias);
+    let flops = 2 * m * n * h;
+    let memory_us = bytes as f64 / (env.copy_gbs * 1e3);
+    let compute_us = env.tensor_tflops.map_or(0.0, |t| flops as f64 / (t * 1e6));
+    let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
+    json!({
+        "impl": "fused-qkv", "model": name, "M": m, "H": h, "N": n, "bias": c.bias,
+        "bytes": bytes, "flops": flops, "floor_us": memory_us.max(compute_us),
+        "device_us": us(device), "host_us": us(host),
+        "rel_err": rel_err.filter(|e| e.is_finite()), "error": error,
+    })
+}
+
+/// Device-to-device copy bandwidth in GB/s, counting bytes read plus written (median of 10
+/// copies of 1 GiB after a warm-up, CUDA events).
+fn copy_bandwidth_gbs(stream: &Stream) -> Result<f64> {
+    const BYTES: usize = 1 << 30;
+    let src = cuda(DeviceBuffer::from_slice(&vec![1u8; BYTES]), "allocating the copy source")?;
+    // SAFETY: fully overwritten by the copies before anything reads it.
+    let mut dst = cuda(unsafe { DeviceBuffer::<u8>::uninitialized(BYTES) }, "allocating the copy target")?;
+    let mut times = Vec::new();
+    for i in 0..11 {
+        let (start, end) = (
+            cuda(Event::new(EventFlags::DEFAULT), "creating an event")?,
+            cuda(Event::new(EventFlags::DEFAULT), "creating an event")?,
+        );
+        cuda(start.record(stream), "recording an event")?;
+        // SAFETY: both buffers live until the stream is synchronised below.
+        cuda(unsafe { dst.async_copy_from(&src, stream) }, "copying device to device")?;
+        cuda(end.record(stream), "recording an event")?;
+        cuda(stream.synchronize(), "running the copy")?;
+        if i > 0 {
+            times.push(cuda(end.elapsed_time_f32(&start), "reading an event time")? as f64 * 1e-3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(2.0 * BYTES as f64 / times[times.len() / 2] / 1e9)
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn print_table(doc: &Value) {
+    println!("{:<14} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}", "model", "M", "floor us", "device us", "host us", "x floor", "rel err");
+    for row in doc["rows"].as_array().into_iter().flatten() {
+        let f = |k: &str| row[k].as_f64();
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let ratio = f("device_us").zip(f("floor_us")).map(|(d, fl)| d / fl);
+        println!(
+            "{:<14} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}{}",
+            row["model"].as_str().unwrap_or("?"),
+            row["M"],
+            cell(f("floor_us")),
+            cell(f("device_us")),
+            cell(f("host_us")),
+            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            f("rel_err").map_or("-".into(), |e| format!("{e:.2e}")),
+            row["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
+        );
+    }
+}
