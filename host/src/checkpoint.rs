@@ -139,7 +139,9 @@ fn missing_layer_reason(file: &SafeTensors, layer: usize) -> String {
              indices {first}..={last}",
             present.len()
         ),
-        _ => format!("no tensors for layer {layer} ({LAYERS_PREFIX}{layer}.*); the file has no {LAYERS_PREFIX}* tensors"),
+        _ => {
+            format!("no tensors for layer {layer} ({LAYERS_PREFIX}{layer}.*); the file has no {LAYERS_PREFIX}* tensors")
+        }
     }
 }
 

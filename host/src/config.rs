@@ -81,9 +81,9 @@ impl QkvConfig {
             .checked_add(2usize.saturating_mul(self.num_kv_heads))
             .and_then(|heads| heads.checked_mul(self.head_dim))
             .ok_or_else(|| Error::Overflow(format!("(num_heads + 2 * num_kv_heads) * head_dim for {self:?}")))?;
-        n.checked_mul(self.hidden)
-            .filter(|&elems| elems <= i32::MAX as usize)
-            .ok_or_else(|| Error::Overflow(format!("the QKV weight [{n}, {}] exceeds 2^31 - 1 elements", self.hidden)))?;
+        n.checked_mul(self.hidden).filter(|&elems| elems <= i32::MAX as usize).ok_or_else(|| {
+            Error::Overflow(format!("the QKV weight [{n}, {}] exceeds 2^31 - 1 elements", self.hidden))
+        })?;
         Ok(())
     }
 

@@ -150,7 +150,9 @@ impl<T: Dtype> GpuLayer<T> {
         let c = self.config;
         check_input(&c, m, x.len())?;
         check_outputs(&c, m, [q.len(), k.len(), v.len()])?;
-        for (what, ptr) in [("x", x.as_device_ptr()), ("q", q.as_device_ptr()), ("k", k.as_device_ptr()), ("v", v.as_device_ptr())] {
+        for (what, ptr) in
+            [("x", x.as_device_ptr()), ("q", q.as_device_ptr()), ("k", k.as_device_ptr()), ("v", v.as_device_ptr())]
+        {
             check_aligned(what, ptr)?;
         }
         if m == 0 {
@@ -180,8 +182,10 @@ impl<T: Dtype> GpuLayer<T> {
         let gamma = self.gamma.as_device_ptr();
         let qkv_weight = self.qkv_weight.as_device_ptr();
         let bias = self.bias.as_ref().map_or(DevicePointer::null(), |b| b.as_device_ptr());
-        let to_u32 = |what: &str, v: usize| u32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} exceeds u32")));
-        let (hidden, q_cols, kv_cols) = (to_u32("hidden", c.hidden)?, to_u32("q_cols", c.q_cols())?, to_u32("kv_cols", c.kv_cols())?);
+        let to_u32 =
+            |what: &str, v: usize| u32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} exceeds u32")));
+        let (hidden, q_cols, kv_cols) =
+            (to_u32("hidden", c.hidden)?, to_u32("q_cols", c.q_cols())?, to_u32("kv_cols", c.kv_cols())?);
         let chunk = chunk as u32;
         let mut row0 = 0;
         while row0 < m {
@@ -210,10 +214,8 @@ impl<T: Dtype> GpuLayer<T> {
             // SAFETY: the arguments match the kernel's signature in order and type (pointers as
             // 64-bit device addresses, then u32 x5 and f32); the lengths and alignment checked above
             // and the grid and shared-memory size computed here are its launch contract.
-            unsafe {
-                stream.launch(&function, grid, (THREADS, 1, 1), shared_bytes, &args.map(|a| a as *mut c_void))
-            }
-            .context(|| format!("launching {name} (grid {grid:?}, {shared_bytes} B shared)"))?;
+            unsafe { stream.launch(&function, grid, (THREADS, 1, 1), shared_bytes, &args.map(|a| a as *mut c_void)) }
+                .context(|| format!("launching {name} (grid {grid:?}, {shared_bytes} B shared)"))?;
             row0 += rows;
         }
         Ok(())

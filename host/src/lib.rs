@@ -32,6 +32,6 @@ pub mod weights;
 pub use config::QkvConfig;
 pub use dtype::{Dtype, DtypeKind};
 pub use error::{CudaContext, Error, Result};
-pub use weights::QkvWeights;
 /// The `half` crate (1.x) whose `bf16` and `f16` the layer stores.
 pub use half;
+pub use weights::QkvWeights;

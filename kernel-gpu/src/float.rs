@@ -10,9 +10,7 @@ use core::arch::asm;
 pub fn sqrt_rn(x: f32) -> f32 {
     let out: f32;
     // SAFETY: pure arithmetic on registers.
-    unsafe {
-        asm!("sqrt.rn.f32 {o}, {x};", o = out(reg32) out, x = in(reg32) x, options(pure, nomem, nostack))
-    };
+    unsafe { asm!("sqrt.rn.f32 {o}, {x};", o = out(reg32) out, x = in(reg32) x, options(pure, nomem, nostack)) };
     out
 }
 
@@ -42,9 +40,7 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
 pub fn f32_to_bf16(x: f32) -> u16 {
     let out: u16;
     // SAFETY: pure arithmetic on registers.
-    unsafe {
-        asm!("cvt.rn.bf16.f32 {o}, {x};", o = out(reg16) out, x = in(reg32) x, options(pure, nomem, nostack))
-    };
+    unsafe { asm!("cvt.rn.bf16.f32 {o}, {x};", o = out(reg16) out, x = in(reg32) x, options(pure, nomem, nostack)) };
     out
 }
 
@@ -53,9 +49,7 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 pub fn f16_to_f32(bits: u16) -> f32 {
     let out: f32;
     // SAFETY: pure arithmetic on registers.
-    unsafe {
-        asm!("cvt.f32.f16 {o}, {x};", o = out(reg32) out, x = in(reg16) bits, options(pure, nomem, nostack))
-    };
+    unsafe { asm!("cvt.f32.f16 {o}, {x};", o = out(reg32) out, x = in(reg16) bits, options(pure, nomem, nostack)) };
     out
 }
 
@@ -64,8 +58,6 @@ pub fn f16_to_f32(bits: u16) -> f32 {
 pub fn f32_to_f16(x: f32) -> u16 {
     let out: u16;
     // SAFETY: pure arithmetic on registers.
-    unsafe {
-        asm!("cvt.rn.f16.f32 {o}, {x};", o = out(reg16) out, x = in(reg32) x, options(pure, nomem, nostack))
-    };
+    unsafe { asm!("cvt.rn.f16.f32 {o}, {x};", o = out(reg16) out, x = in(reg32) x, options(pure, nomem, nostack)) };
     out
 }

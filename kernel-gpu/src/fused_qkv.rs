@@ -23,10 +23,10 @@
 //! - the `_vec` kernels additionally need `hidden % T::VEC == 0` and 16-byte aligned `x`, `gamma`, `W`.
 
 use crate::element::{Bf16, Element, F16};
+use crate::mem::load_nc_v16;
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, reduce_sum_f32, warp_id, WARP_SIZE};
-use crate::mem::load_nc_v16;
 use crate::{float, static_shared};
 
 /// Threads per block.
@@ -191,7 +191,14 @@ unsafe fn accumulate_chunk<T: Element, const VECTOR: bool, const TM: usize>(
 
 /// Step 3: the block's partial sums of squares per row into `rms_inv[row]` (shared).
 #[inline(always)]
-unsafe fn block_rms_inv<const TM: usize>(sum_sq: &[f32; TILE_M], shape: Shape, eps: f32, rows: u32, scratch: SharedPtr, rms_inv: SharedPtr) {
+unsafe fn block_rms_inv<const TM: usize>(
+    sum_sq: &[f32; TILE_M],
+    shape: Shape,
+    eps: f32,
+    rows: u32,
+    scratch: SharedPtr,
+    rms_inv: SharedPtr,
+) {
     unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
         if mm < TM && (mm as u32) < rows {
             let warp_sum = reduce_sum_f32(sum_sq[mm]);

@@ -127,7 +127,10 @@ impl DeviceToolchain {
         } else {
             format!("the device toolchain {} lacks {:?}", self.channel, missing)
         };
-        say(&format!("{what}; installing it with `rustup toolchain install {} --no-self-update` (about 1 minute, once)", self.channel));
+        say(&format!(
+            "{what}; installing it with `rustup toolchain install {} --no-self-update` (about 1 minute, once)",
+            self.channel
+        ));
         let mut cmd = rustup();
         cmd.args(["toolchain", "install", &self.channel, "--no-self-update", "--profile", "minimal"]);
         if !self.components.is_empty() {
@@ -286,13 +289,16 @@ pub fn find_or_install_ptxas(tools_dir: &Path, say: &mut dyn FnMut(&str)) -> Res
         candidates.extend(std::env::split_paths(&path).map(|d| d.join("ptxas")));
     }
     candidates.push(PathBuf::from("/usr/local/cuda/bin/ptxas"));
-    let pip_ptxas = || ["cu13", "cu12"].iter().map(|v| pip_dir.join(format!("nvidia/{v}/bin/ptxas"))).find(|p| p.is_file());
+    let pip_ptxas =
+        || ["cu13", "cu12"].iter().map(|v| pip_dir.join(format!("nvidia/{v}/bin/ptxas"))).find(|p| p.is_file());
     if let Some(found) = candidates.into_iter().find(|p| p.is_file()).or_else(pip_ptxas) {
         return Ok(found);
     }
     say(&format!("ptxas not found; installing PyPI nvidia-cuda-nvcc into {} (about 50 MB, once)", pip_dir.display()));
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"]).arg(&pip_dir).arg("nvidia-cuda-nvcc");
+    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+        .arg(&pip_dir)
+        .arg("nvidia-cuda-nvcc");
     run_capture(&mut cmd).map_err(|e| BuildError::NoPtxas(e.to_string()))?;
     pip_ptxas().ok_or_else(|| BuildError::NoPtxas(format!("pip finished but no ptxas under {}", pip_dir.display())))
 }
@@ -346,7 +352,13 @@ ptxas info    : Used 255 registers, used 1 barriers, 64 bytes cumulative stack s
         assert_eq!(k.len(), 2);
         assert_eq!(
             k[0],
-            KernelResources { name: "k_good".into(), arch: "sm_90".into(), registers: 76, shared_bytes: 128, ..Default::default() }
+            KernelResources {
+                name: "k_good".into(),
+                arch: "sm_90".into(),
+                registers: 76,
+                shared_bytes: 128,
+                ..Default::default()
+            }
         );
         assert_eq!((k[1].stack_bytes, k[1].spill_store_bytes, k[1].spill_load_bytes, k[1].registers), (64, 8, 4, 255));
         assert!(!k[0].uses_local_memory() && k[1].uses_local_memory());

@@ -41,8 +41,7 @@ pub fn heads(max_heads: usize) -> impl Strategy<Value = (usize, usize, usize)> {
 pub fn case(max_m: usize, max_hidden: usize, work: usize) -> impl Strategy<Value = Case> {
     (hidden_size(max_hidden), heads(16), -12.0f64..-2.0, any::<bool>(), 0..=max_m, any::<u64>()).prop_map(
         move |(hidden, (num_heads, num_kv_heads, head_dim), log_eps, bias, m, seed)| {
-            let config =
-                QkvConfig { hidden, num_heads, num_kv_heads, head_dim, eps: 10f64.powf(log_eps) as f32, bias };
+            let config = QkvConfig { hidden, num_heads, num_kv_heads, head_dim, eps: 10f64.powf(log_eps) as f32, bias };
             let m = m.min(work / (config.qkv_cols() * hidden)).max(usize::from(m > 0));
             Case { config, m, seed }
         },

@@ -297,7 +297,9 @@ fn garbage_bytes_are_not_safetensors() {
     let header_too_long = [u64::MAX.to_le_bytes().as_slice(), b"{}"].concat();
     let truncated = &valid[..valid.len() - 1];
     let not_json = [8u64.to_le_bytes().as_slice(), b"not json"].concat();
-    for bytes in [&b""[..], b"abc", b"garbage bytes, definitely not a checkpoint", &header_too_long, truncated, &not_json] {
+    for bytes in
+        [&b""[..], b"abc", b"garbage bytes, definitely not a checkpoint", &header_too_long, truncated, &not_json]
+    {
         assert_checkpoint_error(layer_from_bytes::<bf16>(bytes, path, &config, 0), &["not a valid safetensors"]);
     }
 }

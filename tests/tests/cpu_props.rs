@@ -108,8 +108,11 @@ fn forward_into_leaves_rows_past_m_untouched() {
     let layer = CpuLayer::new(weights::<f16>(config, 2));
     let x = hidden_states::<f16>(&config, 3, 9);
     let sentinel = f16::from_f32(-7.0);
-    let (mut q, mut k, mut v) =
-        (vec![sentinel; 4 * config.q_cols()], vec![sentinel; 4 * config.kv_cols()], vec![sentinel; 4 * config.kv_cols()]);
+    let (mut q, mut k, mut v) = (
+        vec![sentinel; 4 * config.q_cols()],
+        vec![sentinel; 4 * config.kv_cols()],
+        vec![sentinel; 4 * config.kv_cols()],
+    );
     layer.forward_into(&x, 3, &mut q, &mut k, &mut v).unwrap();
     assert!(q[3 * config.q_cols()..].iter().all(|v| *v == sentinel));
     assert!(k[3 * config.kv_cols()..].iter().all(|v| *v == sentinel));

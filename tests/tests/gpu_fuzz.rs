@@ -56,7 +56,8 @@ fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize) -> Result<(), TestC
     // SAFETY: a sub-range of a live allocation.
     let x_dev = unsafe { DeviceSlice::from_raw_parts(x_buffer.as_device_ptr().wrapping_add(x_offset), x.len()) };
     let lens = [c.m * c.config.q_cols(), c.m * c.config.kv_cols(), c.m * c.config.kv_cols()];
-    let (mut q, mut k, mut v) = (nan_buffer::<T>(lens[0] + GUARD), nan_buffer(lens[1] + GUARD), nan_buffer(lens[2] + GUARD));
+    let (mut q, mut k, mut v) =
+        (nan_buffer::<T>(lens[0] + GUARD), nan_buffer(lens[1] + GUARD), nan_buffer(lens[2] + GUARD));
     // Outputs get exactly their length plus the guard; forward_into may only touch the first part.
     layer.forward_into(&gpu.stream, &x_dev, c.m, &mut q, &mut k, &mut v).expect("launch");
     gpu.stream.synchronize().expect("kernel ran to completion");
@@ -79,9 +80,7 @@ fn fuzz<T: Dtype>() {
     let gpu = gpu();
     let config = ProptestConfig { cases: case_count(256), ..ProptestConfig::default() };
     let mut runner = TestRunner::new(config);
-    runner
-        .run(&(case(600, 5120, 150_000_000), 0usize..2), |(c, x_offset)| check_case::<T>(&gpu, c, x_offset))
-        .unwrap();
+    runner.run(&(case(600, 5120, 150_000_000), 0usize..2), |(c, x_offset)| check_case::<T>(&gpu, c, x_offset)).unwrap();
 }
 
 #[test]
@@ -115,7 +114,8 @@ fn gpu_presets_through_forward() {
             let x_dev = DeviceBuffer::from_slice(&x).unwrap();
             let (q, k, v) = layer.forward(&gpu.stream, &x_dev, m).unwrap();
             gpu.stream.synchronize().unwrap();
-            let report = compare(&join_qkv(&w, m, &download(&q), &download(&k), &download(&v)), &reference_f64(&w, &x, m));
+            let report =
+                compare(&join_qkv(&w, m, &download(&q), &download(&k), &download(&v)), &reference_f64(&w, &x, m));
             assert!(report.passes(bf16::KIND.error_bound()), "{name} m={m}: {report:?}");
         }
     }

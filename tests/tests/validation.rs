@@ -64,7 +64,8 @@ fn weight_lengths_are_checked() {
     let err = QkvWeights::new(c, ok.gamma.clone(), ok.qkv_weight[1..].to_vec(), None).unwrap_err();
     assert!(matches!(err, Error::Length { what: "qkv_weight", .. }), "{err}");
     let with_bias = QkvConfig { bias: true, ..c };
-    let err = QkvWeights::new(with_bias, ok.gamma.clone(), ok.qkv_weight.clone(), Some(vec![bf16::ONE; 3])).unwrap_err();
+    let err =
+        QkvWeights::new(with_bias, ok.gamma.clone(), ok.qkv_weight.clone(), Some(vec![bf16::ONE; 3])).unwrap_err();
     assert!(matches!(err, Error::Length { what: "bias", .. }), "{err}");
 }
 
@@ -104,7 +105,8 @@ fn cpu_rejects_short_buffers() {
     let x = hidden_states::<bf16>(&c, 3, 2);
     let err = layer.forward(&x, 4).unwrap_err();
     assert!(matches!(err, Error::TooShort { what: "x", needed: 64, actual: 48 }), "{err}");
-    let (mut q, mut k, mut v) = (vec![bf16::ZERO; 3 * c.q_cols()], vec![bf16::ZERO; 3 * c.kv_cols()], vec![bf16::ZERO; 3 * c.kv_cols() - 1]);
+    let (mut q, mut k, mut v) =
+        (vec![bf16::ZERO; 3 * c.q_cols()], vec![bf16::ZERO; 3 * c.kv_cols()], vec![bf16::ZERO; 3 * c.kv_cols() - 1]);
     let err = layer.forward_into(&x, 3, &mut q, &mut k, &mut v).unwrap_err();
     assert!(matches!(err, Error::TooShort { what: "v", .. }), "{err}");
     let err = layer.forward(&x, usize::MAX).unwrap_err();

@@ -230,9 +230,7 @@ pub fn parse(text: &str, name: &str) -> Result<BenchFile> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{name}: not valid JSON: {e}"))?;
     match value.get("schema") {
         Some(v) if v.as_u64() == Some(SCHEMA) => {}
-        Some(v) => {
-            return Err(format!("{name}: schema version {v}, but this report reads schema {SCHEMA} only").into())
-        }
+        Some(v) => return Err(format!("{name}: schema version {v}, but this report reads schema {SCHEMA} only").into()),
         None => return Err(format!("{name}: no \"schema\" field (expected schema {SCHEMA})").into()),
     }
     let file: BenchFile = serde_json::from_value(value).map_err(|e| format!("{name}: {e}"))?;
@@ -343,12 +341,8 @@ pub fn table(group: &Group) -> String {
     let mut errors = Vec::new();
     for (&m, point) in &group.points {
         let fused = point.rows.get(&Impl::FusedQkv);
-        let mut cells = vec![
-            m.to_string(),
-            fmt_us(point.floor_us),
-            cell(fused, |r| r.device_us),
-            cell(fused, |r| r.host_us),
-        ];
+        let mut cells =
+            vec![m.to_string(), fmt_us(point.floor_us), cell(fused, |r| r.device_us), cell(fused, |r| r.host_us)];
         cells.extend(peers.iter().map(|p| cell(point.rows.get(p), |r| r.device_us)));
         let fused_us = ok_device_us(fused);
         cells.push(ratio(fused_us, Some(point.floor_us)));
@@ -469,12 +463,8 @@ pub fn plot(group: &Group, path: &Path) -> Result<()> {
         })
         .filter(|(_, points)| !points.is_empty())
         .collect();
-    let floor: Vec<(f64, f64)> = group
-        .points
-        .iter()
-        .map(|(&m, p)| (m as f64, p.floor_us))
-        .filter(|&(m, us)| m > 0.0 && us > 0.0)
-        .collect();
+    let floor: Vec<(f64, f64)> =
+        group.points.iter().map(|(&m, p)| (m as f64, p.floor_us)).filter(|&(m, us)| m > 0.0 && us > 0.0).collect();
     let all = || series.iter().flat_map(|(_, p)| p.iter()).chain(floor.iter());
     if all().next().is_none() {
         return Err(format!("{} {}: nothing to plot (no M > 0 with a time)", group.model, group.dtype).into());

@@ -62,7 +62,8 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     eprintln!("{}; L2 {} MB; device-to-device copy {copy_gbs:.0} GB/s", gpu.description, l2_bytes >> 20);
     let progress = ProgressBar::new((configs.len() * args.tokens.len()) as u64);
     progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut rows = Vec::new();
     let mut max_copies = 0;
@@ -110,7 +111,8 @@ fn bench_model<T: Dtype>(
 ) -> Result<(Vec<Value>, usize, bool)> {
     let weight_bytes = (config.weight_len() + config.hidden + config.qkv_cols()) * T::KIND.size_bytes();
     let copies = (2 * env.l2_bytes / weight_bytes + 1).max(2);
-    let weights: Vec<QkvWeights<T>> = (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
+    let weights: Vec<QkvWeights<T>> =
+        (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
     let layers: Vec<GpuLayer<T>> =
         weights.iter().map(|w| GpuLayer::new(env.gpu.kernels.clone(), w)).collect::<Result<_>>()?;
     let mut rows = Vec::new();
@@ -189,7 +191,9 @@ fn spot_check<T: Dtype>(w: &QkvWeights<T>, x: &[T], m: usize, [q, k, v]: [&Devic
         p.dedup();
         p
     };
-    let take = |buf: &[T], cols: usize| -> Vec<T> { picks.iter().flat_map(|&r| buf[r * cols..(r + 1) * cols].to_vec()).collect() };
+    let take = |buf: &[T], cols: usize| -> Vec<T> {
+        picks.iter().flat_map(|&r| buf[r * cols..(r + 1) * cols].to_vec()).collect()
+    };
     let xs = take(x, c.hidden);
     let (qs, ks, vs) = (take(&q, c.q_cols()), take(&k, c.kv_cols()), take(&v, c.kv_cols()));
     let report = compare(&join_qkv(w, picks.len(), &qs, &ks, &vs), &reference_f64(w, &xs, picks.len()));
@@ -259,7 +263,10 @@ fn today() -> String {
 }
 
 fn print_table(doc: &Value) {
-    println!("{:<14} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}", "model", "M", "floor us", "device us", "host us", "x floor", "rel err");
+    println!(
+        "{:<14} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "model", "M", "floor us", "device us", "host us", "x floor", "rel err"
+    );
     for row in doc["rows"].as_array().into_iter().flatten() {
         let f = |k: &str| row[k].as_f64();
         let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));

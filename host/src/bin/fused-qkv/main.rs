@@ -163,8 +163,7 @@ fn build_weights<T: Dtype>(args: &RunArgs, config: &QkvConfig) -> Result<QkvWeig
 fn random_input<T: Dtype>(hidden: usize, m: usize, seed: u64) -> Result<Vec<T>> {
     let len = m.checked_mul(hidden).ok_or_else(|| Error::Overflow(format!("M = {m} tokens times hidden {hidden}")))?;
     let mut x = Vec::new();
-    x.try_reserve_exact(len)
-        .map_err(|e| Error::Overflow(format!("cannot allocate x [{m}, {hidden}]: {e}")))?;
+    x.try_reserve_exact(len).map_err(|e| Error::Overflow(format!("cannot allocate x [{m}, {hidden}]: {e}")))?;
     // A different stream from the weights', which use `seed` itself.
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     for _ in 0..m {
@@ -283,7 +282,10 @@ fn run_gpu<T: Dtype>(gpu: &Gpu, weights: &QkvWeights<T>, x: &[T], m: usize, iter
     let stream = cuda(Stream::new(StreamFlags::NON_BLOCKING, None), "creating a stream")?;
     let c = weights.config;
     let nan_buffer = |what: &str, len: usize| {
-        cuda(DeviceBuffer::from_slice(&vec![T::from_f32(f32::NAN); len]), &format!("allocating {what} ({len} elements)"))
+        cuda(
+            DeviceBuffer::from_slice(&vec![T::from_f32(f32::NAN); len]),
+            &format!("allocating {what} ({len} elements)"),
+        )
     };
     let mut io = DeviceIo {
         x: cuda(DeviceBuffer::from_slice(x), "copying x to the device")?,
@@ -311,10 +313,8 @@ fn time_gpu(stream: &Stream, iters: usize, mut launch: impl FnMut() -> Result<()
     }
     cuda(stream.synchronize(), "running the warm-up launches")?;
 
-    let batches: Vec<usize> = (0..iters)
-        .step_by(LAUNCHES_PER_BATCH)
-        .map(|start| LAUNCHES_PER_BATCH.min(iters - start))
-        .collect();
+    let batches: Vec<usize> =
+        (0..iters).step_by(LAUNCHES_PER_BATCH).map(|start| LAUNCHES_PER_BATCH.min(iters - start)).collect();
     let new_event = || cuda(Event::new(EventFlags::DEFAULT), "creating an event");
     let first = new_event()?;
     cuda(first.record(stream), "recording an event")?;
