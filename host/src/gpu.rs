@@ -29,8 +29,37 @@ const TILE_N: usize = 8;
 /// Dynamic shared memory for the staged `x * gamma` rows: under the 48 KB a block gets without
 /// opting in, less the kernel's static shared memory (256 B) and a margin.
 const MAX_STAGE_BYTES: usize = 47 * 1024;
-/// Rows per launch: the grid's y dimension is at most 65535 blocks.
-const MAX_ROWS_PER_LAUNCH: usize = 65535 * TILE_M;
+// The tensor-core kernel's tiling, mirrored from kernel-gpu/src/fused_qkv_mma.rs.
+const MMA_THREADS: u32 = 256;
+const MMA_M_TILES: usize = 2;
+const MMA_ROWS_PER_BLOCK: usize = 16 * MMA_M_TILES;
+const MMA_MAX_GROUPS: usize = 4;
+/// From this many tokens on, bf16 uses the tensor-core kernel (measured crossover, bench/NOTES.md).
+pub const TENSOR_CORE_MIN_TOKENS: usize = 3;
+
+/// Which kernels a layer may use. `Auto` is the measured dispatch: bf16 with `hidden % 8 == 0`
+/// and an aligned `x` uses tensor cores from [`TENSOR_CORE_MIN_TOKENS`] tokens on; everything
+/// else (f16, f32, odd shapes, fewer tokens) the SIMT kernels, which keep exact fp32 FMA semantics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelPolicy {
+    #[default]
+    Auto,
+    /// Always the SIMT kernels.
+    Simt,
+    /// Always the tensor-core kernel; an error where it does not apply.
+    TensorCore,
+}
+
+/// One launch configuration.
+struct Plan {
+    name: String,
+    threads: u32,
+    tokens_per_block: usize,
+    grid_x: u32,
+    shared_bytes: u32,
+    /// The SIMT kernels' staging chunk (an extra argument).
+    chunk: Option<u32>,
+}
 
 /// The loaded kernels for the current context's device. Load once and share (e.g. in an `Arc`)
 /// between layers: loading JIT-compiles the PTX.
@@ -73,6 +102,7 @@ pub struct GpuLayer<T: Dtype> {
     gamma: DeviceBuffer<T>,
     qkv_weight: DeviceBuffer<T>,
     bias: Option<DeviceBuffer<T>>,
+    policy: KernelPolicy,
 }
 
 fn upload<T: Dtype>(what: &str, data: &[T]) -> Result<DeviceBuffer<T>> {
@@ -107,6 +137,7 @@ impl<T: Dtype> GpuLayer<T> {
             gamma: upload("gamma", &weights.gamma)?,
             qkv_weight: upload("qkv_weight", &weights.qkv_weight)?,
             bias: weights.bias.as_deref().map(|b| upload("bias", b)).transpose()?,
+            policy: KernelPolicy::Auto,
         })
     }
 
@@ -158,25 +189,9 @@ impl<T: Dtype> GpuLayer<T> {
         if m == 0 {
             return Ok(());
         }
-        let vec = vec_width(T::KIND);
-        // gamma and W are whole device allocations (256-byte aligned); x may be a view.
-        let vector = c.hidden.is_multiple_of(vec) && x.as_device_ptr().as_raw().is_multiple_of(16);
-        // Tokens per block: the smallest specialised tile that covers M (decode), else TILE_M.
-        let tile_m = match m {
-            1 => 1,
-            2 => 2,
-            3 | 4 => 4,
-            _ => TILE_M,
-        };
-        let name = format!("fused_rmsnorm_qkv_{}_{}_m{tile_m}", T::KIND.name(), if vector { "vec" } else { "scalar" });
-        let function = self.kernels.module.get_function(&name).context(|| format!("looking up kernel {name}"))?;
-        // The whole hidden row in one chunk where it fits (one staging pass, two barriers).
-        let lane_step = 32 * vec;
-        let tile_rows = m.min(tile_m);
-        let max_chunk = MAX_STAGE_BYTES / (tile_rows * 4) / lane_step * lane_step;
-        let chunk = (c.hidden.div_ceil(lane_step) * lane_step).min(max_chunk);
-        let shared_bytes = (tile_rows * chunk * 4) as u32;
-        let grid_x = c.qkv_cols().div_ceil(TILE_N) as u32;
+        let plan = self.plan(m, x.as_device_ptr())?;
+        let function =
+            self.kernels.module.get_function(&plan.name).context(|| format!("looking up kernel {}", plan.name))?;
         // Kernel arguments are passed by address: every one must be a local that outlives the
         // launch call (a temporary inside the argument array would dangle).
         let gamma = self.gamma.as_device_ptr();
@@ -186,16 +201,17 @@ impl<T: Dtype> GpuLayer<T> {
             |what: &str, v: usize| u32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} exceeds u32")));
         let (hidden, q_cols, kv_cols) =
             (to_u32("hidden", c.hidden)?, to_u32("q_cols", c.q_cols())?, to_u32("kv_cols", c.kv_cols())?);
-        let chunk = chunk as u32;
+        let max_rows = 65535 * plan.tokens_per_block;
         let mut row0 = 0;
         while row0 < m {
-            let rows = (m - row0).min(MAX_ROWS_PER_LAUNCH);
+            let rows = (m - row0).min(max_rows);
             let x_ptr = advance(x.as_device_ptr(), row0 * c.hidden);
             let q_ptr = advance(q.as_device_ptr(), row0 * c.q_cols());
             let k_ptr = advance(k.as_device_ptr(), row0 * c.kv_cols());
             let v_ptr = advance(v.as_device_ptr(), row0 * c.kv_cols());
             let rows_u32 = rows as u32;
-            let args: [*const c_void; 13] = [
+            // A fixed array, no heap allocation per call; the SIMT kernels take one more argument.
+            let mut args: [*mut c_void; 13] = [
                 arg(&x_ptr),
                 arg(&gamma),
                 arg(&qkv_weight),
@@ -207,18 +223,86 @@ impl<T: Dtype> GpuLayer<T> {
                 arg(&hidden),
                 arg(&q_cols),
                 arg(&kv_cols),
-                arg(&chunk),
                 arg(&c.eps),
+                std::ptr::null_mut(),
             ];
-            let grid = (grid_x, rows.div_ceil(tile_m) as u32, 1);
+            let count = match &plan.chunk {
+                Some(chunk) => {
+                    args[11] = arg(chunk);
+                    args[12] = arg(&c.eps);
+                    13
+                }
+                None => 12,
+            };
+            let args = &args[..count];
+            let grid = (plan.grid_x, rows.div_ceil(plan.tokens_per_block) as u32, 1);
             // SAFETY: the arguments match the kernel's signature in order and type (pointers as
-            // 64-bit device addresses, then u32 x5 and f32); the lengths and alignment checked above
-            // and the grid and shared-memory size computed here are its launch contract.
-            unsafe { stream.launch(&function, grid, (THREADS, 1, 1), shared_bytes, &args.map(|a| a as *mut c_void)) }
-                .context(|| format!("launching {name} (grid {grid:?}, {shared_bytes} B shared)"))?;
+            // 64-bit device addresses, then u32 x4 (x5 with the SIMT kernels' chunk) and f32); the
+            // lengths and alignment checked above and the plan are its launch contract.
+            unsafe { stream.launch(&function, grid, (plan.threads, 1, 1), plan.shared_bytes, args) }
+                .context(|| format!("launching {} (grid {grid:?}, {} B shared)", plan.name, plan.shared_bytes))?;
             row0 += rows;
         }
         Ok(())
+    }
+
+    /// Chooses the kernel for `m` tokens (the dispatch table, see [`KernelPolicy`]).
+    fn plan(&self, m: usize, x: DevicePointer<T>) -> Result<Plan> {
+        let c = &self.config;
+        let vec = vec_width(T::KIND);
+        // gamma and W are whole device allocations (256-byte aligned); x may be a view.
+        let vector = c.hidden.is_multiple_of(vec) && x.as_raw().is_multiple_of(16);
+        let tensor_core_ok = T::KIND == DtypeKind::Bf16 && vector;
+        let use_tensor_cores = match self.policy {
+            KernelPolicy::Auto => tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS,
+            KernelPolicy::Simt => false,
+            KernelPolicy::TensorCore if tensor_core_ok => true,
+            KernelPolicy::TensorCore => {
+                return Err(Error::InvalidConfig(
+                    "the tensor-core kernel needs bf16, hidden % 8 == 0 and a 16-byte aligned x".into(),
+                ))
+            }
+        };
+        if use_tensor_cores {
+            let groups = match m {
+                0..=8 => 1,
+                9..=16 => 2,
+                _ => MMA_MAX_GROUPS,
+            };
+            return Ok(Plan {
+                name: format!("fused_rmsnorm_qkv_bf16_mma_t{groups}"),
+                threads: MMA_THREADS,
+                tokens_per_block: 8 * groups,
+                grid_x: c.qkv_cols().div_ceil(MMA_ROWS_PER_BLOCK) as u32,
+                shared_bytes: (MMA_THREADS as usize * MMA_M_TILES * groups * 4 * 4) as u32,
+                chunk: None,
+            });
+        }
+        // Tokens per block: the smallest specialised tile that covers M (decode), else TILE_M.
+        let tile_m = match m {
+            1 => 1,
+            2 => 2,
+            3 | 4 => 4,
+            _ => TILE_M,
+        };
+        // The whole hidden row in one chunk where it fits (one staging pass, two barriers).
+        let lane_step = 32 * vec;
+        let tile_rows = m.min(tile_m);
+        let max_chunk = MAX_STAGE_BYTES / (tile_rows * 4) / lane_step * lane_step;
+        let chunk = (c.hidden.div_ceil(lane_step) * lane_step).min(max_chunk);
+        Ok(Plan {
+            name: format!("fused_rmsnorm_qkv_{}_{}_m{tile_m}", T::KIND.name(), if vector { "vec" } else { "scalar" }),
+            threads: THREADS,
+            tokens_per_block: tile_m,
+            grid_x: c.qkv_cols().div_ceil(TILE_N) as u32,
+            shared_bytes: (tile_rows * chunk * 4) as u32,
+            chunk: Some(chunk as u32),
+        })
+    }
+
+    /// Which kernels [`GpuLayer::forward_into`] may use (default [`KernelPolicy::Auto`]).
+    pub fn set_kernel_policy(&mut self, policy: KernelPolicy) {
+        self.policy = policy;
     }
 
     /// Copies a device result back (synchronously): a convenience for tests and tools.
@@ -229,6 +313,6 @@ impl<T: Dtype> GpuLayer<T> {
     }
 }
 
-fn arg<A>(value: &A) -> *const c_void {
-    value as *const A as *const c_void
+fn arg<A>(value: &A) -> *mut c_void {
+    value as *const A as *mut c_void
 }

@@ -13,6 +13,8 @@
 //! path accumulates in fp32 and rounds once to the dtype at the output; the normalized row is
 //! never rounded to the dtype. Both the GPU kernel and [`cpu::CpuLayer`] compute it as
 //! `rms_inv[m] * sum_h (x[m, h] * gamma[h]) * W[n, h]`, the same value up to fp32 rounding.
+//! Exception: the bf16 tensor-core kernel (from 3 tokens, see [`gpu::KernelPolicy`]) carries
+//! `x * gamma` as a bf16 pair hi + lo (16 significant bits, relative error below 2^-16).
 //!
 //! - [`QkvConfig`]: shapes and eps, with presets for common models.
 //! - [`QkvWeights`]: host copies of gamma, W and the bias; [`checkpoint`] loads them from safetensors.

@@ -23,7 +23,9 @@ macro_rules! unroll {
 pub mod element;
 pub mod float;
 pub mod fused_qkv;
+pub mod fused_qkv_mma;
 pub mod mem;
+pub mod mma;
 pub mod shared;
 pub mod thread;
 pub mod warp;

@@ -11,7 +11,7 @@ use cust::context::Context;
 use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::stream::{Stream, StreamFlags};
 use fused_qkv::cpu::CpuLayer;
-use fused_qkv::gpu::{GpuLayer, Kernels};
+use fused_qkv::gpu::{GpuLayer, KernelPolicy, Kernels};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, Error, QkvConfig};
 use half::{bf16, f16};
@@ -44,12 +44,25 @@ fn download<T: Dtype>(buffer: &DeviceSlice<T>) -> Vec<T> {
     GpuLayer::<T>::download(buffer).expect("copying back")
 }
 
+/// The kernel policy for a case: the dispatch table, or one path forced (the tensor-core kernel only
+/// where it applies: bf16, hidden % 8 == 0, aligned x), so every kernel meets every shape.
+fn policy_for<T: Dtype>(pick: u8, hidden: usize, x_offset: usize) -> KernelPolicy {
+    let tensor_core_ok = T::KIND == fused_qkv::DtypeKind::Bf16 && hidden.is_multiple_of(8) && x_offset == 0;
+    match pick % 3 {
+        1 => KernelPolicy::Simt,
+        2 if tensor_core_ok => KernelPolicy::TensorCore,
+        _ => KernelPolicy::Auto,
+    }
+}
+
 /// Runs one case on the GPU (x placed `x_offset` elements into its buffer, which moves it off
 /// 16-byte alignment and onto the scalar kernel) and checks it.
-fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize) -> Result<(), TestCaseError> {
+fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize, pick: u8) -> Result<(), TestCaseError> {
     let w = weights::<T>(c.config, c.seed);
     let x = hidden_states::<T>(&c.config, c.m, c.seed.wrapping_add(1));
-    let layer = GpuLayer::new(gpu.kernels.clone(), &w).expect("uploading weights");
+    let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).expect("uploading weights");
+    let policy = policy_for::<T>(pick, c.config.hidden, x_offset);
+    layer.set_kernel_policy(policy);
     let mut x_host = vec![T::from_f32(1.0); x_offset];
     x_host.extend_from_slice(&x);
     let x_buffer = DeviceBuffer::from_slice(&x_host).expect("uploading x");
@@ -69,7 +82,16 @@ fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize) -> Result<(), TestC
     let y_gpu = join_qkv(&w, c.m, &q[..lens[0]], &k[..lens[1]], &v[..lens[2]]);
     let bound = T::KIND.error_bound();
     let report = compare(&y_gpu, &y_ref);
-    prop_assert!(report.passes(bound), "{} {:?} x_offset {}: GPU {:?} (bound {})", T::KIND, c, x_offset, report, bound);
+    prop_assert!(
+        report.passes(bound),
+        "{} {:?} x_offset {} {:?}: GPU {:?} (bound {})",
+        T::KIND,
+        c,
+        x_offset,
+        policy,
+        report,
+        bound
+    );
     let (cq, ck, cv) = CpuLayer::new(w.clone()).forward(&x, c.m).expect("cpu");
     let cpu_report = compare(&join_qkv(&w, c.m, &cq, &ck, &cv), &y_ref);
     prop_assert!(cpu_report.passes(bound), "{} {:?}: CPU {:?}", T::KIND, c, cpu_report);
@@ -80,7 +102,11 @@ fn fuzz<T: Dtype>() {
     let gpu = gpu();
     let config = ProptestConfig { cases: case_count(256), ..ProptestConfig::default() };
     let mut runner = TestRunner::new(config);
-    runner.run(&(case(600, 5120, 150_000_000), 0usize..2), |(c, x_offset)| check_case::<T>(&gpu, c, x_offset)).unwrap();
+    runner
+        .run(&(case(600, 5120, 150_000_000), 0usize..2, any::<u8>()), |(c, x_offset, pick)| {
+            check_case::<T>(&gpu, c, x_offset, pick)
+        })
+        .unwrap();
 }
 
 #[test]
@@ -101,22 +127,26 @@ fn gpu_f32_matches_oracle() {
     fuzz::<f32>();
 }
 
-/// The named presets at decode and prefill sizes, through the allocating `forward`.
+/// The named presets at decode sizes around the dispatch crossovers, every kernel policy, through
+/// the allocating `forward`.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_presets_through_forward() {
     let gpu = gpu();
     for (name, config) in fused_qkv::config::PRESETS {
-        for m in [1, 2, 3, 4, 7, 64] {
-            let w = weights::<bf16>(*config, 11);
-            let x = hidden_states::<bf16>(config, m, 12);
-            let layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
+        let w = weights::<bf16>(*config, 11);
+        let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
+        for m in [1, 2, 3, 4, 5, 7, 9, 16, 17, 33, 64] {
+            let x = hidden_states::<bf16>(config, m, 12 + m as u64);
             let x_dev = DeviceBuffer::from_slice(&x).unwrap();
-            let (q, k, v) = layer.forward(&gpu.stream, &x_dev, m).unwrap();
-            gpu.stream.synchronize().unwrap();
-            let report =
-                compare(&join_qkv(&w, m, &download(&q), &download(&k), &download(&v)), &reference_f64(&w, &x, m));
-            assert!(report.passes(bf16::KIND.error_bound()), "{name} m={m}: {report:?}");
+            let reference = reference_f64(&w, &x, m);
+            for policy in [KernelPolicy::Auto, KernelPolicy::Simt, KernelPolicy::TensorCore] {
+                layer.set_kernel_policy(policy);
+                let (q, k, v) = layer.forward(&gpu.stream, &x_dev, m).unwrap();
+                gpu.stream.synchronize().unwrap();
+                let report = compare(&join_qkv(&w, m, &download(&q), &download(&k), &download(&v)), &reference);
+                assert!(report.passes(bf16::KIND.error_bound()), "{name} m={m} {policy:?}: {report:?}");
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use fused_qkv::dtype::{bf16, f16};
-use fused_qkv::gpu::GpuLayer;
+use fused_qkv::gpu::{GpuLayer, KernelPolicy};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// without it the floor is the memory floor only.
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
+    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core (for measuring the
+    /// crossover; tensor-core applies to bf16 only).
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = ["auto", "simt", "tensor-core"])]
+    kernel: String,
     /// Timed launches per case (events every 10), also the host-timed calls.
     #[arg(long, value_name = "N", default_value_t = 200)]
     iters: usize,
@@ -113,8 +117,19 @@ fn bench_model<T: Dtype>(
     let copies = (2 * env.l2_bytes / weight_bytes + 1).max(2);
     let weights: Vec<QkvWeights<T>> =
         (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
-    let layers: Vec<GpuLayer<T>> =
-        weights.iter().map(|w| GpuLayer::new(env.gpu.kernels.clone(), w)).collect::<Result<_>>()?;
+    let policy = match args.kernel.as_str() {
+        "simt" => KernelPolicy::Simt,
+        "tensor-core" => KernelPolicy::TensorCore,
+        _ => KernelPolicy::Auto,
+    };
+    let layers: Vec<GpuLayer<T>> = weights
+        .iter()
+        .map(|w| {
+            let mut layer = GpuLayer::new(env.gpu.kernels.clone(), w)?;
+            layer.set_kernel_policy(policy);
+            Ok(layer)
+        })
+        .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     let mut all_ok = true;
     for &m in &args.tokens {
