@@ -24,6 +24,7 @@
 
 use crate::element::{Bf16, Element, F16};
 use crate::mem::load_nc_v16;
+use crate::qkv::store_column;
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, reduce_sum_f32, warp_id, WARP_SIZE};
@@ -242,24 +243,11 @@ unsafe fn store_outputs<T: Element, const TM: usize>(
                 if lane_id() == 0 && n < shape.n() {
                     let y = dot * rms_inv.offset_f32(mm as u32).load_f32();
                     let y = if bias.is_null() { y } else { y + T::load(bias.add(n as usize)) };
-                    store_column(out, shape, row0 + mm as u32, n, y);
+                    store_column(out, shape.q_cols, shape.kv_cols, row0 + mm as u32, n, y);
                 }
             }
         });
     });
-}
-
-/// Stores `y[row, n]` into q, k or v: they are consecutive column ranges of `y`.
-#[inline(always)]
-unsafe fn store_column<T: Element>(out: [*mut T; 3], shape: Shape, row: u32, n: u32, y: f32) {
-    let (dst, cols, col) = if n < shape.q_cols {
-        (out[0], shape.q_cols, n)
-    } else if n < shape.q_cols + shape.kv_cols {
-        (out[1], shape.kv_cols, n - shape.q_cols)
-    } else {
-        (out[2], shape.kv_cols, n - shape.q_cols - shape.kv_cols)
-    };
-    T::store(dst.add(row as usize * cols as usize + col as usize), y);
 }
 
 /// The kernel body shared by every dtype; see the module docs for the launch contract.

@@ -24,6 +24,7 @@
 use crate::element::{Bf16, Element};
 use crate::mem::load_nc_v16;
 use crate::mma::{mma_m16n8k16_bf16_f32, split_bf16x2};
+use crate::qkv::store_column;
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, shuffle_xor_f32, warp_id};
@@ -196,25 +197,12 @@ unsafe fn reduce_and_store<const NT: usize>(
                     if n < shape.n() && token < tokens {
                         let y = y * rms_inv.offset_f32(token).load_f32();
                         let y = if bias.is_null() { y } else { y + Bf16::load(bias.add(n as usize)) };
-                        store_column(out, shape, row0 + token, n, y);
+                        store_column(out, shape.q_cols, shape.kv_cols, row0 + token, n, y);
                     }
                 });
             }
         });
     });
-}
-
-/// Stores `y[row, n]` into q, k or v.
-#[inline(always)]
-unsafe fn store_column(out: [*mut Bf16; 3], shape: Shape, row: u32, n: u32, y: f32) {
-    let (dst, cols, col) = if n < shape.q_cols {
-        (out[0], shape.q_cols, n)
-    } else if n < shape.q_cols + shape.kv_cols {
-        (out[1], shape.kv_cols, n - shape.q_cols)
-    } else {
-        (out[2], shape.kv_cols, n - shape.q_cols - shape.kv_cols)
-    };
-    Bf16::store(dst.add(row as usize * cols as usize + col as usize), y);
 }
 
 macro_rules! fused_qkv_mma_kernel {
@@ -249,8 +237,18 @@ macro_rules! fused_qkv_mma_kernel {
             let mut sum_sq = [0.0f32; MAX_NT];
             stream_k_blocks::<$nt>(x, gamma, qkv_weight, shape, n0, row0, tokens, &mut acc, &mut sum_sq);
             reduce_and_store::<$nt>(
-                &acc, &sum_sq, bias, [q, k, v], shape, eps, n0, row0, tokens,
-                dynamic_shared_base(), sum_sq_smem, rms_inv,
+                &acc,
+                &sum_sq,
+                bias,
+                [q, k, v],
+                shape,
+                eps,
+                n0,
+                row0,
+                tokens,
+                dynamic_shared_base(),
+                sum_sq_smem,
+                rms_inv,
             );
         }
     };

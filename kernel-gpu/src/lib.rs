@@ -26,6 +26,7 @@ pub mod fused_qkv;
 pub mod fused_qkv_mma;
 pub mod mem;
 pub mod mma;
+pub mod qkv;
 pub mod shared;
 pub mod thread;
 pub mod warp;
