@@ -3,22 +3,22 @@
 
 use rayon::prelude::*;
 
-use crate::weights::{check_input, check_outputs};
+use crate::weights::{check_input, check_outputs, FoldedWeights};
 use crate::{Dtype, QkvConfig, QkvWeights, Result};
 
-/// One layer's weights on the host.
+/// One layer's weights on the host, gamma folded into W as on the GPU ([`FoldedWeights`]).
 #[derive(Clone, Debug)]
 pub struct CpuLayer<T> {
-    weights: QkvWeights<T>,
+    weights: FoldedWeights<T>,
 }
 
 /// Output rows of `W` handled by one rayon task.
 const COLS_PER_TASK: usize = 64;
 
 impl<T: Dtype> CpuLayer<T> {
-    /// Takes the weights (already checked against their config by [`QkvWeights`]).
+    /// Folds gamma into the weights (already checked against their config by [`QkvWeights`]).
     pub fn new(weights: QkvWeights<T>) -> Self {
-        CpuLayer { weights }
+        CpuLayer { weights: weights.fold_gamma() }
     }
 
     /// The layer's config.
@@ -44,15 +44,15 @@ impl<T: Dtype> CpuLayer<T> {
         check_outputs(&c, m, [q.len(), k.len(), v.len()])?;
         let (h, n) = (c.hidden, c.qkv_cols());
         let w = &self.weights;
-        // fp32 throughout, rounded once at the output, in the order the kernel uses:
-        // rms_inv * sum_h (x * gamma) * W + bias.
+        let out_scale = w.out_scale();
+        // fp32 throughout, rounded once at the output, in the order the kernels use:
+        // sum_h x * W' * (rms_inv * out_scale) + bias, W' = gamma folded into W.
         let rows: Vec<(f32, Vec<f32>)> = x[..m * h]
             .par_chunks(h)
             .map(|row| {
                 let sum_sq: f32 = row.iter().map(|v| v.to_f32() * v.to_f32()).sum();
                 let rms_inv = 1.0 / (sum_sq / h as f32 + c.eps).sqrt();
-                let x_gamma = row.iter().zip(&w.gamma).map(|(x, g)| x.to_f32() * g.to_f32()).collect();
-                (rms_inv, x_gamma)
+                (rms_inv * out_scale, row.iter().map(|x| x.to_f32()).collect())
             })
             .collect();
         let mut y = vec![0.0f32; m * n];
@@ -62,12 +62,12 @@ impl<T: Dtype> CpuLayer<T> {
             .map(|block| {
                 let cols = block * COLS_PER_TASK..((block + 1) * COLS_PER_TASK).min(n);
                 let mut out = Vec::with_capacity(m * cols.len());
-                for (rms_inv, x_gamma) in &rows {
+                for (row_scale, x_row) in &rows {
                     for col in cols.clone() {
                         let w_row = &w.qkv_weight[col * h..(col + 1) * h];
-                        let dot: f32 = w_row.iter().zip(x_gamma).map(|(w, xg)| w.to_f32() * xg).sum();
+                        let dot: f32 = w_row.iter().zip(x_row).map(|(w, x)| w.to_f32() * x).sum();
                         let bias = w.bias.as_ref().map_or(0.0, |b| b[col].to_f32());
-                        out.push(dot * rms_inv + bias);
+                        out.push(dot * row_scale + bias);
                     }
                 }
                 (cols, out)

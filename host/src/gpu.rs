@@ -5,16 +5,18 @@
 //! returned; errors inside the kernel surface at the caller's next synchronisation, as with any
 //! CUDA work.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
 use cust::device::DeviceAttribute;
+use cust::function::Function;
 use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::prelude::Stream;
 
 use crate::error::CudaContext;
-use crate::weights::{check_input, check_outputs};
+use crate::weights::{check_input, check_outputs, FoldedWeights};
 use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
 /// PTX built from `kernel-gpu` by `build.rs` (see `ptx-builder`), one file per architecture.
@@ -22,48 +24,101 @@ pub const PTX_SM80: &str = include_str!(env!("FUSED_QKV_PTX_SM_80"));
 /// PTX for Hopper (sm_90).
 pub const PTX_SM90: &str = include_str!(env!("FUSED_QKV_PTX_SM_90"));
 
-// The kernel's tiling, mirrored from kernel-gpu/src/fused_qkv.rs (its launch contract).
-const THREADS: u32 = 128;
+// Launch contracts mirrored from kernel-gpu (two crates, no shared ABI crate): src/gemv.rs,
+// src/fused_qkv_mma.rs and src/fused_qkv.rs.
+const GEMV_THREADS: u32 = 128;
+const GEMV_ROWS_PER_BLOCK: usize = 8;
+const MMA_THREADS: u32 = 128;
+const MMA_WARPS: usize = 4;
+const TILE_THREADS: u32 = 128;
 const TILE_M: usize = 8;
 const TILE_N: usize = 8;
-/// Dynamic shared memory for the staged `x * gamma` rows: under the 48 KB a block gets without
-/// opting in, less the kernel's static shared memory (256 B) and a margin.
+/// Dynamic shared memory for the tile kernel's staged `x` rows: under the 48 KB a block gets
+/// without opting in, less the kernel's static shared memory (256 B) and a margin.
 const MAX_STAGE_BYTES: usize = 47 * 1024;
-// The tensor-core kernel's tiling, mirrored from kernel-gpu/src/fused_qkv_mma.rs.
-const MMA_THREADS: u32 = 256;
-const MMA_M_TILES: usize = 2;
-const MMA_ROWS_PER_BLOCK: usize = 16 * MMA_M_TILES;
-const MMA_MAX_GROUPS: usize = 4;
-/// From this many tokens on, bf16 uses the tensor-core kernel (measured crossover, bench/NOTES.md).
+/// From this many tokens on, bf16 and f16 use the tensor-core kernel (measured crossover,
+/// bench/NOTES.md); below it the SIMT decode kernel.
 pub const TENSOR_CORE_MIN_TOKENS: usize = 3;
 
-/// Which kernels a layer may use. `Auto` is the measured dispatch: bf16 with `hidden % 8 == 0`
-/// and an aligned `x` uses tensor cores from [`TENSOR_CORE_MIN_TOKENS`] tokens on; everything
-/// else (f16, f32, odd shapes, fewer tokens) the SIMT kernels, which keep exact fp32 FMA semantics.
+/// Which kernels a layer may use. `Auto` is the measured dispatch table (bench/NOTES.md):
+///
+/// | dtype | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
+/// |---|---|---|---|
+/// | bf16, f16 | yes | 1, 2 | SIMT decode (`gemv`), 1 or 2 tokens per block |
+/// | bf16, f16 | yes | 3 and more | tensor cores, 32 rows of W x up to 32 tokens per block |
+/// | f32 | yes | 1 to 4 | SIMT decode (`gemv`) |
+/// | f32 | yes | more | SIMT tile kernel, 8 tokens per block |
+/// | any | no | any | SIMT tile kernel, scalar loads |
+///
+/// The tensor cores multiply bf16/f16 exactly with fp32 accumulation; f32 never uses them (no tf32).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelPolicy {
     #[default]
     Auto,
     /// Always the SIMT kernels.
     Simt,
-    /// Always the tensor-core kernel; an error where it does not apply.
+    /// Tensor cores whenever they apply (bf16/f16, aligned), any token count; an error elsewhere.
     TensorCore,
+    /// As `TensorCore` with a fixed block height of 16 or 32 rows of W (to measure the table).
+    TensorCoreRows(usize),
+}
+
+/// A kernel entry point of the embedded PTX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum KernelKind {
+    /// kernel-gpu/src/gemv.rs, `tokens` per block.
+    Gemv { tokens: usize },
+    /// kernel-gpu/src/fused_qkv_mma.rs, `rows` of W and `tokens` per block.
+    Mma { rows: usize, tokens: usize },
+    /// kernel-gpu/src/fused_qkv.rs, 16-byte (`vector`) or scalar loads, `tokens` per block.
+    Tile { vector: bool, tokens: usize },
+}
+
+impl KernelKind {
+    /// Every kernel the PTX holds for `dtype`.
+    fn all(dtype: DtypeKind) -> Vec<KernelKind> {
+        let mut kinds: Vec<KernelKind> = [1, 2, 4].map(|tokens| KernelKind::Gemv { tokens }).to_vec();
+        for vector in [true, false] {
+            kinds.extend([1, 2, 4, 8].map(|tokens| KernelKind::Tile { vector, tokens }));
+        }
+        if dtype != DtypeKind::F32 {
+            for rows in [16, 32] {
+                kinds.extend([8, 16, 32].map(|tokens| KernelKind::Mma { rows, tokens }));
+            }
+        }
+        kinds
+    }
+
+    fn name(self, dtype: DtypeKind) -> String {
+        let dtype = dtype.name();
+        match self {
+            KernelKind::Gemv { tokens } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}"),
+            KernelKind::Mma { rows, tokens } => format!("fused_rmsnorm_qkv_{dtype}_mma_r{rows}_t{tokens}"),
+            KernelKind::Tile { vector, tokens } => {
+                format!("fused_rmsnorm_qkv_{dtype}_{}_m{tokens}", if vector { "vec" } else { "scalar" })
+            }
+        }
+    }
 }
 
 /// One launch configuration.
 struct Plan {
-    name: String,
+    kind: KernelKind,
     threads: u32,
     tokens_per_block: usize,
     grid_x: u32,
     shared_bytes: u32,
-    /// The SIMT kernels' staging chunk (an extra argument).
+    /// The tile kernels' staging chunk (an extra argument).
     chunk: Option<u32>,
 }
 
 /// The loaded kernels for the current context's device. Load once and share (e.g. in an `Arc`)
-/// between layers: loading JIT-compiles the PTX.
+/// between layers: loading JIT-compiles the PTX and looks every kernel up once, so a launch
+/// costs no lookup.
 pub struct Kernels {
+    // Declared before `module`, so dropped before it: the handles borrow the module.
+    functions: HashMap<(DtypeKind, KernelKind), Function<'static>>,
+    #[allow(dead_code)] // owns the loaded code the handles point into
     module: Module,
     compute_capability: (i32, i32),
 }
@@ -86,22 +141,40 @@ impl Kernels {
         }
         let ptx = if major >= 9 { PTX_SM90 } else { PTX_SM80 };
         let module = Module::from_ptx(ptx, &[]).context(|| "loading the embedded PTX".into())?;
-        Ok(Kernels { module, compute_capability: (major, minor) })
+        let mut functions = HashMap::new();
+        for dtype in DtypeKind::ALL {
+            for kind in KernelKind::all(dtype) {
+                let name = kind.name(dtype);
+                let function = module.get_function(&name).context(|| format!("looking up kernel {name}"))?;
+                // SAFETY: a `Function` is a handle plus a lifetime marker for the module it came
+                // from; `functions` is dropped before `module` (field order) and never handed out
+                // beyond `&self`, so no handle outlives the module.
+                let function = unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(function) };
+                functions.insert((dtype, kind), function);
+            }
+        }
+        Ok(Kernels { functions, module, compute_capability: (major, minor) })
     }
 
     /// The device's compute capability.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
+
+    fn function(&self, dtype: DtypeKind, kind: KernelKind) -> Result<&Function<'static>> {
+        self.functions
+            .get(&(dtype, kind))
+            .ok_or_else(|| Error::InvalidConfig(format!("no kernel {} in the embedded PTX", kind.name(dtype))))
+    }
 }
 
-/// One layer's weights on the device, ready to run.
+/// One layer's weights on the device, ready to run: gamma folded into W ([`FoldedWeights`]).
 pub struct GpuLayer<T: Dtype> {
     config: QkvConfig,
     kernels: Arc<Kernels>,
-    gamma: DeviceBuffer<T>,
     qkv_weight: DeviceBuffer<T>,
     bias: Option<DeviceBuffer<T>>,
+    out_scale: f32,
     policy: KernelPolicy,
 }
 
@@ -128,15 +201,40 @@ fn advance<T: Dtype>(ptr: DevicePointer<T>, count: usize) -> DevicePointer<T> {
 }
 
 impl<T: Dtype> GpuLayer<T> {
-    /// Copies the weights to the device (synchronously).
+    /// Folds gamma into W ([`QkvWeights::fold_gamma`]) and copies the result to the device
+    /// (synchronously).
     pub fn new(kernels: Arc<Kernels>, weights: &QkvWeights<T>) -> Result<Self> {
         weights.config.validate()?;
+        Self::from_folded(kernels, &weights.fold_gamma())
+    }
+
+    /// Copies weights already folded (e.g. cached by the caller) to the device (synchronously).
+    pub fn from_folded(kernels: Arc<Kernels>, weights: &FoldedWeights<T>) -> Result<Self> {
+        let c = weights.config;
+        c.validate()?;
+        if weights.qkv_weight.len() != c.weight_len() {
+            return Err(Error::Length {
+                what: "qkv_weight",
+                expected: c.weight_len(),
+                actual: weights.qkv_weight.len(),
+            });
+        }
+        if weights.bias.as_ref().map(Vec::len).unwrap_or(c.qkv_cols()) != c.qkv_cols()
+            || weights.bias.is_some() != c.bias
+        {
+            return Err(Error::InvalidConfig(format!(
+                "folded weights: bias of {:?} elements does not match config.bias = {} (N = {})",
+                weights.bias.as_ref().map(Vec::len),
+                c.bias,
+                c.qkv_cols()
+            )));
+        }
         Ok(GpuLayer {
-            config: weights.config,
+            config: c,
             kernels,
-            gamma: upload("gamma", &weights.gamma)?,
             qkv_weight: upload("qkv_weight", &weights.qkv_weight)?,
             bias: weights.bias.as_deref().map(|b| upload("bias", b)).transpose()?,
+            out_scale: weights.out_scale(),
             policy: KernelPolicy::Auto,
         })
     }
@@ -190,11 +288,9 @@ impl<T: Dtype> GpuLayer<T> {
             return Ok(());
         }
         let plan = self.plan(m, x.as_device_ptr())?;
-        let function =
-            self.kernels.module.get_function(&plan.name).context(|| format!("looking up kernel {}", plan.name))?;
+        let function = self.kernels.function(T::KIND, plan.kind)?;
         // Kernel arguments are passed by address: every one must be a local that outlives the
         // launch call (a temporary inside the argument array would dangle).
-        let gamma = self.gamma.as_device_ptr();
         let qkv_weight = self.qkv_weight.as_device_ptr();
         let bias = self.bias.as_ref().map_or(DevicePointer::null(), |b| b.as_device_ptr());
         let to_u32 =
@@ -210,10 +306,9 @@ impl<T: Dtype> GpuLayer<T> {
             let k_ptr = advance(k.as_device_ptr(), row0 * c.kv_cols());
             let v_ptr = advance(v.as_device_ptr(), row0 * c.kv_cols());
             let rows_u32 = rows as u32;
-            // A fixed array, no heap allocation per call; the SIMT kernels take one more argument.
-            let mut args: [*mut c_void; 13] = [
+            // A fixed array, no heap allocation per call; the tile kernels take one more argument.
+            let args: [*mut c_void; 13] = [
                 arg(&x_ptr),
-                arg(&gamma),
                 arg(&qkv_weight),
                 arg(&bias),
                 arg(&q_ptr),
@@ -224,23 +319,17 @@ impl<T: Dtype> GpuLayer<T> {
                 arg(&q_cols),
                 arg(&kv_cols),
                 arg(&c.eps),
-                std::ptr::null_mut(),
+                arg(&self.out_scale),
+                plan.chunk.as_ref().map_or(std::ptr::null_mut(), arg),
             ];
-            let count = match &plan.chunk {
-                Some(chunk) => {
-                    args[11] = arg(chunk);
-                    args[12] = arg(&c.eps);
-                    13
-                }
-                None => 12,
-            };
-            let args = &args[..count];
+            let args = &args[..if plan.chunk.is_some() { 13 } else { 12 }];
             let grid = (plan.grid_x, rows.div_ceil(plan.tokens_per_block) as u32, 1);
             // SAFETY: the arguments match the kernel's signature in order and type (pointers as
-            // 64-bit device addresses, then u32 x4 (x5 with the SIMT kernels' chunk) and f32); the
+            // 64-bit device addresses, then u32 x4, f32 x2 and the tile kernels' u32 chunk); the
             // lengths and alignment checked above and the plan are its launch contract.
-            unsafe { stream.launch(&function, grid, (plan.threads, 1, 1), plan.shared_bytes, args) }
-                .context(|| format!("launching {} (grid {grid:?}, {} B shared)", plan.name, plan.shared_bytes))?;
+            unsafe { stream.launch(function, grid, (plan.threads, 1, 1), plan.shared_bytes, args) }.context(|| {
+                format!("launching {} (grid {grid:?}, {} B shared)", plan.kind.name(T::KIND), plan.shared_bytes)
+            })?;
             row0 += rows;
         }
         Ok(())
@@ -249,50 +338,65 @@ impl<T: Dtype> GpuLayer<T> {
     /// Chooses the kernel for `m` tokens (the dispatch table, see [`KernelPolicy`]).
     fn plan(&self, m: usize, x: DevicePointer<T>) -> Result<Plan> {
         let c = &self.config;
-        let vec = vec_width(T::KIND);
-        // gamma and W are whole device allocations (256-byte aligned); x may be a view.
-        let vector = c.hidden.is_multiple_of(vec) && x.as_raw().is_multiple_of(16);
-        let tensor_core_ok = T::KIND == DtypeKind::Bf16 && vector;
-        let use_tensor_cores = match self.policy {
-            KernelPolicy::Auto => tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS,
-            KernelPolicy::Simt => false,
-            KernelPolicy::TensorCore if tensor_core_ok => true,
-            KernelPolicy::TensorCore => {
+        // W is a whole device allocation (256-byte aligned); x may be a view.
+        let vector = c.hidden.is_multiple_of(vec_width(T::KIND)) && x.as_raw().is_multiple_of(16);
+        let tensor_core_ok = T::KIND != DtypeKind::F32 && vector;
+        let mma_rows = match self.policy {
+            KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some(32),
+            KernelPolicy::Auto | KernelPolicy::Simt => None,
+            KernelPolicy::TensorCore if tensor_core_ok => Some(32),
+            KernelPolicy::TensorCoreRows(rows @ (16 | 32)) if tensor_core_ok => Some(rows),
+            KernelPolicy::TensorCoreRows(rows) if rows != 16 && rows != 32 => {
+                return Err(Error::InvalidConfig(format!("tensor-core blocks have 16 or 32 rows, not {rows}")))
+            }
+            KernelPolicy::TensorCore | KernelPolicy::TensorCoreRows(_) => {
                 return Err(Error::InvalidConfig(
-                    "the tensor-core kernel needs bf16, hidden % 8 == 0 and a 16-byte aligned x".into(),
+                    "the tensor-core kernel needs bf16 or f16, hidden % 8 == 0 and a 16-byte aligned x".into(),
                 ))
             }
         };
-        if use_tensor_cores {
-            let groups = match m {
-                0..=8 => 1,
-                9..=16 => 2,
-                _ => MMA_MAX_GROUPS,
+        if let Some(rows) = mma_rows {
+            let tokens = match m {
+                0..=8 => 8,
+                9..=16 => 16,
+                _ => 32,
             };
             return Ok(Plan {
-                name: format!("fused_rmsnorm_qkv_bf16_mma_t{groups}"),
+                kind: KernelKind::Mma { rows, tokens },
                 threads: MMA_THREADS,
-                tokens_per_block: 8 * groups,
-                grid_x: c.qkv_cols().div_ceil(MMA_ROWS_PER_BLOCK) as u32,
-                shared_bytes: (MMA_THREADS as usize * MMA_M_TILES * groups * 4 * 4) as u32,
+                tokens_per_block: tokens,
+                grid_x: c.qkv_cols().div_ceil(rows) as u32,
+                // The partial accumulators: MMA_WARPS x (rows / 16) x (tokens / 8) x 4 per lane.
+                shared_bytes: (MMA_WARPS * (rows / 16) * (tokens / 8) * 4 * 32 * 4) as u32,
                 chunk: None,
             });
         }
-        // Tokens per block: the smallest specialised tile that covers M (decode), else TILE_M.
-        let tile_m = match m {
-            1 => 1,
-            2 => 2,
-            3 | 4 => 4,
-            _ => TILE_M,
+        let gemv_tokens = match m {
+            1 => Some(1),
+            2 => Some(2),
+            3 | 4 => Some(4),
+            _ => None,
         };
+        if let (true, Some(tokens)) = (vector, gemv_tokens) {
+            return Ok(Plan {
+                kind: KernelKind::Gemv { tokens },
+                threads: GEMV_THREADS,
+                tokens_per_block: tokens,
+                grid_x: c.qkv_cols().div_ceil(GEMV_ROWS_PER_BLOCK) as u32,
+                shared_bytes: 0,
+                chunk: None,
+            });
+        }
+        // Tokens per block: the smallest specialised tile that covers M, else TILE_M.
+        let tile_m = gemv_tokens.unwrap_or(TILE_M);
         // The whole hidden row in one chunk where it fits (one staging pass, two barriers).
-        let lane_step = 32 * vec;
+        let lane_step = 32 * vec_width(T::KIND);
         let tile_rows = m.min(tile_m);
         let max_chunk = MAX_STAGE_BYTES / (tile_rows * 4) / lane_step * lane_step;
         let chunk = (c.hidden.div_ceil(lane_step) * lane_step).min(max_chunk);
         Ok(Plan {
-            name: format!("fused_rmsnorm_qkv_{}_{}_m{tile_m}", T::KIND.name(), if vector { "vec" } else { "scalar" }),
-            threads: THREADS,
+            kind: KernelKind::Tile { vector, tokens: tile_m },
+            threads: TILE_THREADS,
             tokens_per_block: tile_m,
             grid_x: c.qkv_cols().div_ceil(TILE_N) as u32,
             shared_bytes: (tile_rows * chunk * 4) as u32,

@@ -36,4 +36,4 @@ pub use dtype::{Dtype, DtypeKind};
 pub use error::{CudaContext, Error, Result};
 /// The `half` crate (1.x) whose `bf16` and `f16` the layer stores.
 pub use half;
-pub use weights::QkvWeights;
+pub use weights::{FoldedWeights, QkvWeights};

@@ -1,6 +1,6 @@
 //! Host copies of one layer's weights, checked against its config.
 
-use crate::{Dtype, Error, QkvConfig, Result};
+use crate::{Dtype, DtypeKind, Error, QkvConfig, Result};
 
 /// gamma `[H]`, the fused weight `W [N, H]` (row `n` = output `n`, rows ordered q | k | v) and an
 /// optional bias `[N]`, as stored in checkpoints.
@@ -71,6 +71,57 @@ impl<T: Dtype> QkvWeights<T> {
         let qkv_weight = (0..config.weight_len()).map(|_| T::from_f32(rng.gen_range(-scale..scale))).collect();
         let bias = config.bias.then(|| (0..config.qkv_cols()).map(|_| T::from_f32(rng.gen_range(-0.5..0.5))).collect());
         Self::new(config, gamma, qkv_weight, bias)
+    }
+}
+
+/// The weights as every path computes with them: gamma folded into W once, when a layer is built.
+///
+/// `qkv_weight[n, h] = round_dtype(W[n, h] * gamma[h] * 2^scale_log2)` (one rounding: the product
+/// of two bf16 or two f16 values is exact in fp32; f32 rounds the product once), and
+/// `y = out_scale * rms_inv * sum_h x * qkv_weight + b` with `out_scale = 2^-scale_log2`, an exact
+/// power of two. `scale_log2` is 0 for bf16 and f32, whose range is fp32's; for f16 it places the
+/// largest `|W * gamma|` in `[2^14, 2^15)`, inside f16's range whatever gamma's magnitude.
+/// Folding is what lets the kernels feed `x` to the tensor cores exactly as stored: the only
+/// rounding added to the unfused math is that of one weight (relative 2^-9 for bf16, 2^-12 for
+/// f16, 2^-25 for f32), the same as storing the checkpoint in the dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoldedWeights<T> {
+    pub config: QkvConfig,
+    pub qkv_weight: Vec<T>,
+    pub bias: Option<Vec<T>>,
+    /// The power of two `W * gamma` was scaled by before rounding.
+    pub scale_log2: i32,
+}
+
+impl<T> FoldedWeights<T> {
+    /// `2^-scale_log2`: what the accumulated dot products are multiplied by (exact).
+    pub fn out_scale(&self) -> f32 {
+        (-self.scale_log2 as f32).exp2()
+    }
+}
+
+impl<T: Dtype> QkvWeights<T> {
+    /// Folds gamma into W (see [`FoldedWeights`]); parallel over rows.
+    pub fn fold_gamma(&self) -> FoldedWeights<T> {
+        use rayon::prelude::*;
+        let h = self.config.hidden;
+        let gamma: Vec<f32> = self.gamma.iter().map(|g| g.to_f32()).collect();
+        let max_abs = self
+            .qkv_weight
+            .par_chunks(h)
+            .map(|row| row.iter().zip(&gamma).map(|(w, g)| (w.to_f32() * g).abs()).fold(0.0f32, f32::max))
+            .reduce(|| 0.0, f32::max);
+        let scale_log2 = match T::KIND {
+            DtypeKind::F16 if max_abs.is_finite() && max_abs > 0.0 => 14 - max_abs.log2().floor() as i32,
+            _ => 0,
+        };
+        let scale = (scale_log2 as f32).exp2();
+        let qkv_weight = self
+            .qkv_weight
+            .par_chunks(h)
+            .flat_map_iter(|row| row.iter().zip(&gamma).map(|(w, g)| T::from_f32(w.to_f32() * g * scale)))
+            .collect();
+        FoldedWeights { config: self.config, qkv_weight, bias: self.bias.clone(), scale_log2 }
     }
 }
 

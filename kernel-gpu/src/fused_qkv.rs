@@ -1,34 +1,34 @@
-//! The fused RMSNorm + QKV projection:
-//! `y[m, n] = rms_inv[m] * sum_h (x[m, h] * gamma[h]) * W[n, h] (+ bias[n])`, with
-//! `rms_inv[m] = 1 / sqrt(mean_h x[m, h]^2 + eps)`, fp32 accumulation, and `y` split into the
-//! column ranges q | k | v.
+//! The general fused RMSNorm + QKV kernel (SIMT, any shape and alignment, every dtype):
+//! `y[m, n] = sum_h x[m, h] * W'[n, h] * (rms_inv[m] * out_scale) (+ bias[n])`, with
+//! `rms_inv[m] = 1 / sqrt(mean_h x[m, h]^2 + eps)`, `W'` = gamma folded into W (see
+//! [`crate::qkv`]), fp32 accumulation, and `y` split into the column ranges q | k | v. The decode
+//! kernels ([`crate::gemv`], [`crate::fused_qkv_mma`]) are faster where they apply; this one is
+//! the fallback for unaligned `x`, `hidden % VEC != 0` (the `_scalar` kernels) and f32 batches.
 //!
 //! One block computes a `TM x TILE_N` tile of `y` (`TM` tokens, `TILE_N` outputs):
-//! 1. stage: the tile's rows of `x * gamma` go to shared memory as fp32, a chunk of the hidden
+//! 1. stage: the tile's rows of `x` go to shared memory as fp32, a chunk of the hidden
 //!    dimension at a time (16-byte loads, several in flight per thread); the sums of squares of
 //!    `x` are accumulated on the way, so `x` is read once per block;
-//! 2. accumulate: each warp streams its `ROWS_PER_WARP` rows of `W` once, `UNROLL` 16-byte loads per
+//! 2. accumulate: each warp streams its `ROWS_PER_WARP` rows of `W'` once, `UNROLL` 16-byte loads per
 //!    row in flight per lane, and multiplies every loaded element with all staged rows;
-//! 3. normalize: the sums of squares are reduced over the block into `rms_inv`;
-//! 4. store: partial dots are reduced over the warp, scaled by `rms_inv`, biased, rounded, stored.
-//!
-//! Applying `rms_inv` in the epilogue equals applying it to `x` first up to fp32 rounding.
+//! 3. normalize: the sums of squares are reduced over the block into `rms_inv * out_scale`;
+//! 4. store: partial dots are reduced over the warp, scaled, biased, rounded, stored.
 //!
 //! Launch contract (checked by the host, which is the only caller):
 //! - `block = (THREADS, 1, 1)`, `grid = (ceil(N / TILE_N), ceil(M / TM), 1)` for the `_m{TM}` kernel;
 //! - dynamic shared memory `min(M, TM) * chunk * 4` bytes, `chunk` a multiple of `32 * T::VEC`;
-//! - `x [M, hidden]`, `gamma [hidden]`, `qkv_weight [N, hidden]`, `bias [N]` or null,
+//! - `x [M, hidden]`, `qkv_weight [N, hidden]`, `bias [N]` or null,
 //!   `q [M, q_cols]`, `k` and `v [M, kv_cols]`, `N = q_cols + 2 * kv_cols`, no overlap between
 //!   outputs and inputs;
-//! - the `_vec` kernels additionally need `hidden % T::VEC == 0` and 16-byte aligned `x`, `gamma`, `W`.
+//! - the `_vec` kernels additionally need `hidden % T::VEC == 0` and 16-byte aligned `x` and `W'`.
 
 use crate::element::{Bf16, Element, F16};
 use crate::mem::load_nc_v16;
-use crate::qkv::store_column;
+use crate::qkv::{row_scale, store_output, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
+use crate::static_shared;
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, reduce_sum_f32, warp_id, WARP_SIZE};
-use crate::{float, static_shared};
 
 /// Threads per block.
 pub const THREADS: u32 = 128;
@@ -44,26 +44,10 @@ pub const ROWS_PER_WARP: usize = 2;
 pub const TILE_N: u32 = WARPS * ROWS_PER_WARP as u32;
 /// 16-byte loads of each `W` row a lane issues before using the first.
 const UNROLL: usize = 4;
-/// 16-byte vectors of `x` (and of gamma) a thread loads before using the first, when staging.
+/// 16-byte vectors of `x` a thread loads before using the first, when staging.
 const STAGE_BATCH: usize = 4;
 // The `unroll!` index lists below are written out for these values.
 const _: () = assert!(TILE_M == 8 && ROWS_PER_WARP == 2 && UNROLL == 4 && STAGE_BATCH == 4);
-
-/// The problem as the kernel sees it.
-#[derive(Clone, Copy)]
-struct Shape {
-    m: u32,
-    hidden: u32,
-    q_cols: u32,
-    kv_cols: u32,
-    chunk: u32,
-}
-
-impl Shape {
-    fn n(&self) -> u32 {
-        self.q_cols + 2 * self.kv_cols
-    }
-}
 
 /// Loads `row[h .. h + VEC]` as f32, zero past `len`.
 #[inline(always)]
@@ -82,17 +66,11 @@ unsafe fn load_masked<T: Element, const VECTOR: bool>(row: *const T, h: usize, l
     }
 }
 
-/// Step 1 for one row: `x * gamma` over `[h0, h0 + len)` into `dst` as fp32, zero-filled up to
+/// Step 1 for one row: `x` over `[h0, h0 + len)` into `dst` as fp32, zero-filled up to
 /// `padded_len` (so masked lanes later multiply zeros, never stale values); returns this thread's
 /// part of the row's sum of squares.
 #[inline(always)]
-unsafe fn stage_row<T: Element, const VECTOR: bool>(
-    x_row: *const T,
-    gamma: *const T,
-    len: u32,
-    padded_len: u32,
-    dst: SharedPtr,
-) -> f32 {
+unsafe fn stage_row<T: Element, const VECTOR: bool>(x_row: *const T, len: u32, padded_len: u32, dst: SharedPtr) -> f32 {
     let per_pass = THREADS * T::VEC as u32;
     let mut sum_sq = 0.0f32;
     let mut base = thread_idx_x() * T::VEC as u32;
@@ -100,16 +78,14 @@ unsafe fn stage_row<T: Element, const VECTOR: bool>(
         let offset = |b: usize| base + b as u32 * per_pass;
         // All loads of the batch first, so their latencies overlap.
         let mut xs = [[0.0f32; 8]; STAGE_BATCH];
-        let mut gs = [[0.0f32; 8]; STAGE_BATCH];
         unroll!(b in [0, 1, 2, 3] {
             xs[b] = load_masked::<T, VECTOR>(x_row, offset(b) as usize, len as usize);
-            gs[b] = load_masked::<T, VECTOR>(gamma, offset(b) as usize, len as usize);
         });
         unroll!(b in [0, 1, 2, 3] {
             let c = offset(b);
             if c < padded_len {
-                let p: [f32; 8] = core::array::from_fn(|i| xs[b][i] * gs[b][i]);
-                for v in xs[b].iter().take(T::VEC) {
+                let p = xs[b];
+                for v in p.iter().take(T::VEC) {
                     sum_sq += v * v;
                 }
                 let at = dst.offset_f32(c);
@@ -134,7 +110,8 @@ unsafe fn accumulate_chunk<T: Element, const VECTOR: bool, const TM: usize>(
     rows: u32,
     h0: u32,
     len: u32,
-    x_gamma: SharedPtr,
+    chunk: u32,
+    x_staged: SharedPtr,
     acc: &mut [[f32; TILE_M]; ROWS_PER_WARP],
 ) {
     let n_total = shape.n();
@@ -171,7 +148,7 @@ unsafe fn accumulate_chunk<T: Element, const VECTOR: bool, const TM: usize>(
                 // Constant trip counts with the row test inside keep `acc` in registers.
                 unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
                     if mm < TM && (mm as u32) < rows {
-                        let x_row = x_gamma.offset_f32(mm as u32 * shape.chunk + c);
+                        let x_row = x_staged.offset_f32(mm as u32 * chunk + c);
                         let lo = x_row.load_f32x4();
                         let hi = if T::VEC == 8 { x_row.offset_f32(4).load_f32x4() } else { [0.0; 4] };
                         let xv = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
@@ -190,15 +167,15 @@ unsafe fn accumulate_chunk<T: Element, const VECTOR: bool, const TM: usize>(
     }
 }
 
-/// Step 3: the block's partial sums of squares per row into `rms_inv[row]` (shared).
+/// Step 3: the block's partial sums of squares per row into `scale[row] = rms_inv * out_scale` (shared).
 #[inline(always)]
-unsafe fn block_rms_inv<const TM: usize>(
+unsafe fn block_row_scale<const TM: usize>(
     sum_sq: &[f32; TILE_M],
     shape: Shape,
-    eps: f32,
+    (eps, out_scale): (f32, f32),
     rows: u32,
     scratch: SharedPtr,
-    rms_inv: SharedPtr,
+    scale: SharedPtr,
 ) {
     unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
         if mm < TM && (mm as u32) < rows {
@@ -215,13 +192,12 @@ unsafe fn block_rms_inv<const TM: usize>(
         for w in 0..WARPS {
             total += scratch.offset_f32(w * TILE_M as u32 + row).load_f32();
         }
-        let mean = float::div_rn(total, shape.hidden as f32);
-        rms_inv.offset_f32(row).store_f32(float::div_rn(1.0, float::sqrt_rn(mean + eps)));
+        scale.offset_f32(row).store_f32(row_scale(total, shape.hidden, eps, out_scale));
     }
     sync_threads();
 }
 
-/// Step 4: reduce over the warp, scale by `rms_inv`, add the bias, round and store into q, k or v.
+/// Step 4: reduce over the warp, scale, add the bias, round and store into q, k or v.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_outputs<T: Element, const TM: usize>(
@@ -232,7 +208,7 @@ unsafe fn store_outputs<T: Element, const TM: usize>(
     n_base: u32,
     row0: u32,
     rows: u32,
-    rms_inv: SharedPtr,
+    scale: SharedPtr,
 ) {
     unroll!(r in [0, 1] {
         let n = n_base + r as u32;
@@ -241,9 +217,8 @@ unsafe fn store_outputs<T: Element, const TM: usize>(
             if mm < TM && (mm as u32) < rows {
                 let dot = reduce_sum_f32(acc_r[mm]);
                 if lane_id() == 0 && n < shape.n() {
-                    let y = dot * rms_inv.offset_f32(mm as u32).load_f32();
-                    let y = if bias.is_null() { y } else { y + T::load(bias.add(n as usize)) };
-                    store_column(out, shape.q_cols, shape.kv_cols, row0 + mm as u32, n, y);
+                    let row_scale = scale.offset_f32(mm as u32).load_f32();
+                    store_output(out, bias, shape, row0 + mm as u32, n, dot, row_scale);
                 }
             }
         });
@@ -255,42 +230,42 @@ unsafe fn store_outputs<T: Element, const TM: usize>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn fused_rmsnorm_qkv<T: Element, const VECTOR: bool, const TM: usize>(
     x: *const T,
-    gamma: *const T,
     qkv_weight: *const T,
     bias: *const T,
     out: [*mut T; 3],
     shape: Shape,
-    eps: f32,
+    chunk: u32,
+    eps_and_scale: (f32, f32),
     scratch: SharedPtr,
-    rms_inv: SharedPtr,
+    scale: SharedPtr,
 ) {
     let row0 = block_idx_y() * TM as u32;
     let rows = (shape.m - row0).min(TM as u32);
     let n_base = block_idx_x() * TILE_N + warp_id() * ROWS_PER_WARP as u32;
-    let x_gamma = dynamic_shared_base();
+    let x_staged = dynamic_shared_base();
     let lane_step = WARP_SIZE * T::VEC as u32;
 
     let mut sum_sq = [0.0f32; TILE_M];
     let mut acc = [[0.0f32; TILE_M]; ROWS_PER_WARP];
     let mut h0 = 0;
     while h0 < shape.hidden {
-        let len = (shape.hidden - h0).min(shape.chunk);
+        let len = (shape.hidden - h0).min(chunk);
         let padded_len = len.div_ceil(lane_step) * lane_step;
         // The previous chunk's readers are done before it is overwritten.
         sync_threads();
         unroll!(mm in [0, 1, 2, 3, 4, 5, 6, 7] {
             if mm < TM && (mm as u32) < rows {
                 let x_row = x.add((row0 as usize + mm) * shape.hidden as usize + h0 as usize);
-                let dst = x_gamma.offset_f32(mm as u32 * shape.chunk);
-                sum_sq[mm] += stage_row::<T, VECTOR>(x_row, gamma.add(h0 as usize), len, padded_len, dst);
+                let dst = x_staged.offset_f32(mm as u32 * chunk);
+                sum_sq[mm] += stage_row::<T, VECTOR>(x_row, len, padded_len, dst);
             }
         });
         sync_threads();
-        accumulate_chunk::<T, VECTOR, TM>(qkv_weight, shape, n_base, rows, h0, len, x_gamma, &mut acc);
-        h0 += shape.chunk;
+        accumulate_chunk::<T, VECTOR, TM>(qkv_weight, shape, n_base, rows, h0, len, chunk, x_staged, &mut acc);
+        h0 += chunk;
     }
-    block_rms_inv::<TM>(&sum_sq, shape, eps, rows, scratch, rms_inv);
-    store_outputs::<T, TM>(&acc, bias, out, shape, n_base, row0, rows, rms_inv);
+    block_row_scale::<TM>(&sum_sq, shape, eps_and_scale, rows, scratch, scale);
+    store_outputs::<T, TM>(&acc, bias, out, shape, n_base, row0, rows, scale);
 }
 
 /// Declares one kernel entry point per (dtype, access width).
@@ -304,7 +279,6 @@ macro_rules! fused_qkv_kernel {
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "ptx-kernel" fn $name(
             x: *const $t,
-            gamma: *const $t,
             qkv_weight: *const $t,
             bias: *const $t,
             q: *mut $t,
@@ -314,13 +288,15 @@ macro_rules! fused_qkv_kernel {
             hidden: u32,
             q_cols: u32,
             kv_cols: u32,
-            chunk: u32,
             eps: f32,
+            out_scale: f32,
+            chunk: u32,
         ) {
             let scratch = static_shared!(sum_sq_scratch, WARPS as usize * TILE_M * 4);
-            let rms_inv = static_shared!(rms_inv_tile, TILE_M * 4);
-            let shape = Shape { m, hidden, q_cols, kv_cols, chunk };
-            fused_rmsnorm_qkv::<$t, $vector, $tm>(x, gamma, qkv_weight, bias, [q, k, v], shape, eps, scratch, rms_inv);
+            let scale = static_shared!(row_scale_tile, TILE_M * 4);
+            let shape = Shape { m, hidden, q_cols, kv_cols };
+            let (out, eps_and_scale) = ([q, k, v], (eps, out_scale));
+            fused_rmsnorm_qkv::<$t, $vector, $tm>(x, qkv_weight, bias, out, shape, chunk, eps_and_scale, scratch, scale);
         }
     };
 }

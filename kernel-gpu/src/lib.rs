@@ -3,7 +3,9 @@
 //! Compiled to PTX by stock rustc's `nvptx64-nvidia-cuda` backend (see `ptx-builder`). The small
 //! device API below is named after `cuda_std`'s modules so that a later port to rust-cuda is
 //! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`]; [`element`] maps the storage
-//! dtypes (bf16, f16, f32) onto fp32 arithmetic, and [`fused_qkv`] holds the kernels.
+//! dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor cores, and [`qkv`] what every
+//! kernel shares (shape, norm scale, output store). Kernels: [`gemv`] (decode, SIMT),
+//! [`fused_qkv_mma`] (a few to 64 tokens, tensor cores) and [`fused_qkv`] (any shape, the fallback).
 #![no_std]
 #![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch)]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn carries a `# Safety` section instead
@@ -24,6 +26,7 @@ pub mod element;
 pub mod float;
 pub mod fused_qkv;
 pub mod fused_qkv_mma;
+pub mod gemv;
 pub mod mem;
 pub mod mma;
 pub mod qkv;

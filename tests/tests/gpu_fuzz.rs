@@ -44,13 +44,14 @@ fn download<T: Dtype>(buffer: &DeviceSlice<T>) -> Vec<T> {
     GpuLayer::<T>::download(buffer).expect("copying back")
 }
 
-/// The kernel policy for a case: the dispatch table, or one path forced (the tensor-core kernel only
-/// where it applies: bf16, hidden % 8 == 0, aligned x), so every kernel meets every shape.
+/// The kernel policy for a case: the dispatch table, or one path forced (the tensor-core kernels
+/// only where they apply: bf16/f16, hidden % 8 == 0, aligned x), so every kernel meets every shape.
 fn policy_for<T: Dtype>(pick: u8, hidden: usize, x_offset: usize) -> KernelPolicy {
-    let tensor_core_ok = T::KIND == fused_qkv::DtypeKind::Bf16 && hidden.is_multiple_of(8) && x_offset == 0;
-    match pick % 3 {
+    let tensor_core_ok = T::KIND != fused_qkv::DtypeKind::F32 && hidden.is_multiple_of(8) && x_offset == 0;
+    match pick % 4 {
         1 => KernelPolicy::Simt,
-        2 if tensor_core_ok => KernelPolicy::TensorCore,
+        2 if tensor_core_ok => KernelPolicy::TensorCoreRows(32),
+        3 if tensor_core_ok => KernelPolicy::TensorCoreRows(16),
         _ => KernelPolicy::Auto,
     }
 }
@@ -140,7 +141,12 @@ fn gpu_presets_through_forward() {
             let x = hidden_states::<bf16>(config, m, 12 + m as u64);
             let x_dev = DeviceBuffer::from_slice(&x).unwrap();
             let reference = reference_f64(&w, &x, m);
-            for policy in [KernelPolicy::Auto, KernelPolicy::Simt, KernelPolicy::TensorCore] {
+            for policy in [
+                KernelPolicy::Auto,
+                KernelPolicy::Simt,
+                KernelPolicy::TensorCoreRows(32),
+                KernelPolicy::TensorCoreRows(16),
+            ] {
                 layer.set_kernel_policy(policy);
                 let (q, k, v) = layer.forward(&gpu.stream, &x_dev, m).unwrap();
                 gpu.stream.synchronize().unwrap();

@@ -43,9 +43,15 @@ pub struct BenchArgs {
     /// without it the floor is the memory floor only.
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
-    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core (for measuring the
-    /// crossover; tensor-core applies to bf16 only).
-    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = ["auto", "simt", "tensor-core"])]
+    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, tensor-core-r16 or
+    /// tensor-core-r32 (16- or 32-row blocks), for measuring the table; tensor cores apply to bf16
+    /// and f16.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "auto",
+        value_parser = ["auto", "simt", "tensor-core", "tensor-core-r16", "tensor-core-r32"]
+    )]
     kernel: String,
     /// Timed launches per case (events every 10), also the host-timed calls.
     #[arg(long, value_name = "N", default_value_t = 200)]
@@ -120,6 +126,8 @@ fn bench_model<T: Dtype>(
     let policy = match args.kernel.as_str() {
         "simt" => KernelPolicy::Simt,
         "tensor-core" => KernelPolicy::TensorCore,
+        "tensor-core-r16" => KernelPolicy::TensorCoreRows(16),
+        "tensor-core-r32" => KernelPolicy::TensorCoreRows(32),
         _ => KernelPolicy::Auto,
     };
     let layers: Vec<GpuLayer<T>> = weights
