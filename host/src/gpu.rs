@@ -28,8 +28,8 @@ pub const PTX_SM90: &str = include_str!(env!("FUSED_QKV_PTX_SM_90"));
 // src/fused_qkv_mma.rs and src/fused_qkv.rs.
 const GEMV_THREADS: u32 = 128;
 const GEMV_ROWS_PER_BLOCK: usize = 8;
-const MMA_THREADS: u32 = 128;
-const MMA_WARPS: usize = 4;
+/// The tensor-core kernel variant `Auto` uses: (warps per block, pipeline depth).
+const MMA_WARPS_DEPTH: (usize, usize) = (4, 2);
 const TILE_THREADS: u32 = 128;
 const TILE_M: usize = 8;
 const TILE_N: usize = 8;
@@ -59,8 +59,9 @@ pub enum KernelPolicy {
     Simt,
     /// Tensor cores whenever they apply (bf16/f16, aligned), any token count; an error elsewhere.
     TensorCore,
-    /// As `TensorCore` with a fixed block height of 16 or 32 rows of W (to measure the table).
-    TensorCoreRows(usize),
+    /// As `TensorCore` with a fixed tile, to measure the table: `rows` of W per block (16 or 32),
+    /// `warps` per block (4 or 8) and pipeline `depth` in k-steps (2 or 3).
+    TensorCoreTile { rows: usize, warps: usize, depth: usize },
 }
 
 /// A kernel entry point of the embedded PTX.
@@ -68,8 +69,8 @@ pub enum KernelPolicy {
 enum KernelKind {
     /// kernel-gpu/src/gemv.rs, `tokens` per block.
     Gemv { tokens: usize },
-    /// kernel-gpu/src/fused_qkv_mma.rs, `rows` of W and `tokens` per block.
-    Mma { rows: usize, tokens: usize },
+    /// kernel-gpu/src/fused_qkv_mma.rs, `rows` of W and `tokens` per block, `warps`, `depth`.
+    Mma { rows: usize, tokens: usize, warps: usize, depth: usize },
     /// kernel-gpu/src/fused_qkv.rs, 16-byte (`vector`) or scalar loads, `tokens` per block.
     Tile { vector: bool, tokens: usize },
 }
@@ -83,7 +84,11 @@ impl KernelKind {
         }
         if dtype != DtypeKind::F32 {
             for rows in [16, 32] {
-                kinds.extend([8, 16, 32].map(|tokens| KernelKind::Mma { rows, tokens }));
+                for tokens in [8, 16, 32] {
+                    for (warps, depth) in [(4, 2), (4, 3), (8, 2), (8, 3)] {
+                        kinds.push(KernelKind::Mma { rows, tokens, warps, depth });
+                    }
+                }
             }
         }
         kinds
@@ -93,7 +98,9 @@ impl KernelKind {
         let dtype = dtype.name();
         match self {
             KernelKind::Gemv { tokens } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}"),
-            KernelKind::Mma { rows, tokens } => format!("fused_rmsnorm_qkv_{dtype}_mma_r{rows}_t{tokens}"),
+            KernelKind::Mma { rows, tokens, warps, depth } => {
+                format!("fused_rmsnorm_qkv_{dtype}_mma_r{rows}_t{tokens}_w{warps}_d{depth}")
+            }
             KernelKind::Tile { vector, tokens } => {
                 format!("fused_rmsnorm_qkv_{dtype}_{}_m{tokens}", if vector { "vec" } else { "scalar" })
             }
@@ -118,6 +125,7 @@ struct Plan {
 pub struct Kernels {
     // Declared before `module`, so dropped before it: the handles borrow the module.
     functions: HashMap<(DtypeKind, KernelKind), Function<'static>>,
+    delay: Option<Function<'static>>,
     #[allow(dead_code)] // owns the loaded code the handles point into
     module: Module,
     compute_capability: (i32, i32),
@@ -153,12 +161,25 @@ impl Kernels {
                 functions.insert((dtype, kind), function);
             }
         }
-        Ok(Kernels { functions, module, compute_capability: (major, minor) })
+        let delay = module.get_function("bench_delay").context(|| "looking up kernel bench_delay".into())?;
+        // SAFETY: as above.
+        let delay = Some(unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(delay) });
+        Ok(Kernels { functions, delay, module, compute_capability: (major, minor) })
     }
 
     /// The device's compute capability.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+
+    /// For benchmarks: enqueues a one-thread kernel that waits `nanos` ns on `stream`, so work
+    /// the host enqueues meanwhile runs back to back on the GPU, not at the host's launch rate.
+    pub fn enqueue_delay(&self, stream: &Stream, nanos: u64) -> Result<()> {
+        let function = self.delay.as_ref().ok_or_else(|| Error::InvalidConfig("no bench_delay kernel".into()))?;
+        let args = [arg(&nanos)];
+        // SAFETY: bench_delay takes one u64 and runs as one thread.
+        unsafe { stream.launch(function, (1, 1, 1), (1, 1, 1), 0, &args) }
+            .context(|| format!("launching bench_delay ({nanos} ns)"))
     }
 
     fn function(&self, dtype: DtypeKind, kind: KernelKind) -> Result<&Function<'static>> {
@@ -341,33 +362,38 @@ impl<T: Dtype> GpuLayer<T> {
         // W is a whole device allocation (256-byte aligned); x may be a view.
         let vector = c.hidden.is_multiple_of(vec_width(T::KIND)) && x.as_raw().is_multiple_of(16);
         let tensor_core_ok = T::KIND != DtypeKind::F32 && vector;
-        let mma_rows = match self.policy {
-            KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some(32),
+        let (warps, depth) = MMA_WARPS_DEPTH;
+        let mma_tile = match self.policy {
+            KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some((32, warps, depth)),
             KernelPolicy::Auto | KernelPolicy::Simt => None,
-            KernelPolicy::TensorCore if tensor_core_ok => Some(32),
-            KernelPolicy::TensorCoreRows(rows @ (16 | 32)) if tensor_core_ok => Some(rows),
-            KernelPolicy::TensorCoreRows(rows) if rows != 16 && rows != 32 => {
-                return Err(Error::InvalidConfig(format!("tensor-core blocks have 16 or 32 rows, not {rows}")))
+            KernelPolicy::TensorCore if tensor_core_ok => Some((32, warps, depth)),
+            KernelPolicy::TensorCoreTile { rows, warps, depth }
+                if !([16, 32].contains(&rows) && [4, 8].contains(&warps) && [2, 3].contains(&depth)) =>
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "no tensor-core tile with {rows} rows, {warps} warps, depth {depth} (16|32, 4|8, 2|3)"
+                )))
             }
-            KernelPolicy::TensorCore | KernelPolicy::TensorCoreRows(_) => {
+            KernelPolicy::TensorCoreTile { rows, warps, depth } if tensor_core_ok => Some((rows, warps, depth)),
+            KernelPolicy::TensorCore | KernelPolicy::TensorCoreTile { .. } => {
                 return Err(Error::InvalidConfig(
                     "the tensor-core kernel needs bf16 or f16, hidden % 8 == 0 and a 16-byte aligned x".into(),
                 ))
             }
         };
-        if let Some(rows) = mma_rows {
+        if let Some((rows, warps, depth)) = mma_tile {
             let tokens = match m {
                 0..=8 => 8,
                 9..=16 => 16,
                 _ => 32,
             };
             return Ok(Plan {
-                kind: KernelKind::Mma { rows, tokens },
-                threads: MMA_THREADS,
+                kind: KernelKind::Mma { rows, tokens, warps, depth },
+                threads: 32 * warps as u32,
                 tokens_per_block: tokens,
                 grid_x: c.qkv_cols().div_ceil(rows) as u32,
-                // The partial accumulators: MMA_WARPS x (rows / 16) x (tokens / 8) x 4 per lane.
-                shared_bytes: (MMA_WARPS * (rows / 16) * (tokens / 8) * 4 * 32 * 4) as u32,
+                // The partial accumulators: warps x (rows / 16) x (tokens / 8) x 4 per lane.
+                shared_bytes: (warps * (rows / 16) * (tokens / 8) * 4 * 32 * 4) as u32,
                 chunk: None,
             });
         }

@@ -4,20 +4,20 @@
 //! the MMAs (m16n8k16, fp32 accumulators) see no rounding that the SIMT kernels do not, and no
 //! per-element conversion runs before them. `rms_inv` is applied in the epilogue.
 //!
-//! Block: `MMA_WARPS` warps share `MT * 16` rows of `W'` and `G * 8` tokens, and split the hidden
-//! dimension in 32-element k-steps (warp `w` takes steps `w, w + MMA_WARPS, ...`). Steps:
+//! Block: `WARPS` warps share `MT * 16` rows of `W'` and `G * 8` tokens, and split the hidden
+//! dimension in 32-element k-steps (warp `w` takes steps `w, w + WARPS, ...`). Steps:
 //! 1. stream: per k-step, each lane loads 16 bytes of two `W'` rows per m-tile straight into the
-//!    A fragments and 16 bytes of one token's `x` per 8-token group into the B fragments; the next
-//!    k-step's loads are issued before this one's MMAs. Both operands use the same permutation of
+//!    A fragments and 16 bytes of one token's `x` per 8-token group into the B fragments; the
+//!    loads of the next `DEPTH - 1` k-steps are in flight during this one's MMAs. Both operands use the same permutation of
 //!    the 32 k-positions (lane `t % 4` owns `h = 8 (t % 4) .. + 8`), which a dot product does not
 //!    see. Sums of squares of `x` accumulate from the same registers;
 //! 2. reduce: partial accumulators and sums of squares meet in shared memory;
 //! 3. normalize: `rms_inv * out_scale` per token;
 //! 4. store: every warp scales, adds the bias, rounds and stores a share of the tile.
 //!
-//! Launch contract: `block = (MMA_THREADS, 1, 1)`, `grid = (ceil(N / (16 * MT)), ceil(M / (8 * G)), 1)`
-//! for the `_r{16 MT}_t{8 G}` kernel, dynamic shared memory `MMA_WARPS * MT * G * 4 * 32 * 4`
-//! bytes; `hidden % 8 == 0`; `x` and `W'` 16-byte aligned; buffers as in [`crate::fused_qkv`].
+//! Launch contract: `block = (32 * WARPS, 1, 1)`, `grid = (ceil(N / (16 * MT)), ceil(M / (8 * G)), 1)`
+//! for the `_r{16 MT}_t{8 G}_w{WARPS}_d{DEPTH}` kernel, dynamic shared memory
+//! `WARPS * MT * G * 4 * 32 * 4` bytes; `hidden % 8 == 0`; `x` and `W'` 16-byte aligned; buffers as in [`crate::fused_qkv`].
 
 use crate::element::{Bf16, F16};
 use crate::mem::{load_nc_v16, Vec16};
@@ -28,10 +28,8 @@ use crate::static_shared;
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, shuffle_xor_f32, warp_id, WARP_SIZE};
 
-/// Warps per block, splitting the hidden dimension.
-pub const MMA_WARPS: u32 = 4;
-/// Threads per block.
-pub const MMA_THREADS: u32 = MMA_WARPS * WARP_SIZE;
+/// Most warps per block.
+const MAX_WARPS: usize = 8;
 /// Hidden elements per k-step (two m16n8k16 MMAs).
 const K_STEP: u32 = 32;
 /// Most 16-row tiles of `W'` per block.
@@ -75,7 +73,7 @@ unsafe fn load_step<T: MmaElement, const MT: usize, const G: usize>(
 /// Step 1: this warp's k-steps into `acc[m_tile][group]` and `sum_sq[group]` (this lane's token
 /// `8 * group + lane / 4`).
 #[inline(always)]
-unsafe fn stream_k_steps<T: MmaElement, const MT: usize, const G: usize>(
+unsafe fn stream_k_steps<T: MmaElement, const MT: usize, const G: usize, const WARPS: u32, const DEPTH: u32>(
     w_rows: &[[*const T; 2]; MAX_MT],
     x_rows: &[*const T; MAX_G],
     hidden: u32,
@@ -84,10 +82,15 @@ unsafe fn stream_k_steps<T: MmaElement, const MT: usize, const G: usize>(
 ) {
     let steps = hidden.div_ceil(K_STEP);
     let mut step = warp_id();
+    // Software pipelining, DEPTH - 1 k-steps ahead (DEPTH is 2 or 3), in registers.
     let mut current = load_step::<T, MT, G>(w_rows, x_rows, step, hidden);
+    let mut second = if DEPTH == 3 {
+        load_step::<T, MT, G>(w_rows, x_rows, step + WARPS, hidden)
+    } else {
+        ([[[0; 4]; 2]; MAX_MT], [[0; 4]; MAX_G])
+    };
     while step < steps {
-        // Software pipelining: the next k-step's loads are in flight during this one's MMAs.
-        let next = load_step::<T, MT, G>(w_rows, x_rows, step + MMA_WARPS, hidden);
+        let ahead = load_step::<T, MT, G>(w_rows, x_rows, step + (DEPTH - 1) * WARPS, hidden);
         let (w, x) = current;
         unroll!(grp in [0, 1, 2, 3] {
             if grp < G {
@@ -108,8 +111,13 @@ unsafe fn stream_k_steps<T: MmaElement, const MT: usize, const G: usize>(
                 });
             }
         });
-        current = next;
-        step += MMA_WARPS;
+        if DEPTH == 3 {
+            current = second;
+            second = ahead;
+        } else {
+            current = ahead;
+        }
+        step += WARPS;
     }
 }
 
@@ -123,7 +131,7 @@ fn partial_index<const MT: usize, const G: usize>(warp: u32, i: u32, lane: u32) 
 /// Steps 2-4.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn reduce_and_store<T: MmaElement, const MT: usize, const G: usize>(
+unsafe fn reduce_and_store<T: MmaElement, const MT: usize, const G: usize, const WARPS: u32>(
     acc: &[[[f32; 4]; MAX_G]; MAX_MT],
     sum_sq: &[f32; MAX_G],
     bias: *const T,
@@ -160,17 +168,17 @@ unsafe fn reduce_and_store<T: MmaElement, const MT: usize, const G: usize>(
     let tid = thread_idx_x();
     if tid < (G * 8) as u32 {
         let mut total = 0.0f32;
-        for w in 0..MMA_WARPS {
+        for w in 0..WARPS {
             total += sum_sq_smem.offset_f32(w * (MAX_G * 8) as u32 + tid).load_f32();
         }
         scale_smem.offset_f32(tid).store_f32(row_scale(total, shape.hidden, eps, out_scale));
     }
     sync_threads();
-    // Accumulator slot i of every lane goes to warp i % MMA_WARPS.
+    // Accumulator slot i of every lane goes to warp i % WARPS.
     let mut i = warp;
     while i < (MT * G * 4) as u32 {
         let mut dot = 0.0f32;
-        for w in 0..MMA_WARPS {
+        for w in 0..WARPS {
             dot += partials.offset_f32(partial_index::<MT, G>(w, i, lane)).load_f32();
         }
         let (mt, grp, e) = (i / (G as u32 * 4), i / 4 % G as u32, i % 4);
@@ -180,14 +188,14 @@ unsafe fn reduce_and_store<T: MmaElement, const MT: usize, const G: usize>(
         if n < shape.n() && token < tokens {
             store_output(out, bias, shape, row0 + token, n, dot, scale_smem.offset_f32(token).load_f32());
         }
-        i += MMA_WARPS;
+        i += WARPS;
     }
 }
 
 /// The kernel body; see the module docs for the launch contract.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fused_qkv_mma<T: MmaElement, const MT: usize, const G: usize>(
+unsafe fn fused_qkv_mma<T: MmaElement, const MT: usize, const G: usize, const WARPS: u32, const DEPTH: u32>(
     x: *const T,
     qkv_weight: *const T,
     bias: *const T,
@@ -214,14 +222,14 @@ unsafe fn fused_qkv_mma<T: MmaElement, const MT: usize, const G: usize>(
         core::array::from_fn(|grp| x.add((row0 + ((grp * 8) as u32 + g).min(tokens - 1)) as usize * hidden));
     let mut acc = [[[0.0f32; 4]; MAX_G]; MAX_MT];
     let mut sum_sq = [0.0f32; MAX_G];
-    stream_k_steps::<T, MT, G>(&w_rows, &x_rows, shape.hidden, &mut acc, &mut sum_sq);
+    stream_k_steps::<T, MT, G, WARPS, DEPTH>(&w_rows, &x_rows, shape.hidden, &mut acc, &mut sum_sq);
     let smem = (dynamic_shared_base(), smem.0, smem.1);
-    reduce_and_store::<T, MT, G>(&acc, &sum_sq, bias, out, shape, (eps, out_scale), (n0, row0, tokens), smem);
+    reduce_and_store::<T, MT, G, WARPS>(&acc, &sum_sq, bias, out, shape, (eps, out_scale), (n0, row0, tokens), smem);
 }
 
 macro_rules! fused_qkv_mma_kernel {
-    ($name:ident, $t:ty, $mt:literal, $g:literal) => {
-        #[doc = concat!("Tensor-core fused RMSNorm + QKV for `", stringify!($t), "`: ", stringify!($mt), " x 16 rows, ", stringify!($g), " x 8 tokens per block.")]
+    ($name:ident, $t:ty, $mt:literal, $g:literal, $warps:literal, $depth:literal) => {
+        #[doc = concat!("Tensor-core fused RMSNorm + QKV for `", stringify!($t), "`: ", stringify!($mt), " x 16 rows, ", stringify!($g), " x 8 tokens, ", stringify!($warps), " warps, pipeline depth ", stringify!($depth), ".")]
         ///
         /// # Safety
         /// The launch contract of this module.
@@ -241,23 +249,59 @@ macro_rules! fused_qkv_mma_kernel {
             eps: f32,
             out_scale: f32,
         ) {
-            let sum_sq = static_shared!(mma_sum_sq, MMA_WARPS as usize * MAX_G * 8 * 4);
+            let sum_sq = static_shared!(mma_sum_sq, MAX_WARPS * MAX_G * 8 * 4);
             let scale = static_shared!(mma_row_scale, MAX_G * 8 * 4);
             let shape = Shape { m, hidden, q_cols, kv_cols };
-            fused_qkv_mma::<$t, $mt, $g>(x, qkv_weight, bias, [q, k, v], shape, eps, out_scale, (sum_sq, scale));
+            fused_qkv_mma::<$t, $mt, $g, $warps, $depth>(x, qkv_weight, bias, [q, k, v], shape, eps, out_scale, (sum_sq, scale));
         }
     };
 }
 
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8, Bf16, 2, 1);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16, Bf16, 2, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32, Bf16, 2, 4);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8, Bf16, 1, 1);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16, Bf16, 1, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32, Bf16, 1, 4);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8, F16, 2, 1);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16, F16, 2, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32, F16, 2, 4);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8, F16, 1, 1);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16, F16, 1, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32, F16, 1, 4);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w4_d2, Bf16, 2, 1, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w4_d3, Bf16, 2, 1, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w8_d2, Bf16, 2, 1, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w8_d3, Bf16, 2, 1, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w4_d2, Bf16, 2, 2, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w4_d3, Bf16, 2, 2, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w8_d2, Bf16, 2, 2, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w8_d3, Bf16, 2, 2, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w4_d2, Bf16, 2, 4, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w4_d3, Bf16, 2, 4, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w8_d2, Bf16, 2, 4, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w8_d3, Bf16, 2, 4, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w4_d2, Bf16, 1, 1, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w4_d3, Bf16, 1, 1, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w8_d2, Bf16, 1, 1, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w8_d3, Bf16, 1, 1, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w4_d2, Bf16, 1, 2, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w4_d3, Bf16, 1, 2, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w8_d2, Bf16, 1, 2, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w8_d3, Bf16, 1, 2, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w4_d2, Bf16, 1, 4, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w4_d3, Bf16, 1, 4, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w8_d2, Bf16, 1, 4, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w8_d3, Bf16, 1, 4, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w4_d2, F16, 2, 1, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w4_d3, F16, 2, 1, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w8_d2, F16, 2, 1, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w8_d3, F16, 2, 1, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w4_d2, F16, 2, 2, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w4_d3, F16, 2, 2, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w8_d2, F16, 2, 2, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w8_d3, F16, 2, 2, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w4_d2, F16, 2, 4, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w4_d3, F16, 2, 4, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d2, F16, 2, 4, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d3, F16, 2, 4, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w4_d2, F16, 1, 1, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w4_d3, F16, 1, 1, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w8_d2, F16, 1, 1, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w8_d3, F16, 1, 1, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w4_d2, F16, 1, 2, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w4_d3, F16, 1, 2, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w8_d2, F16, 1, 2, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w8_d3, F16, 1, 2, 8, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w4_d2, F16, 1, 4, 4, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w4_d3, F16, 1, 4, 4, 3);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w8_d2, F16, 1, 4, 8, 2);
+fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w8_d3, F16, 1, 4, 8, 3);

@@ -22,6 +22,7 @@ macro_rules! unroll {
     };
 }
 
+pub mod delay;
 pub mod element;
 pub mod float;
 pub mod fused_qkv;

@@ -39,3 +39,12 @@ pub fn block_dim_x() -> u32 {
 pub unsafe fn sync_threads() {
     nvptx::_syncthreads()
 }
+
+/// The GPU's global nanosecond timer (`%globaltimer`).
+#[inline(always)]
+pub fn global_timer_ns() -> u64 {
+    let t: u64;
+    // SAFETY: reading a special register has no preconditions. Not `pure`: each read must happen.
+    unsafe { core::arch::asm!("mov.u64 {t}, %globaltimer;", t = out(reg64) t, options(nomem, nostack)) };
+    t
+}

@@ -50,8 +50,15 @@ fn policy_for<T: Dtype>(pick: u8, hidden: usize, x_offset: usize) -> KernelPolic
     let tensor_core_ok = T::KIND != fused_qkv::DtypeKind::F32 && hidden.is_multiple_of(8) && x_offset == 0;
     match pick % 4 {
         1 => KernelPolicy::Simt,
-        2 if tensor_core_ok => KernelPolicy::TensorCoreRows(32),
-        3 if tensor_core_ok => KernelPolicy::TensorCoreRows(16),
+        2 if tensor_core_ok => KernelPolicy::TensorCore,
+        3 if tensor_core_ok => {
+            let tile = pick / 4;
+            KernelPolicy::TensorCoreTile {
+                rows: [16, 32][tile as usize % 2],
+                warps: [4, 8][tile as usize / 2 % 2],
+                depth: [2, 3][tile as usize / 4 % 2],
+            }
+        }
         _ => KernelPolicy::Auto,
     }
 }
@@ -144,8 +151,8 @@ fn gpu_presets_through_forward() {
             for policy in [
                 KernelPolicy::Auto,
                 KernelPolicy::Simt,
-                KernelPolicy::TensorCoreRows(32),
-                KernelPolicy::TensorCoreRows(16),
+                KernelPolicy::TensorCore,
+                KernelPolicy::TensorCoreTile { rows: 16, warps: 8, depth: 3 },
             ] {
                 layer.set_kernel_policy(policy);
                 let (q, k, v) = layer.forward(&gpu.stream, &x_dev, m).unwrap();

@@ -23,7 +23,7 @@ use fused_qkv::gpu::{GpuLayer, KernelPolicy};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
-use super::{cuda, random_input, time_gpu, Gpu};
+use super::{cuda, random_input, time_gpu, Gpu, GpuTiming};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -43,15 +43,10 @@ pub struct BenchArgs {
     /// without it the floor is the memory floor only.
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
-    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, tensor-core-r16 or
-    /// tensor-core-r32 (16- or 32-row blocks), for measuring the table; tensor cores apply to bf16
-    /// and f16.
-    #[arg(
-        long,
-        value_name = "POLICY",
-        default_value = "auto",
-        value_parser = ["auto", "simt", "tensor-core", "tensor-core-r16", "tensor-core-r32"]
-    )]
+    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, or a fixed
+    /// tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8, pipeline depth D:
+    /// 2|3), for measuring the table; tensor cores apply to bf16 and f16.
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
     /// Timed launches per case (events every 10), also the host-timed calls.
     #[arg(long, value_name = "N", default_value_t = 200)]
@@ -123,13 +118,7 @@ fn bench_model<T: Dtype>(
     let copies = (2 * env.l2_bytes / weight_bytes + 1).max(2);
     let weights: Vec<QkvWeights<T>> =
         (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
-    let policy = match args.kernel.as_str() {
-        "simt" => KernelPolicy::Simt,
-        "tensor-core" => KernelPolicy::TensorCore,
-        "tensor-core-r16" => KernelPolicy::TensorCoreRows(16),
-        "tensor-core-r32" => KernelPolicy::TensorCoreRows(32),
-        _ => KernelPolicy::Auto,
-    };
+    let policy = parse_policy(&args.kernel)?;
     let layers: Vec<GpuLayer<T>> = weights
         .iter()
         .map(|w| {
@@ -147,7 +136,7 @@ fn bench_model<T: Dtype>(
             Ok(row) => row,
             Err(e) => {
                 all_ok = false;
-                case_row::<T>(name, config, m, env, None, None, None, Some(format!("{e}")))
+                case_row::<T>(name, config, m, env, None, None, Some(format!("{e}")))
             }
         };
         all_ok &= row["error"].is_null();
@@ -182,23 +171,14 @@ fn bench_case<T: Dtype>(
     let within_bound = rel_err <= T::KIND.error_bound(); // false for NaN too
     if !within_bound {
         let msg = format!("wrong result: rel err {rel_err:e} on checked rows exceeds {:e}", T::KIND.error_bound());
-        return Ok(case_row::<T>(name, config, m, env, None, None, Some(rel_err), Some(msg)));
+        return Ok(case_row::<T>(name, config, m, env, None, Some(rel_err), Some(msg)));
     }
     let mut next = 0usize;
-    let timing = time_gpu(stream, iters, || {
+    let timing = time_gpu(&env.gpu.kernels, stream, iters, || {
         next = (next + 1) % layers.len();
         layers[next].forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v)
     })?;
-    Ok(case_row::<T>(
-        name,
-        config,
-        m,
-        env,
-        Some(timing.device_per_launch),
-        Some(timing.host_per_call),
-        Some(rel_err),
-        None,
-    ))
+    Ok(case_row::<T>(name, config, m, env, Some(&timing), Some(rel_err), None))
 }
 
 /// Relative Frobenius error of up to [`CHECKED_ROWS`] rows (first, last, evenly between) against
@@ -229,8 +209,7 @@ fn case_row<T: Dtype>(
     c: &QkvConfig,
     m: usize,
     env: &Env,
-    device: Option<Duration>,
-    host: Option<Duration>,
+    timing: Option<&GpuTiming>,
     rel_err: Option<f64>,
     error: Option<String>,
 ) -> Value {
@@ -244,7 +223,8 @@ fn case_row<T: Dtype>(
     json!({
         "impl": "fused-qkv", "model": name, "M": m, "H": h, "N": n, "bias": c.bias,
         "bytes": bytes, "flops": flops, "floor_us": memory_us.max(compute_us),
-        "device_us": us(device), "host_us": us(host),
+        "device_us": us(timing.map(|t| t.device_per_launch)), "host_us": us(timing.map(|t| t.host_per_call)),
+        "enqueue_us": us(timing.map(|t| t.enqueue_per_call)),
         "rel_err": rel_err.filter(|e| e.is_finite()), "error": error,
     })
 }
@@ -287,23 +267,41 @@ fn today() -> String {
 
 fn print_table(doc: &Value) {
     println!(
-        "{:<14} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}",
-        "model", "M", "floor us", "device us", "host us", "x floor", "rel err"
+        "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "model", "M", "floor us", "device us", "host us", "enqueue us", "x floor", "rel err"
     );
     for row in doc["rows"].as_array().into_iter().flatten() {
         let f = |k: &str| row[k].as_f64();
         let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         let ratio = f("device_us").zip(f("floor_us")).map(|(d, fl)| d / fl);
         println!(
-            "{:<14} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}{}",
+            "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}{}",
             row["model"].as_str().unwrap_or("?"),
             row["M"],
             cell(f("floor_us")),
             cell(f("device_us")),
             cell(f("host_us")),
+            cell(f("enqueue_us")),
             ratio.map_or("-".into(), |r| format!("{r:.2}x")),
             f("rel_err").map_or("-".into(), |e| format!("{e:.2e}")),
             row["error"].as_str().map(|e| format!("  error: {e}")).unwrap_or_default(),
         );
     }
+}
+
+/// `--kernel`: auto, simt, tensor-core or `tc:ROWS,WARPS,DEPTH`.
+fn parse_policy(text: &str) -> Result<KernelPolicy> {
+    let bad =
+        || Error::InvalidConfig(format!("--kernel {text}: expected auto, simt, tensor-core or tc:ROWS,WARPS,DEPTH"));
+    Ok(match text {
+        "auto" => KernelPolicy::Auto,
+        "simt" => KernelPolicy::Simt,
+        "tensor-core" => KernelPolicy::TensorCore,
+        _ => {
+            let tile = text.strip_prefix("tc:").ok_or_else(bad)?;
+            let numbers: Vec<usize> = tile.split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+            let [rows, warps, depth] = numbers[..] else { return Err(bad()) };
+            KernelPolicy::TensorCoreTile { rows, warps, depth }
+        }
+    })
 }

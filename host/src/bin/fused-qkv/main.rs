@@ -32,6 +32,9 @@ mod bench;
 const WARMUP_LAUNCHES: usize = 20;
 /// Launches between two CUDA events.
 const LAUNCHES_PER_BATCH: usize = 10;
+/// How long the delay kernel holds the stream per launch of a batch: well above the host's cost
+/// of one `forward_into` (a few microseconds), so the whole batch is queued before it starts.
+const DELAY_NS_PER_LAUNCH: u64 = 25_000;
 /// Most CPU calls timed, and the wall-clock budget after which the CPU timing stops early.
 const MAX_CPU_CALLS: usize = 5;
 const CPU_TIME_BUDGET: Duration = Duration::from_secs(2);
@@ -272,6 +275,8 @@ struct GpuTiming {
     batches: usize,
     /// Median host time of `forward_into` + `stream.synchronize()`.
     host_per_call: Duration,
+    /// Median host time of `forward_into` alone (enqueueing), over the timed batches.
+    enqueue_per_call: Duration,
     calls: usize,
 }
 
@@ -300,14 +305,23 @@ fn run_gpu<T: Dtype>(gpu: &Gpu, weights: &QkvWeights<T>, x: &[T], m: usize, iter
     let timing = if iters == 0 {
         None
     } else {
-        Some(time_gpu(&stream, iters, || layer.forward_into(&stream, &io.x, m, &mut io.q, &mut io.k, &mut io.v))?)
+        Some(time_gpu(&gpu.kernels, &stream, iters, || {
+            layer.forward_into(&stream, &io.x, m, &mut io.q, &mut io.k, &mut io.v)
+        })?)
     };
     Ok(GpuRun { y, timing })
 }
 
-/// Warms up, then times `iters` back-to-back launches with a chain of CUDA events (one every
-/// [`LAUNCHES_PER_BATCH`] launches), then `iters` synchronised calls with the host clock.
-fn time_gpu(stream: &Stream, iters: usize, mut launch: impl FnMut() -> Result<()>) -> Result<GpuTiming> {
+/// Warms up, then times `iters` launches in batches of [`LAUNCHES_PER_BATCH`], each between two
+/// CUDA events. Before each batch a delay kernel holds the stream while the host enqueues the
+/// batch, so the launches run back to back on the GPU and the events measure the GPU's time, not
+/// the host's launch rate. Then `iters` synchronised calls with the host clock.
+fn time_gpu(
+    kernels: &Kernels,
+    stream: &Stream,
+    iters: usize,
+    mut launch: impl FnMut() -> Result<()>,
+) -> Result<GpuTiming> {
     for _ in 0..WARMUP_LAUNCHES {
         launch()?;
     }
@@ -316,24 +330,23 @@ fn time_gpu(stream: &Stream, iters: usize, mut launch: impl FnMut() -> Result<()
     let batches: Vec<usize> =
         (0..iters).step_by(LAUNCHES_PER_BATCH).map(|start| LAUNCHES_PER_BATCH.min(iters - start)).collect();
     let new_event = || cuda(Event::new(EventFlags::DEFAULT), "creating an event");
-    let first = new_event()?;
-    cuda(first.record(stream), "recording an event")?;
-    let mut events = Vec::with_capacity(batches.len());
-    for &launches in &batches {
+    let events = batches.iter().map(|_| Ok((new_event()?, new_event()?))).collect::<Result<Vec<_>>>()?;
+    let mut enqueue = Vec::with_capacity(batches.len());
+    for ((start, end), &launches) in events.iter().zip(&batches) {
+        kernels.enqueue_delay(stream, DELAY_NS_PER_LAUNCH * launches as u64)?;
+        cuda(start.record(stream), "recording an event")?;
+        let t = Instant::now();
         for _ in 0..launches {
             launch()?;
         }
-        let event = new_event()?;
-        cuda(event.record(stream), "recording an event")?;
-        events.push(event);
+        enqueue.push(t.elapsed() / launches as u32);
+        cuda(end.record(stream), "recording an event")?;
     }
     cuda(stream.synchronize(), "running the timed launches")?;
     let mut per_launch = Vec::with_capacity(batches.len());
-    let mut previous = &first;
-    for (event, &launches) in events.iter().zip(&batches) {
-        let ms = cuda(event.elapsed_time_f32(previous), "reading an event time")?;
+    for ((start, end), &launches) in events.iter().zip(&batches) {
+        let ms = cuda(end.elapsed_time_f32(start), "reading an event time")?;
         per_launch.push(Duration::from_secs_f64(f64::from(ms.max(0.0)) * 1e-3 / launches as f64));
-        previous = event;
     }
 
     let mut host = Vec::with_capacity(iters);
@@ -347,6 +360,7 @@ fn time_gpu(stream: &Stream, iters: usize, mut launch: impl FnMut() -> Result<()
         device_per_launch: median_duration(&mut per_launch),
         batches: batches.len(),
         host_per_call: median_duration(&mut host),
+        enqueue_per_call: median_duration(&mut enqueue),
         calls: iters,
     })
 }
