@@ -28,8 +28,10 @@ pub const PTX_SM90: &str = include_str!(env!("FUSED_QKV_PTX_SM_90"));
 // src/fused_qkv_mma.rs and src/fused_qkv.rs.
 const GEMV_THREADS: u32 = 128;
 const GEMV_ROWS_PER_BLOCK: usize = 8;
+/// From this hidden size on, one token's SIMT decode keeps 8 loads per row and lane in flight, not 4.
+const GEMV_UNROLL8_MIN_HIDDEN: usize = 2048;
 /// The tensor-core kernel variant `Auto` uses: (warps per block, pipeline depth).
-const MMA_WARPS_DEPTH: (usize, usize) = (4, 2);
+const MMA_WARPS_DEPTH: (usize, usize) = (8, 2);
 const TILE_THREADS: u32 = 128;
 const TILE_M: usize = 8;
 const TILE_N: usize = 8;
@@ -62,13 +64,16 @@ pub enum KernelPolicy {
     /// As `TensorCore` with a fixed tile, to measure the table: `rows` of W per block (16 or 32),
     /// `warps` per block (4 or 8) and pipeline `depth` in k-steps (2 or 3).
     TensorCoreTile { rows: usize, warps: usize, depth: usize },
+    /// As `Auto`, with the single-token SIMT decode kernel's batch fixed at 4 or 8 16-byte loads
+    /// per row and lane (bf16/f16), to measure the table.
+    GemvUnroll(usize),
 }
 
 /// A kernel entry point of the embedded PTX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum KernelKind {
-    /// kernel-gpu/src/gemv.rs, `tokens` per block.
-    Gemv { tokens: usize },
+    /// kernel-gpu/src/gemv.rs, `tokens` per block, `unroll` 16-byte loads per row and lane in flight.
+    Gemv { tokens: usize, unroll: usize },
     /// kernel-gpu/src/fused_qkv_mma.rs, `rows` of W and `tokens` per block, `warps`, `depth`.
     Mma { rows: usize, tokens: usize, warps: usize, depth: usize },
     /// kernel-gpu/src/fused_qkv.rs, 16-byte (`vector`) or scalar loads, `tokens` per block.
@@ -78,7 +83,11 @@ enum KernelKind {
 impl KernelKind {
     /// Every kernel the PTX holds for `dtype`.
     fn all(dtype: DtypeKind) -> Vec<KernelKind> {
-        let mut kinds: Vec<KernelKind> = [1, 2, 4].map(|tokens| KernelKind::Gemv { tokens }).to_vec();
+        let mut kinds: Vec<KernelKind> =
+            [(1, 4), (2, 4), (4, 2)].map(|(tokens, unroll)| KernelKind::Gemv { tokens, unroll }).to_vec();
+        if dtype != DtypeKind::F32 {
+            kinds.push(KernelKind::Gemv { tokens: 1, unroll: 8 });
+        }
         for vector in [true, false] {
             kinds.extend([1, 2, 4, 8].map(|tokens| KernelKind::Tile { vector, tokens }));
         }
@@ -97,7 +106,8 @@ impl KernelKind {
     fn name(self, dtype: DtypeKind) -> String {
         let dtype = dtype.name();
         match self {
-            KernelKind::Gemv { tokens } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}"),
+            KernelKind::Gemv { tokens, unroll: 8 } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}_u8"),
+            KernelKind::Gemv { tokens, .. } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}"),
             KernelKind::Mma { rows, tokens, warps, depth } => {
                 format!("fused_rmsnorm_qkv_{dtype}_mma_r{rows}_t{tokens}_w{warps}_d{depth}")
             }
@@ -365,7 +375,7 @@ impl<T: Dtype> GpuLayer<T> {
         let (warps, depth) = MMA_WARPS_DEPTH;
         let mma_tile = match self.policy {
             KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some((32, warps, depth)),
-            KernelPolicy::Auto | KernelPolicy::Simt => None,
+            KernelPolicy::Auto | KernelPolicy::GemvUnroll(_) | KernelPolicy::Simt => None,
             KernelPolicy::TensorCore if tensor_core_ok => Some((32, warps, depth)),
             KernelPolicy::TensorCoreTile { rows, warps, depth }
                 if !([16, 32].contains(&rows) && [4, 8].contains(&warps) && [2, 3].contains(&depth)) =>
@@ -404,8 +414,17 @@ impl<T: Dtype> GpuLayer<T> {
             _ => None,
         };
         if let (true, Some(tokens)) = (vector, gemv_tokens) {
+            let unroll = match (tokens, self.policy) {
+                (1, KernelPolicy::GemvUnroll(u @ (4 | 8))) if T::KIND != DtypeKind::F32 => u,
+                (1, KernelPolicy::GemvUnroll(u)) => {
+                    return Err(Error::InvalidConfig(format!("no SIMT decode kernel with unroll {u} for {}", T::KIND)))
+                }
+                (1, _) if T::KIND != DtypeKind::F32 && c.hidden >= GEMV_UNROLL8_MIN_HIDDEN => 8,
+                (4, _) => 2,
+                _ => 4,
+            };
             return Ok(Plan {
-                kind: KernelKind::Gemv { tokens },
+                kind: KernelKind::Gemv { tokens, unroll },
                 threads: GEMV_THREADS,
                 tokens_per_block: tokens,
                 grid_x: c.qkv_cols().div_ceil(GEMV_ROWS_PER_BLOCK) as u32,

@@ -61,3 +61,18 @@ pub fn f32_to_f16(x: f32) -> u16 {
     unsafe { asm!("cvt.rn.f16.f32 {o}, {x};", o = out(reg16) out, x = in(reg32) x, options(pure, nomem, nostack)) };
     out
 }
+
+/// Fused multiply-add `a * b + c` with one rounding (`fma.rn.f32`): the dot products' inner step.
+#[inline(always)]
+pub fn fma_rn(a: f32, b: f32, c: f32) -> f32 {
+    let out: f32;
+    // SAFETY: pure arithmetic on registers.
+    unsafe {
+        asm!(
+            "fma.rn.f32 {o}, {a}, {b}, {c};",
+            o = out(reg32) out, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+            options(pure, nomem, nostack),
+        )
+    };
+    out
+}

@@ -20,6 +20,7 @@
 //! `WARPS * MT * G * 4 * 32 * 4` bytes; `hidden % 8 == 0`; `x` and `W'` 16-byte aligned; buffers as in [`crate::fused_qkv`].
 
 use crate::element::{Bf16, F16};
+use crate::float::fma_rn;
 use crate::mem::{load_nc_v16, Vec16};
 use crate::mma::MmaElement;
 use crate::qkv::{row_scale, store_output, Shape};
@@ -51,22 +52,25 @@ unsafe fn load_step<T: MmaElement, const MT: usize, const G: usize>(
     hidden: u32,
 ) -> Fragments {
     let mut frag: Fragments = ([[[0; 4]; 2]; MAX_MT], [[0; 4]; MAX_G]);
+    // hidden % 8 == 0: a lane's 8 elements are wholly inside or wholly past the row. Past it, the
+    // lane re-reads the row's last 8 and zeroes them: no branch around the loads, so they issue
+    // back to back.
     let h = step * K_STEP + lane_id() % 4 * 8;
-    // hidden % 8 == 0: a lane's 8 elements are wholly inside or wholly past the row.
-    if h < hidden {
-        unroll!(mt in [0, 1] {
-            if mt < MT {
-                unroll!(half in [0, 1] {
-                    frag.0[mt][half] = load_nc_v16(w_rows[mt][half].add(h as usize).cast());
-                });
-            }
-        });
-        unroll!(grp in [0, 1, 2, 3] {
-            if grp < G {
-                frag.1[grp] = load_nc_v16(x_rows[grp].add(h as usize).cast());
-            }
-        });
-    }
+    let inside = h < hidden;
+    let at = if inside { h } else { hidden - 8 } as usize;
+    let keep = |raw: Vec16| if inside { raw } else { [0; 4] };
+    unroll!(mt in [0, 1] {
+        if mt < MT {
+            unroll!(half in [0, 1] {
+                frag.0[mt][half] = keep(load_nc_v16(w_rows[mt][half].add(at).cast()));
+            });
+        }
+    });
+    unroll!(grp in [0, 1, 2, 3] {
+        if grp < G {
+            frag.1[grp] = keep(load_nc_v16(x_rows[grp].add(at).cast()));
+        }
+    });
     frag
 }
 
@@ -96,10 +100,11 @@ unsafe fn stream_k_steps<T: MmaElement, const MT: usize, const G: usize, const W
             if grp < G {
                 let b = x[grp];
                 let xv = T::unpack(b);
+                // Written out: a `for` over the array became a run-time loop through local memory.
                 let mut s = sum_sq[grp];
-                for v in xv {
-                    s += v * v;
-                }
+                unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    s = fma_rn(xv[i], xv[i], s);
+                });
                 sum_sq[grp] = s;
                 unroll!(mt in [0, 1] {
                     if mt < MT {

@@ -17,6 +17,7 @@
 //! buffers as in [`crate::fused_qkv`].
 
 use crate::element::{Bf16, Element, F16};
+use crate::float::fma_rn;
 use crate::mem::{load_nc_v16, Vec16};
 use crate::qkv::{row_scale, store_output, Shape};
 use crate::thread::{block_idx_x, block_idx_y};
@@ -31,9 +32,9 @@ pub const GEMV_ROWS_PER_BLOCK: u32 = GEMV_THREADS / WARP_SIZE * GEMV_ROWS_PER_WA
 /// Most tokens per block.
 const MAX_TM: usize = 4;
 /// Most 16-byte loads per row and lane in one batch.
-const MAX_UNROLL: usize = 4;
+const MAX_UNROLL: usize = 8;
 // The `unroll!` index lists below are written out for these values.
-const _: () = assert!(GEMV_ROWS_PER_WARP == 2 && MAX_TM == 4 && MAX_UNROLL == 4);
+const _: () = assert!(GEMV_ROWS_PER_WARP == 2 && MAX_TM == 4 && MAX_UNROLL == 8);
 
 /// Step 1: accumulates this lane's part of `acc[w_row][token]` and of `sum_sq[token]`.
 #[inline(always)]
@@ -50,31 +51,38 @@ unsafe fn stream<T: Element, const TM: usize, const UNROLL: usize>(
         // Raw until use: 4 registers per load, so a batch of UNROLL * (2 + TM) loads fits.
         let mut w_raw: [[Vec16; GEMV_ROWS_PER_WARP]; MAX_UNROLL] = [[[0; 4]; GEMV_ROWS_PER_WARP]; MAX_UNROLL];
         let mut x_raw: [[Vec16; MAX_TM]; MAX_UNROLL] = [[[0; 4]; MAX_TM]; MAX_UNROLL];
-        unroll!(u in [0, 1, 2, 3] {
-            let h = h0 + u * lane_step;
-            // hidden % VEC == 0: a vector is wholly inside or wholly past the row (then zeros).
-            if u < UNROLL && h < hidden {
+        unroll!(u in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if u < UNROLL {
+                // hidden % VEC == 0: a vector is wholly inside or wholly past the row. Past it, the
+                // lane re-reads the row's last vector and zeroes it: no branch around the loads, so
+                // the whole batch issues back to back.
+                let h = h0 + u * lane_step;
+                let inside = h < hidden;
+                let at = if inside { h } else { hidden - T::VEC };
+                let keep = |raw: Vec16| if inside { raw } else { [0; 4] };
                 unroll!(r in [0, 1] {
-                    w_raw[u][r] = load_nc_v16(w_rows[r].add(h).cast());
+                    w_raw[u][r] = keep(load_nc_v16(w_rows[r].add(at).cast()));
                 });
                 unroll!(t in [0, 1, 2, 3] {
                     if t < TM {
-                        x_raw[u][t] = load_nc_v16(x_rows[t].add(h).cast());
+                        x_raw[u][t] = keep(load_nc_v16(x_rows[t].add(at).cast()));
                     }
                 });
             }
         });
-        unroll!(u in [0, 1, 2, 3] {
+        unroll!(u in [0, 1, 2, 3, 4, 5, 6, 7] {
             if u < UNROLL {
                 let w = [T::unpack(w_raw[u][0]), T::unpack(w_raw[u][1])];
                 unroll!(t in [0, 1, 2, 3] {
                     if t < TM {
                         let xv = T::unpack(x_raw[u][t]);
-                        for i in 0..T::VEC {
-                            sum_sq[t] += xv[i] * xv[i];
-                            acc[0][t] += w[0][i] * xv[i];
-                            acc[1][t] += w[1][i] * xv[i];
-                        }
+                        unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7] {
+                            if i < T::VEC {
+                                sum_sq[t] = fma_rn(xv[i], xv[i], sum_sq[t]);
+                                acc[0][t] = fma_rn(w[0][i], xv[i], acc[0][t]);
+                                acc[1][t] = fma_rn(w[1][i], xv[i], acc[1][t]);
+                            }
+                        });
                     }
                 });
             }
@@ -158,6 +166,8 @@ macro_rules! gemv_kernel {
 }
 
 gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m1, Bf16, 1, 4);
+gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m1_u8, Bf16, 1, 8);
+gemv_kernel!(fused_rmsnorm_qkv_f16_gemv_m1_u8, F16, 1, 8);
 gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m2, Bf16, 2, 4);
 gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m4, Bf16, 4, 2);
 gemv_kernel!(fused_rmsnorm_qkv_f16_gemv_m1, F16, 1, 4);

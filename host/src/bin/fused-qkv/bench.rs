@@ -43,9 +43,10 @@ pub struct BenchArgs {
     /// without it the floor is the memory floor only.
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
-    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, or a fixed
+    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, a fixed
     /// tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8, pipeline depth D:
-    /// 2|3), for measuring the table; tensor cores apply to bf16 and f16.
+    /// 2|3), or gemv-u4 / gemv-u8 (the one-token SIMT batch), for measuring the table; tensor
+    /// cores apply to bf16 and f16.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
     /// Timed launches per case (events every 10), also the host-timed calls.
@@ -291,12 +292,17 @@ fn print_table(doc: &Value) {
 
 /// `--kernel`: auto, simt, tensor-core or `tc:ROWS,WARPS,DEPTH`.
 fn parse_policy(text: &str) -> Result<KernelPolicy> {
-    let bad =
-        || Error::InvalidConfig(format!("--kernel {text}: expected auto, simt, tensor-core or tc:ROWS,WARPS,DEPTH"));
+    let bad = || {
+        Error::InvalidConfig(format!(
+            "--kernel {text}: expected auto, simt, tensor-core, gemv-u4, gemv-u8 or tc:ROWS,WARPS,DEPTH"
+        ))
+    };
     Ok(match text {
         "auto" => KernelPolicy::Auto,
         "simt" => KernelPolicy::Simt,
         "tensor-core" => KernelPolicy::TensorCore,
+        "gemv-u4" => KernelPolicy::GemvUnroll(4),
+        "gemv-u8" => KernelPolicy::GemvUnroll(8),
         _ => {
             let tile = text.strip_prefix("tc:").ok_or_else(bad)?;
             let numbers: Vec<usize> = tile.split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
