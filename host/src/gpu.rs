@@ -28,10 +28,9 @@ pub const PTX_SM90: &str = include_str!(env!("FUSED_QKV_PTX_SM_90"));
 // src/fused_qkv_mma.rs and src/fused_qkv.rs.
 const GEMV_THREADS: u32 = 128;
 const GEMV_ROWS_PER_BLOCK: usize = 8;
-/// From this hidden size on, one token's SIMT decode keeps 8 loads per row and lane in flight, not 4.
-const GEMV_UNROLL8_MIN_HIDDEN: usize = 2048;
-/// The tensor-core kernel variant `Auto` uses: (warps per block, pipeline depth).
-const MMA_WARPS_DEPTH: (usize, usize) = (8, 2);
+/// The tensor-core tile `Auto` uses: (rows of W per block, warps per block, pipeline depth), the
+/// fastest measured on the H100 (bench/NOTES.md).
+const MMA_TILE: (usize, usize, usize) = (16, 8, 2);
 const TILE_THREADS: u32 = 128;
 const TILE_M: usize = 8;
 const TILE_N: usize = 8;
@@ -47,7 +46,7 @@ pub const TENSOR_CORE_MIN_TOKENS: usize = 3;
 /// | dtype | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|
 /// | bf16, f16 | yes | 1, 2 | SIMT decode (`gemv`), 1 or 2 tokens per block |
-/// | bf16, f16 | yes | 3 and more | tensor cores, 32 rows of W x up to 32 tokens per block |
+/// | bf16, f16 | yes | 3 and more | tensor cores, 16 rows of W x up to 32 tokens per block, 8 warps |
 /// | f32 | yes | 1 to 4 | SIMT decode (`gemv`) |
 /// | f32 | yes | more | SIMT tile kernel, 8 tokens per block |
 /// | any | no | any | SIMT tile kernel, scalar loads |
@@ -64,16 +63,13 @@ pub enum KernelPolicy {
     /// As `TensorCore` with a fixed tile, to measure the table: `rows` of W per block (16 or 32),
     /// `warps` per block (4 or 8) and pipeline `depth` in k-steps (2 or 3).
     TensorCoreTile { rows: usize, warps: usize, depth: usize },
-    /// As `Auto`, with the single-token SIMT decode kernel's batch fixed at 4 or 8 16-byte loads
-    /// per row and lane (bf16/f16), to measure the table.
-    GemvUnroll(usize),
 }
 
 /// A kernel entry point of the embedded PTX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum KernelKind {
-    /// kernel-gpu/src/gemv.rs, `tokens` per block, `unroll` 16-byte loads per row and lane in flight.
-    Gemv { tokens: usize, unroll: usize },
+    /// kernel-gpu/src/gemv.rs, `tokens` per block.
+    Gemv { tokens: usize },
     /// kernel-gpu/src/fused_qkv_mma.rs, `rows` of W and `tokens` per block, `warps`, `depth`.
     Mma { rows: usize, tokens: usize, warps: usize, depth: usize },
     /// kernel-gpu/src/fused_qkv.rs, 16-byte (`vector`) or scalar loads, `tokens` per block.
@@ -83,11 +79,7 @@ enum KernelKind {
 impl KernelKind {
     /// Every kernel the PTX holds for `dtype`.
     fn all(dtype: DtypeKind) -> Vec<KernelKind> {
-        let mut kinds: Vec<KernelKind> =
-            [(1, 4), (2, 4), (4, 2)].map(|(tokens, unroll)| KernelKind::Gemv { tokens, unroll }).to_vec();
-        if dtype != DtypeKind::F32 {
-            kinds.push(KernelKind::Gemv { tokens: 1, unroll: 8 });
-        }
+        let mut kinds: Vec<KernelKind> = [1, 2, 4].map(|tokens| KernelKind::Gemv { tokens }).to_vec();
         for vector in [true, false] {
             kinds.extend([1, 2, 4, 8].map(|tokens| KernelKind::Tile { vector, tokens }));
         }
@@ -106,8 +98,7 @@ impl KernelKind {
     fn name(self, dtype: DtypeKind) -> String {
         let dtype = dtype.name();
         match self {
-            KernelKind::Gemv { tokens, unroll: 8 } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}_u8"),
-            KernelKind::Gemv { tokens, .. } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}"),
+            KernelKind::Gemv { tokens } => format!("fused_rmsnorm_qkv_{dtype}_gemv_m{tokens}"),
             KernelKind::Mma { rows, tokens, warps, depth } => {
                 format!("fused_rmsnorm_qkv_{dtype}_mma_r{rows}_t{tokens}_w{warps}_d{depth}")
             }
@@ -372,11 +363,10 @@ impl<T: Dtype> GpuLayer<T> {
         // W is a whole device allocation (256-byte aligned); x may be a view.
         let vector = c.hidden.is_multiple_of(vec_width(T::KIND)) && x.as_raw().is_multiple_of(16);
         let tensor_core_ok = T::KIND != DtypeKind::F32 && vector;
-        let (warps, depth) = MMA_WARPS_DEPTH;
         let mma_tile = match self.policy {
-            KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some((32, warps, depth)),
-            KernelPolicy::Auto | KernelPolicy::GemvUnroll(_) | KernelPolicy::Simt => None,
-            KernelPolicy::TensorCore if tensor_core_ok => Some((32, warps, depth)),
+            KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some(MMA_TILE),
+            KernelPolicy::Auto | KernelPolicy::Simt => None,
+            KernelPolicy::TensorCore if tensor_core_ok => Some(MMA_TILE),
             KernelPolicy::TensorCoreTile { rows, warps, depth }
                 if !([16, 32].contains(&rows) && [4, 8].contains(&warps) && [2, 3].contains(&depth)) =>
             {
@@ -414,17 +404,8 @@ impl<T: Dtype> GpuLayer<T> {
             _ => None,
         };
         if let (true, Some(tokens)) = (vector, gemv_tokens) {
-            let unroll = match (tokens, self.policy) {
-                (1, KernelPolicy::GemvUnroll(u @ (4 | 8))) if T::KIND != DtypeKind::F32 => u,
-                (1, KernelPolicy::GemvUnroll(u)) => {
-                    return Err(Error::InvalidConfig(format!("no SIMT decode kernel with unroll {u} for {}", T::KIND)))
-                }
-                (1, _) if T::KIND != DtypeKind::F32 && c.hidden >= GEMV_UNROLL8_MIN_HIDDEN => 8,
-                (4, _) => 2,
-                _ => 4,
-            };
             return Ok(Plan {
-                kind: KernelKind::Gemv { tokens, unroll },
+                kind: KernelKind::Gemv { tokens },
                 threads: GEMV_THREADS,
                 tokens_per_block: tokens,
                 grid_x: c.qkv_cols().div_ceil(GEMV_ROWS_PER_BLOCK) as u32,

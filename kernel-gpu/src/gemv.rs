@@ -32,9 +32,9 @@ pub const GEMV_ROWS_PER_BLOCK: u32 = GEMV_THREADS / WARP_SIZE * GEMV_ROWS_PER_WA
 /// Most tokens per block.
 const MAX_TM: usize = 4;
 /// Most 16-byte loads per row and lane in one batch.
-const MAX_UNROLL: usize = 8;
+const MAX_UNROLL: usize = 4;
 // The `unroll!` index lists below are written out for these values.
-const _: () = assert!(GEMV_ROWS_PER_WARP == 2 && MAX_TM == 4 && MAX_UNROLL == 8);
+const _: () = assert!(GEMV_ROWS_PER_WARP == 2 && MAX_TM == 4 && MAX_UNROLL == 4);
 
 /// Step 1: accumulates this lane's part of `acc[w_row][token]` and of `sum_sq[token]`.
 #[inline(always)]
@@ -51,7 +51,7 @@ unsafe fn stream<T: Element, const TM: usize, const UNROLL: usize>(
         // Raw until use: 4 registers per load, so a batch of UNROLL * (2 + TM) loads fits.
         let mut w_raw: [[Vec16; GEMV_ROWS_PER_WARP]; MAX_UNROLL] = [[[0; 4]; GEMV_ROWS_PER_WARP]; MAX_UNROLL];
         let mut x_raw: [[Vec16; MAX_TM]; MAX_UNROLL] = [[[0; 4]; MAX_TM]; MAX_UNROLL];
-        unroll!(u in [0, 1, 2, 3, 4, 5, 6, 7] {
+        unroll!(u in [0, 1, 2, 3] {
             if u < UNROLL {
                 // hidden % VEC == 0: a vector is wholly inside or wholly past the row. Past it, the
                 // lane re-reads the row's last vector and zeroes it: no branch around the loads, so
@@ -70,7 +70,7 @@ unsafe fn stream<T: Element, const TM: usize, const UNROLL: usize>(
                 });
             }
         });
-        unroll!(u in [0, 1, 2, 3, 4, 5, 6, 7] {
+        unroll!(u in [0, 1, 2, 3] {
             if u < UNROLL {
                 let w = [T::unpack(w_raw[u][0]), T::unpack(w_raw[u][1])];
                 unroll!(t in [0, 1, 2, 3] {
@@ -166,8 +166,6 @@ macro_rules! gemv_kernel {
 }
 
 gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m1, Bf16, 1, 4);
-gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m1_u8, Bf16, 1, 8);
-gemv_kernel!(fused_rmsnorm_qkv_f16_gemv_m1_u8, F16, 1, 8);
 gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m2, Bf16, 2, 4);
 gemv_kernel!(fused_rmsnorm_qkv_bf16_gemv_m4, Bf16, 4, 2);
 gemv_kernel!(fused_rmsnorm_qkv_f16_gemv_m1, F16, 1, 4);

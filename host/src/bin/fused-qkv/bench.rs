@@ -43,10 +43,9 @@ pub struct BenchArgs {
     /// without it the floor is the memory floor only.
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
-    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, a fixed
+    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, or a fixed
     /// tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8, pipeline depth D:
-    /// 2|3), or gemv-u4 / gemv-u8 (the one-token SIMT batch), for measuring the table; tensor
-    /// cores apply to bf16 and f16.
+    /// 2|3), for measuring the table; tensor cores apply to bf16 and f16.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
     /// Timed launches per case (events every 10), also the host-timed calls.
@@ -65,7 +64,15 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let device = cuda(cust::context::CurrentContext::get_device(), "querying the device")?;
     let l2_bytes = cuda(device.get_attribute(DeviceAttribute::L2CacheSize), "querying the L2 size")? as usize;
     let copy_gbs = copy_bandwidth_gbs(&stream)?;
-    eprintln!("{}; L2 {} MB; device-to-device copy {copy_gbs:.0} GB/s", gpu.description, l2_bytes >> 20);
+    // What a launch costs with nothing in it, timed the same way: the part of every small
+    // case's device time that no kernel can remove.
+    let empty = time_gpu(&gpu.kernels, &stream, 200, || gpu.kernels.enqueue_delay(&stream, 0))?;
+    let empty_launch_us = empty.device_per_launch.as_secs_f64() * 1e6;
+    eprintln!(
+        "{}; L2 {} MB; device-to-device copy {copy_gbs:.0} GB/s; empty kernel back to back {empty_launch_us:.2} us",
+        gpu.description,
+        l2_bytes >> 20
+    );
     let progress = ProgressBar::new((configs.len() * args.tokens.len()) as u64);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
@@ -90,6 +97,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let doc = json!({
         "schema": 1, "tool": "fused-qkv bench", "device": gpu.name(), "date": date, "dtype": args.dtype.name(),
         "copy_gbs": copy_gbs, "tensor_tflops": args.tensor_tflops, "l2_bytes": l2_bytes,
+        "empty_launch_us": empty_launch_us,
         "rotation_copies": max_copies, "rows": rows,
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Overflow(format!("serialising JSON: {e}")))?;
@@ -292,17 +300,12 @@ fn print_table(doc: &Value) {
 
 /// `--kernel`: auto, simt, tensor-core or `tc:ROWS,WARPS,DEPTH`.
 fn parse_policy(text: &str) -> Result<KernelPolicy> {
-    let bad = || {
-        Error::InvalidConfig(format!(
-            "--kernel {text}: expected auto, simt, tensor-core, gemv-u4, gemv-u8 or tc:ROWS,WARPS,DEPTH"
-        ))
-    };
+    let bad =
+        || Error::InvalidConfig(format!("--kernel {text}: expected auto, simt, tensor-core or tc:ROWS,WARPS,DEPTH"));
     Ok(match text {
         "auto" => KernelPolicy::Auto,
         "simt" => KernelPolicy::Simt,
         "tensor-core" => KernelPolicy::TensorCore,
-        "gemv-u4" => KernelPolicy::GemvUnroll(4),
-        "gemv-u8" => KernelPolicy::GemvUnroll(8),
         _ => {
             let tile = text.strip_prefix("tc:").ok_or_else(bad)?;
             let numbers: Vec<usize> = tile.split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
