@@ -10,14 +10,14 @@
 //! ```
 //!
 //! with `Hq = num_heads * head_dim`, `Hkv = num_kv_heads * head_dim`, `N = Hq + 2 * Hkv`. Every
-//! path accumulates in fp32 and rounds once to the dtype at the output; the normalized row is
-//! never rounded to the dtype. Both the GPU kernel and [`cpu::CpuLayer`] compute it as
-//! `rms_inv[m] * sum_h (x[m, h] * gamma[h]) * W[n, h]`, the same value up to fp32 rounding.
-//! Exception: the bf16 tensor-core kernel (from 3 tokens, see [`gpu::KernelPolicy`]) carries
-//! `x * gamma` as a bf16 pair hi + lo (16 significant bits, relative error below 2^-16).
+//! path folds gamma into W once ([`FoldedWeights`]: one rounding of `W * gamma` to the dtype, with
+//! a power-of-two scale for f16), accumulates `x * W'` in fp32, applies `rms_inv` (fp32, from `x`)
+//! in the epilogue and rounds once to the dtype at the output. Both the GPU kernels and
+//! [`cpu::CpuLayer`] compute `sum_h x[m, h] * W'[n, h] * (rms_inv[m] * 2^-s) + b[n]`.
 //!
 //! - [`QkvConfig`]: shapes and eps, with presets for common models.
-//! - [`QkvWeights`]: host copies of gamma, W and the bias; [`checkpoint`] loads them from safetensors.
+//! - [`QkvWeights`]: host copies of gamma, W and the bias; [`checkpoint`] loads them from safetensors;
+//!   [`FoldedWeights`]: gamma folded into W, what the kernels read.
 //! - [`gpu::GpuLayer`]: device copies and the launch ([`gpu::Kernels`] holds the loaded PTX).
 //! - [`cpu::CpuLayer`]: the same API shape on the CPU, parallel with rayon.
 //! - [`reference`]: the float64 oracle the tests and the CLI compare against.

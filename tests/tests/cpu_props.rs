@@ -118,3 +118,40 @@ fn forward_into_leaves_rows_past_m_untouched() {
     assert!(k[3 * config.kv_cols()..].iter().all(|v| *v == sentinel));
     assert!(q[..3 * config.q_cols()].iter().all(|v| *v != sentinel && v.is_finite()));
 }
+
+/// gamma folded into W keeps f16 inside its range whatever gamma's scale: the per-layer power of
+/// two puts the largest `|W * gamma|` in [2^14, 2^15). With gamma ~ 1e-3 the products would sit
+/// among f16's subnormals unscaled; scaled, the result still matches the oracle. With gamma ~ 3e4
+/// and large W they would overflow f16; scaled, every folded weight is finite.
+#[test]
+fn f16_fold_scales_gamma_into_range() {
+    let config = QkvConfig::preset("qwen3-0.6b").unwrap();
+    for (gamma_scale, w_scale, check_output) in [(1e-3f32, 1.0f32, true), (3e4, 40.0, false)] {
+        let mut w = weights::<f16>(config, 5);
+        w.qkv_weight.iter_mut().for_each(|v| *v = f16::from_f32(v.to_f32() * w_scale));
+        w.gamma.iter_mut().for_each(|g| *g = f16::from_f32(g.to_f32() * gamma_scale));
+        let folded = w.fold_gamma();
+        let max = folded.qkv_weight.iter().map(|v| v.to_f32().abs()).fold(0.0f32, f32::max);
+        assert!((16384.0..32768.0).contains(&max), "gamma x {gamma_scale}: max |W'| = {max}");
+        assert!(folded.qkv_weight.iter().all(|v| v.is_finite()));
+        assert_eq!(folded.out_scale(), (-folded.scale_log2 as f32).exp2());
+        if check_output {
+            let x = hidden_states::<f16>(&config, 3, 6);
+            let report = compare(&forward_y(&w, &x, 3), &reference_f64(&w, &x, 3));
+            assert!(report.passes(f16::KIND.error_bound()), "gamma x {gamma_scale}: {report:?}");
+        }
+    }
+}
+
+/// bf16 and f32 have fp32's range: no scaling, W' = round(W * gamma).
+#[test]
+fn bf16_fold_is_one_rounding_of_w_times_gamma() {
+    let config = QkvConfig::preset("qwen2.5-0.5b").unwrap();
+    let w = weights::<bf16>(config, 7);
+    let folded = w.fold_gamma();
+    assert_eq!(folded.scale_log2, 0);
+    let h = config.hidden;
+    for (i, v) in folded.qkv_weight.iter().enumerate().step_by(997) {
+        assert_eq!(*v, bf16::from_f32(w.qkv_weight[i].to_f32() * w.gamma[i % h].to_f32()));
+    }
+}
