@@ -11,7 +11,7 @@ fn main() {
     // Share one device build between profiles and with xtask: <target>/ptx/<arch>/.
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let target = if target.is_relative() { root.join(target) } else { target };
-    let builder = PtxBuilder::new(&root, &target, vec![Arch::Sm80, Arch::Sm90]);
+    let builder = PtxBuilder::new(&root, &target, vec![Arch::Sm80, Arch::Sm90a]);
     for input in builder.inputs() {
         println!("cargo:rerun-if-changed={}", input.display());
     }

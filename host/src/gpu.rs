@@ -21,17 +21,30 @@ use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
 /// PTX built from `kernel-gpu` by `build.rs` (see `ptx-builder`), one file per architecture.
 pub const PTX_SM80: &str = include_str!(env!("FUSED_QKV_PTX_SM_80"));
-/// PTX for Hopper (sm_90).
-pub const PTX_SM90: &str = include_str!(env!("FUSED_QKV_PTX_SM_90"));
+/// PTX for Hopper (sm_90a: also holds the `wgmma` prefill kernels; runs on compute capability
+/// 9.0 only).
+pub const PTX_SM90A: &str = include_str!(env!("FUSED_QKV_PTX_SM_90A"));
 
 // Launch contracts mirrored from kernel-gpu (two crates, no shared ABI crate): src/gemv.rs,
-// src/fused_qkv_mma.rs and src/fused_qkv.rs.
+// src/fused_qkv_mma.rs, src/fused_qkv_gemm.rs and src/fused_qkv.rs.
 const GEMV_THREADS: u32 = 128;
 const GEMV_ROWS_PER_BLOCK: usize = 8;
 /// The tensor-core tile `Auto` uses: (rows of W per block, warps per block, pipeline depth), the
 /// fastest measured on the H100 (bench/NOTES.md).
 const MMA_TILE: (usize, usize, usize) = (16, 8, 2);
 const TILE_THREADS: u32 = 128;
+const WGMMA_THREADS: u32 = 256;
+/// The `wgmma` kernels' tiles (rows x columns of y per block, shared-memory stages), largest first.
+const WGMMA_TILES: [(usize, usize, usize); 5] =
+    [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)];
+/// kernel-gpu's `fused_qkv_gemm::shared_bytes`: the stages of (rows + cols) x 128 B, a row scale
+/// per row, 1 KB for alignment.
+fn wgmma_shared_bytes(rows: usize, cols: usize, stages: usize) -> u32 {
+    (stages * (rows + cols) * 128 + rows * 4 + 1024) as u32
+}
+/// From this many tokens on, bf16 and f16 on Hopper use the `wgmma` prefill kernel (measured
+/// crossover, bench/NOTES.md).
+pub const WGMMA_MIN_TOKENS: usize = 64;
 const TILE_M: usize = 8;
 const TILE_N: usize = 8;
 /// Dynamic shared memory for the tile kernel's staged `x` rows: under the 48 KB a block gets
@@ -63,6 +76,13 @@ pub enum KernelPolicy {
     /// As `TensorCore` with a fixed tile, to measure the table: `rows` of W per block (16 or 32),
     /// `warps` per block (4 or 8) and pipeline `depth` in k-steps (2 or 3).
     TensorCoreTile { rows: usize, warps: usize, depth: usize },
+    /// The Hopper prefill kernel (`wgmma`, sm_90a; bf16/f16, aligned, even `q_cols` and
+    /// `kv_cols`, 4-byte aligned outputs), any token count, its tile chosen as `Auto` does; an
+    /// error elsewhere.
+    Wgmma,
+    /// As `Wgmma` with a fixed tile: `rows` x `cols` of y per block and `stages` shared-memory
+    /// stages, one of 128 x 256 x 4, 128 x 128 x 4, 128 x 128 x 3, 64 x 256 x 4, 64 x 128 x 4.
+    WgmmaTile { rows: usize, cols: usize, stages: usize },
 }
 
 /// A kernel entry point of the embedded PTX.
@@ -74,11 +94,13 @@ enum KernelKind {
     Mma { rows: usize, tokens: usize, warps: usize, depth: usize },
     /// kernel-gpu/src/fused_qkv.rs, 16-byte (`vector`) or scalar loads, `tokens` per block.
     Tile { vector: bool, tokens: usize },
+    /// kernel-gpu/src/fused_qkv_gemm.rs (sm_90a only): `rows` x `cols` tiles of y, `stages`.
+    Wgmma { rows: usize, cols: usize, stages: usize },
 }
 
 impl KernelKind {
-    /// Every kernel the PTX holds for `dtype`.
-    fn all(dtype: DtypeKind) -> Vec<KernelKind> {
+    /// Every kernel the PTX holds for `dtype` (`hopper`: the sm_90a PTX).
+    fn all(dtype: DtypeKind, hopper: bool) -> Vec<KernelKind> {
         let mut kinds: Vec<KernelKind> = [1, 2, 4].map(|tokens| KernelKind::Gemv { tokens }).to_vec();
         for vector in [true, false] {
             kinds.extend([1, 2, 4, 8].map(|tokens| KernelKind::Tile { vector, tokens }));
@@ -90,6 +112,9 @@ impl KernelKind {
                         kinds.push(KernelKind::Mma { rows, tokens, warps, depth });
                     }
                 }
+            }
+            if hopper {
+                kinds.extend(WGMMA_TILES.map(|(rows, cols, stages)| KernelKind::Wgmma { rows, cols, stages }));
             }
         }
         kinds
@@ -105,6 +130,9 @@ impl KernelKind {
             KernelKind::Tile { vector, tokens } => {
                 format!("fused_rmsnorm_qkv_{dtype}_{}_m{tokens}", if vector { "vec" } else { "scalar" })
             }
+            KernelKind::Wgmma { rows, cols, stages } => {
+                format!("fused_rmsnorm_qkv_{dtype}_wgmma_m{rows}_n{cols}_s{stages}")
+            }
         }
     }
 }
@@ -118,6 +146,8 @@ struct Plan {
     shared_bytes: u32,
     /// The tile kernels' staging chunk (an extra argument).
     chunk: Option<u32>,
+    /// Row tiles go along grid x with the column tiles (`grid_x` per row tile), not along y.
+    rows_in_grid_x: bool,
 }
 
 /// The loaded kernels for the current context's device. Load once and share (e.g. in an `Arc`)
@@ -130,11 +160,13 @@ pub struct Kernels {
     #[allow(dead_code)] // owns the loaded code the handles point into
     module: Module,
     compute_capability: (i32, i32),
+    multiprocessors: usize,
 }
 
 impl Kernels {
-    /// Loads the PTX matching the current context's device (sm_90 PTX on Hopper and later, sm_80
-    /// PTX on Ampere and Ada). A CUDA context must be current (e.g. from `cust::quick_init()`).
+    /// Loads the PTX matching the current context's device (sm_90a PTX, with the `wgmma` prefill
+    /// kernels, on compute capability 9.0; sm_80 PTX on Ampere, Ada and later). A CUDA context must
+    /// be current (e.g. from `cust::quick_init()`).
     pub fn load() -> Result<Self> {
         let device = cust::context::CurrentContext::get_device().context(|| "querying the current device".into())?;
         let major = device
@@ -148,13 +180,33 @@ impl Kernels {
                 "the GPU has compute capability {major}.{minor}; these kernels need 8.0 (Ampere) or later"
             )));
         }
-        let ptx = if major >= 9 { PTX_SM90 } else { PTX_SM80 };
+        let multiprocessors = device
+            .get_attribute(DeviceAttribute::MultiprocessorCount)
+            .context(|| "querying the multiprocessor count".into())? as usize;
+        let hopper = (major, minor) == (9, 0);
+        let ptx = if hopper { PTX_SM90A } else { PTX_SM80 };
         let module = Module::from_ptx(ptx, &[]).context(|| "loading the embedded PTX".into())?;
         let mut functions = HashMap::new();
         for dtype in DtypeKind::ALL {
-            for kind in KernelKind::all(dtype) {
+            for kind in KernelKind::all(dtype, hopper) {
                 let name = kind.name(dtype);
                 let function = module.get_function(&name).context(|| format!("looking up kernel {name}"))?;
+                if let KernelKind::Wgmma { rows, cols, stages } = kind {
+                    let bytes = wgmma_shared_bytes(rows, cols, stages) as i32;
+                    // SAFETY: a valid function handle of the loaded module; the attribute takes an int.
+                    let status = unsafe {
+                        cust::sys::cuFuncSetAttribute(
+                            function.to_raw(),
+                            cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                            bytes,
+                        )
+                    };
+                    if status != cust::sys::cudaError_enum::CUDA_SUCCESS {
+                        return Err(Error::InvalidConfig(format!(
+                            "raising {name}'s dynamic shared memory limit to {bytes} B failed: {status:?}"
+                        )));
+                    }
+                }
                 // SAFETY: a `Function` is a handle plus a lifetime marker for the module it came
                 // from; `functions` is dropped before `module` (field order) and never handed out
                 // beyond `&self`, so no handle outlives the module.
@@ -165,12 +217,17 @@ impl Kernels {
         let delay = module.get_function("bench_delay").context(|| "looking up kernel bench_delay".into())?;
         // SAFETY: as above.
         let delay = Some(unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(delay) });
-        Ok(Kernels { functions, delay, module, compute_capability: (major, minor) })
+        Ok(Kernels { functions, delay, module, compute_capability: (major, minor), multiprocessors })
     }
 
     /// The device's compute capability.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+
+    /// Whether the `wgmma` prefill kernels are loaded (compute capability 9.0).
+    pub fn has_wgmma(&self) -> bool {
+        self.compute_capability == (9, 0)
     }
 
     /// For benchmarks: enqueues a one-thread kernel that waits `nanos` ns on `stream`, so work
@@ -309,7 +366,9 @@ impl<T: Dtype> GpuLayer<T> {
         if m == 0 {
             return Ok(());
         }
-        let plan = self.plan(m, x.as_device_ptr())?;
+        let outputs_aligned_4 =
+            [q.as_device_ptr(), k.as_device_ptr(), v.as_device_ptr()].iter().all(|p| p.as_raw().is_multiple_of(4));
+        let plan = self.plan(m, x.as_device_ptr(), outputs_aligned_4)?;
         let function = self.kernels.function(T::KIND, plan.kind)?;
         // Kernel arguments are passed by address: every one must be a local that outlives the
         // launch call (a temporary inside the argument array would dangle).
@@ -319,7 +378,12 @@ impl<T: Dtype> GpuLayer<T> {
             |what: &str, v: usize| u32::try_from(v).map_err(|_| Error::Overflow(format!("{what} = {v} exceeds u32")));
         let (hidden, q_cols, kv_cols) =
             (to_u32("hidden", c.hidden)?, to_u32("q_cols", c.q_cols())?, to_u32("kv_cols", c.kv_cols())?);
-        let max_rows = 65535 * plan.tokens_per_block;
+        // Grid y is at most 65535; grid x (row tiles x column tiles for `wgmma`) at most 2^31 - 1.
+        let max_rows = if plan.rows_in_grid_x {
+            (i32::MAX as usize / plan.grid_x as usize) * plan.tokens_per_block
+        } else {
+            65535 * plan.tokens_per_block
+        };
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(max_rows);
@@ -345,7 +409,8 @@ impl<T: Dtype> GpuLayer<T> {
                 plan.chunk.as_ref().map_or(std::ptr::null_mut(), arg),
             ];
             let args = &args[..if plan.chunk.is_some() { 13 } else { 12 }];
-            let grid = (plan.grid_x, rows.div_ceil(plan.tokens_per_block) as u32, 1);
+            let row_tiles = rows.div_ceil(plan.tokens_per_block) as u32;
+            let grid = if plan.rows_in_grid_x { (plan.grid_x * row_tiles, 1, 1) } else { (plan.grid_x, row_tiles, 1) };
             // SAFETY: the arguments match the kernel's signature in order and type (pointers as
             // 64-bit device addresses, then u32 x4, f32 x2 and the tile kernels' u32 chunk); the
             // lengths and alignment checked above and the plan are its launch contract.
@@ -358,14 +423,48 @@ impl<T: Dtype> GpuLayer<T> {
     }
 
     /// Chooses the kernel for `m` tokens (the dispatch table, see [`KernelPolicy`]).
-    fn plan(&self, m: usize, x: DevicePointer<T>) -> Result<Plan> {
+    fn plan(&self, m: usize, x: DevicePointer<T>, outputs_aligned_4: bool) -> Result<Plan> {
         let c = &self.config;
         // W is a whole device allocation (256-byte aligned); x may be a view.
         let vector = c.hidden.is_multiple_of(vec_width(T::KIND)) && x.as_raw().is_multiple_of(16);
         let tensor_core_ok = T::KIND != DtypeKind::F32 && vector;
+        let wgmma_ok = tensor_core_ok
+            && self.kernels.has_wgmma()
+            && c.q_cols().is_multiple_of(2)
+            && c.kv_cols().is_multiple_of(2)
+            && outputs_aligned_4;
+        let wgmma_tile = match self.policy {
+            KernelPolicy::Auto if wgmma_ok && m >= WGMMA_MIN_TOKENS => Some(self.wgmma_tile(m)),
+            KernelPolicy::Wgmma if wgmma_ok => Some(self.wgmma_tile(m)),
+            KernelPolicy::WgmmaTile { rows, cols, stages } if !WGMMA_TILES.contains(&(rows, cols, stages)) => {
+                return Err(Error::InvalidConfig(format!(
+                    "no wgmma tile of {rows} x {cols} with {stages} stages (have {WGMMA_TILES:?})"
+                )))
+            }
+            KernelPolicy::WgmmaTile { rows, cols, stages } if wgmma_ok => Some((rows, cols, stages)),
+            KernelPolicy::Wgmma | KernelPolicy::WgmmaTile { .. } => {
+                return Err(Error::InvalidConfig(format!(
+                    "the wgmma kernel needs compute capability 9.0 (this GPU: {:?}), bf16 or f16, hidden % 8 == 0, \
+                     a 16-byte aligned x, even q and kv widths and 4-byte aligned outputs",
+                    self.kernels.compute_capability()
+                )))
+            }
+            _ => None,
+        };
+        if let Some((rows, cols, stages)) = wgmma_tile {
+            return Ok(Plan {
+                kind: KernelKind::Wgmma { rows, cols, stages },
+                threads: WGMMA_THREADS,
+                tokens_per_block: rows,
+                grid_x: c.qkv_cols().div_ceil(cols) as u32,
+                shared_bytes: wgmma_shared_bytes(rows, cols, stages),
+                chunk: None,
+                rows_in_grid_x: true,
+            });
+        }
         let mma_tile = match self.policy {
             KernelPolicy::Auto if tensor_core_ok && m >= TENSOR_CORE_MIN_TOKENS => Some(MMA_TILE),
-            KernelPolicy::Auto | KernelPolicy::Simt => None,
+            KernelPolicy::Auto | KernelPolicy::Simt | KernelPolicy::Wgmma | KernelPolicy::WgmmaTile { .. } => None,
             KernelPolicy::TensorCore if tensor_core_ok => Some(MMA_TILE),
             KernelPolicy::TensorCoreTile { rows, warps, depth }
                 if !([16, 32].contains(&rows) && [4, 8].contains(&warps) && [2, 3].contains(&depth)) =>
@@ -395,6 +494,7 @@ impl<T: Dtype> GpuLayer<T> {
                 // The partial accumulators: warps x (rows / 16) x (tokens / 8) x 4 per lane.
                 shared_bytes: (warps * (rows / 16) * (tokens / 8) * 4 * 32 * 4) as u32,
                 chunk: None,
+                rows_in_grid_x: false,
             });
         }
         let gemv_tokens = match m {
@@ -411,6 +511,7 @@ impl<T: Dtype> GpuLayer<T> {
                 grid_x: c.qkv_cols().div_ceil(GEMV_ROWS_PER_BLOCK) as u32,
                 shared_bytes: 0,
                 chunk: None,
+                rows_in_grid_x: false,
             });
         }
         // Tokens per block: the smallest specialised tile that covers M, else TILE_M.
@@ -427,7 +528,18 @@ impl<T: Dtype> GpuLayer<T> {
             grid_x: c.qkv_cols().div_ceil(TILE_N) as u32,
             shared_bytes: (tile_rows * chunk * 4) as u32,
             chunk: Some(chunk as u32),
+            rows_in_grid_x: false,
         })
+    }
+
+    /// The `wgmma` tile for `m` tokens: the largest that still gives every multiprocessor a block.
+    fn wgmma_tile(&self, m: usize) -> (usize, usize, usize) {
+        let n = self.config.qkv_cols();
+        let blocks = |(rows, cols, _): (usize, usize, usize)| m.div_ceil(rows) * n.div_ceil(cols);
+        WGMMA_TILES
+            .into_iter()
+            .find(|&tile| blocks(tile) >= self.kernels.multiprocessors)
+            .unwrap_or(WGMMA_TILES[WGMMA_TILES.len() - 1])
     }
 
     /// Which kernels [`GpuLayer::forward_into`] may use (default [`KernelPolicy::Auto`]).

@@ -22,10 +22,13 @@ macro_rules! unroll {
     };
 }
 
+pub mod async_copy;
 pub mod delay;
 pub mod element;
 pub mod float;
 pub mod fused_qkv;
+#[cfg(target_feature = "sm_90a")]
+pub mod fused_qkv_gemm;
 pub mod fused_qkv_mma;
 pub mod gemv;
 pub mod mem;
@@ -34,6 +37,8 @@ pub mod qkv;
 pub mod shared;
 pub mod thread;
 pub mod warp;
+#[cfg(target_feature = "sm_90a")]
+pub mod wgmma;
 
 /// A panic on the device cannot unwind or print: stop the kernel with `trap`, which the host sees
 /// as a launch failure (`CUDA_ERROR_ILLEGAL_INSTRUCTION`) rather than as wrong numbers.

@@ -63,3 +63,18 @@ pub unsafe fn store_u16(ptr: *mut u16, value: u16) {
 pub unsafe fn store_u32(ptr: *mut u32, value: u32) {
     asm!("st.global.u32 [{p}], {v};", p = in(reg64) ptr, v = in(reg32) value, options(nostack));
 }
+
+/// 16-byte store: `st.global.v4.u32`.
+///
+/// # Safety
+/// `ptr` must be a 16-byte aligned, writable global address whose 16 bytes no other thread
+/// accesses during the kernel.
+#[inline(always)]
+pub unsafe fn store_v16(ptr: *mut u8, value: Vec16) {
+    asm!(
+        "st.global.v4.u32 [{p}], {{{a}, {b}, {c}, {d}}};",
+        p = in(reg64) ptr,
+        a = in(reg32) value[0], b = in(reg32) value[1], c = in(reg32) value[2], d = in(reg32) value[3],
+        options(nostack),
+    );
+}

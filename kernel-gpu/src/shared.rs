@@ -43,6 +43,34 @@ macro_rules! static_shared {
 pub struct SharedPtr(pub u32);
 
 impl SharedPtr {
+    /// The address `bytes` bytes further on.
+    #[inline(always)]
+    pub fn add(self, bytes: u32) -> SharedPtr {
+        SharedPtr(self.0 + bytes)
+    }
+
+    /// The next address at or after this one that is a multiple of `align` (a power of two).
+    #[inline(always)]
+    pub fn align_up(self, align: u32) -> SharedPtr {
+        SharedPtr((self.0 + align - 1) & !(align - 1))
+    }
+
+    /// Loads 16 bytes as four 32-bit words in one access.
+    ///
+    /// # Safety
+    /// As [`SharedPtr::load_f32`], and the address must be 16-byte aligned.
+    #[inline(always)]
+    pub unsafe fn load_v16(self) -> crate::mem::Vec16 {
+        let (a, b, c, d): (u32, u32, u32, u32);
+        asm!(
+            "ld.shared.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+            a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+            p = in(reg32) self.0,
+            options(readonly, nostack),
+        );
+        [a, b, c, d]
+    }
+
     /// The address `index` f32 elements further on.
     #[inline(always)]
     pub fn offset_f32(self, index: u32) -> SharedPtr {
@@ -89,6 +117,15 @@ impl SharedPtr {
             a = in(reg32) v[0], b = in(reg32) v[1], c = in(reg32) v[2], d = in(reg32) v[3],
             options(nostack),
         );
+    }
+
+    /// Stores one 32-bit word.
+    ///
+    /// # Safety
+    /// As [`SharedPtr::store_f32`].
+    #[inline(always)]
+    pub unsafe fn store_u32(self, value: u32) {
+        asm!("st.shared.u32 [{a}], {v};", a = in(reg32) self.0, v = in(reg32) value, options(nostack));
     }
 
     /// Stores one f32.

@@ -188,7 +188,12 @@ impl PtxBuilder {
                 cmd.env_remove(key.as_ref());
             }
         }
-        cmd.env("RUSTFLAGS", format!("-C target-cpu={}", arch.name()));
+        // wgmma needs PTX ISA 8.0; rustc's default for sm_90a is older.
+        let flags = match arch {
+            Arch::Sm90a => format!("-C target-cpu={} -C target-feature=+ptx80", arch.name()),
+            _ => format!("-C target-cpu={}", arch.name()),
+        };
+        cmd.env("RUSTFLAGS", flags);
         run_capture(&mut cmd)?;
         let built = cargo_dir.join("nvptx64-nvidia-cuda/release/kernel_gpu.ptx");
         if !built.is_file() {

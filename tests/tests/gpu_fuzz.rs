@@ -45,10 +45,19 @@ fn download<T: Dtype>(buffer: &DeviceSlice<T>) -> Vec<T> {
 }
 
 /// The kernel policy for a case: the dispatch table, or one path forced (the tensor-core kernels
-/// only where they apply: bf16/f16, hidden % 8 == 0, aligned x), so every kernel meets every shape.
-fn policy_for<T: Dtype>(pick: u8, hidden: usize, x_offset: usize) -> KernelPolicy {
-    let tensor_core_ok = T::KIND != fused_qkv::DtypeKind::F32 && hidden.is_multiple_of(8) && x_offset == 0;
-    match pick % 4 {
+/// only where they apply: bf16/f16, hidden % 8 == 0, aligned x; wgmma also needs compute
+/// capability 9.0 and even q and kv widths), so every kernel meets every shape.
+fn policy_for<T: Dtype>(pick: u8, config: &QkvConfig, x_offset: usize, has_wgmma: bool) -> KernelPolicy {
+    let tensor_core_ok = T::KIND != fused_qkv::DtypeKind::F32 && config.hidden.is_multiple_of(8) && x_offset == 0;
+    let wgmma_ok =
+        tensor_core_ok && has_wgmma && config.q_cols().is_multiple_of(2) && config.kv_cols().is_multiple_of(2);
+    match pick % 6 {
+        4 if wgmma_ok => KernelPolicy::Wgmma,
+        5 if wgmma_ok => {
+            let tiles = [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)];
+            let (rows, cols, stages) = tiles[pick as usize / 6 % tiles.len()];
+            KernelPolicy::WgmmaTile { rows, cols, stages }
+        }
         1 => KernelPolicy::Simt,
         2 if tensor_core_ok => KernelPolicy::TensorCore,
         3 if tensor_core_ok => {
@@ -69,7 +78,7 @@ fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize, pick: u8) -> Result
     let w = weights::<T>(c.config, c.seed);
     let x = hidden_states::<T>(&c.config, c.m, c.seed.wrapping_add(1));
     let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).expect("uploading weights");
-    let policy = policy_for::<T>(pick, c.config.hidden, x_offset);
+    let policy = policy_for::<T>(pick, &c.config, x_offset, gpu.kernels.has_wgmma());
     layer.set_kernel_policy(policy);
     let mut x_host = vec![T::from_f32(1.0); x_offset];
     x_host.extend_from_slice(&x);
@@ -159,6 +168,63 @@ fn gpu_presets_through_forward() {
                 gpu.stream.synchronize().unwrap();
                 let report = compare(&join_qkv(&w, m, &download(&q), &download(&k), &download(&v)), &reference);
                 assert!(report.passes(bf16::KIND.error_bound()), "{name} m={m} {policy:?}: {report:?}");
+            }
+        }
+    }
+}
+
+/// Prefill sizes: every wgmma tile and the dispatch table on the small presets and on shapes
+/// that are no multiple of any tile (M, N and H tails), against the float64 oracle.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_prefill_tiles_and_tails() {
+    let gpu = gpu();
+    if !gpu.kernels.has_wgmma() {
+        eprintln!(
+            "no wgmma kernels on compute capability {:?}; checking the dispatch table only",
+            gpu.kernels.compute_capability()
+        );
+    }
+    let mut configs: Vec<(String, QkvConfig)> = ["qwen3-0.6b", "qwen2.5-0.5b"]
+        .iter()
+        .map(|name| (name.to_string(), QkvConfig::preset(name).unwrap()))
+        .collect();
+    // H = 8 (mod 64) and N = 3 * 66 = 198: partial k-block and partial column tiles.
+    let odd = QkvConfig { hidden: 200, num_heads: 1, num_kv_heads: 1, head_dim: 66, ..configs[1].1 };
+    configs.push(("odd".into(), odd));
+    for (name, config) in configs {
+        for bias in [false, true] {
+            let config = QkvConfig { bias, ..config };
+            let w = weights::<bf16>(config, 21);
+            let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
+            for m in [63, 64, 129, 700] {
+                let x = hidden_states::<bf16>(&config, m, 22 + m as u64);
+                let x_dev = DeviceBuffer::from_slice(&x).unwrap();
+                let reference = reference_f64(&w, &x, m);
+                let mut policies = vec![KernelPolicy::Auto];
+                if gpu.kernels.has_wgmma() {
+                    policies.push(KernelPolicy::Wgmma);
+                    for (rows, cols, stages) in
+                        [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)]
+                    {
+                        policies.push(KernelPolicy::WgmmaTile { rows, cols, stages });
+                    }
+                }
+                for policy in policies {
+                    layer.set_kernel_policy(policy);
+                    let lens = [m * config.q_cols(), m * config.kv_cols(), m * config.kv_cols()];
+                    let (mut q, mut k, mut v) =
+                        (nan_buffer::<bf16>(lens[0] + GUARD), nan_buffer(lens[1] + GUARD), nan_buffer(lens[2] + GUARD));
+                    layer.forward_into(&gpu.stream, &x_dev, m, &mut q, &mut k, &mut v).unwrap();
+                    gpu.stream.synchronize().unwrap();
+                    let (q, k, v) = (download(&q), download(&k), download(&v));
+                    for (out, len) in [(&q, lens[0]), (&k, lens[1]), (&v, lens[2])] {
+                        assert!(out[len..].iter().all(|e| e.is_nan()), "{name} m={m} {policy:?}: write past the end");
+                    }
+                    let y = join_qkv(&w, m, &q[..lens[0]], &k[..lens[1]], &v[..lens[2]]);
+                    let report = compare(&y, &reference);
+                    assert!(report.passes(bf16::KIND.error_bound()), "{name} bias={bias} m={m} {policy:?}: {report:?}");
+                }
             }
         }
     }

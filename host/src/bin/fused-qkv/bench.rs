@@ -43,9 +43,12 @@ pub struct BenchArgs {
     /// without it the floor is the memory floor only.
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
-    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core, or a fixed
-    /// tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8, pipeline depth D:
-    /// 2|3), for measuring the table; tensor cores apply to bf16 and f16.
+    /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core (the mma.sync
+    /// kernel), a fixed tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8,
+    /// pipeline depth D: 2|3), wgmma (the Hopper prefill kernel) or a fixed wgmma tile `wg:R,C,S`
+    /// (R x C of y per block, S shared-memory stages: 128,256,4 128,128,4 128,128,3 64,256,4
+    /// 64,128,4), for measuring the table; tensor cores
+    /// apply to bf16 and f16, wgmma to compute capability 9.0 only.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
     /// Timed launches per case (events every 10), also the host-timed calls.
@@ -298,14 +301,24 @@ fn print_table(doc: &Value) {
     }
 }
 
-/// `--kernel`: auto, simt, tensor-core or `tc:ROWS,WARPS,DEPTH`.
+/// `--kernel`: auto, simt, tensor-core, `tc:ROWS,WARPS,DEPTH`, wgmma or `wg:ROWS,COLS,STAGES`.
 fn parse_policy(text: &str) -> Result<KernelPolicy> {
-    let bad =
-        || Error::InvalidConfig(format!("--kernel {text}: expected auto, simt, tensor-core or tc:ROWS,WARPS,DEPTH"));
+    let bad = || {
+        Error::InvalidConfig(format!(
+            "--kernel {text}: expected auto, simt, tensor-core, tc:ROWS,WARPS,DEPTH, wgmma or wg:ROWS,COLS,STAGES"
+        ))
+    };
     Ok(match text {
         "auto" => KernelPolicy::Auto,
         "simt" => KernelPolicy::Simt,
         "tensor-core" => KernelPolicy::TensorCore,
+        "wgmma" => KernelPolicy::Wgmma,
+        _ if text.starts_with("wg:") => {
+            let numbers: Vec<usize> =
+                text[3..].split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+            let [rows, cols, stages] = numbers[..] else { return Err(bad()) };
+            KernelPolicy::WgmmaTile { rows, cols, stages }
+        }
         _ => {
             let tile = text.strip_prefix("tc:").ok_or_else(bad)?;
             let numbers: Vec<usize> = tile.split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
