@@ -16,6 +16,7 @@ use cust::module::Module;
 use cust::prelude::Stream;
 
 use crate::error::CudaContext;
+use crate::tma::{TensorMap, TmaEncoder};
 use crate::weights::{check_input, check_outputs, FoldedWeights};
 use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
@@ -81,8 +82,9 @@ pub enum KernelPolicy {
     /// error elsewhere.
     Wgmma,
     /// As `Wgmma` with a fixed tile: `rows` x `cols` of y per block and `stages` shared-memory
-    /// stages, one of 128 x 256 x 4, 128 x 128 x 4, 128 x 128 x 3, 64 x 256 x 4, 64 x 128 x 4.
-    WgmmaTile { rows: usize, cols: usize, stages: usize },
+    /// stages, one of 128 x 256 x 4, 128 x 128 x 4, 128 x 128 x 3, 64 x 256 x 4, 64 x 128 x 4;
+    /// tiles loaded by the copy engine (`tma`) or by every thread with `cp.async`.
+    WgmmaTile { rows: usize, cols: usize, stages: usize, tma: bool },
 }
 
 /// A kernel entry point of the embedded PTX.
@@ -94,8 +96,9 @@ enum KernelKind {
     Mma { rows: usize, tokens: usize, warps: usize, depth: usize },
     /// kernel-gpu/src/fused_qkv.rs, 16-byte (`vector`) or scalar loads, `tokens` per block.
     Tile { vector: bool, tokens: usize },
-    /// kernel-gpu/src/fused_qkv_gemm.rs (sm_90a only): `rows` x `cols` tiles of y, `stages`.
-    Wgmma { rows: usize, cols: usize, stages: usize },
+    /// kernel-gpu/src/fused_qkv_gemm.rs (sm_90a only): `rows` x `cols` tiles of y, `stages`,
+    /// TMA or `cp.async` loads.
+    Wgmma { rows: usize, cols: usize, stages: usize, tma: bool },
 }
 
 impl KernelKind {
@@ -114,7 +117,9 @@ impl KernelKind {
                 }
             }
             if hopper {
-                kinds.extend(WGMMA_TILES.map(|(rows, cols, stages)| KernelKind::Wgmma { rows, cols, stages }));
+                for tma in [true, false] {
+                    kinds.extend(WGMMA_TILES.map(|(rows, cols, stages)| KernelKind::Wgmma { rows, cols, stages, tma }));
+                }
             }
         }
         kinds
@@ -130,8 +135,8 @@ impl KernelKind {
             KernelKind::Tile { vector, tokens } => {
                 format!("fused_rmsnorm_qkv_{dtype}_{}_m{tokens}", if vector { "vec" } else { "scalar" })
             }
-            KernelKind::Wgmma { rows, cols, stages } => {
-                format!("fused_rmsnorm_qkv_{dtype}_wgmma_m{rows}_n{cols}_s{stages}")
+            KernelKind::Wgmma { rows, cols, stages, tma } => {
+                format!("fused_rmsnorm_qkv_{dtype}_wgmma{}_m{rows}_n{cols}_s{stages}", if tma { "_tma" } else { "" })
             }
         }
     }
@@ -161,6 +166,8 @@ pub struct Kernels {
     module: Module,
     compute_capability: (i32, i32),
     multiprocessors: usize,
+    /// The tensor-map encoder, on Hopper.
+    tma: Option<TmaEncoder>,
 }
 
 impl Kernels {
@@ -191,7 +198,7 @@ impl Kernels {
             for kind in KernelKind::all(dtype, hopper) {
                 let name = kind.name(dtype);
                 let function = module.get_function(&name).context(|| format!("looking up kernel {name}"))?;
-                if let KernelKind::Wgmma { rows, cols, stages } = kind {
+                if let KernelKind::Wgmma { rows, cols, stages, .. } = kind {
                     let bytes = wgmma_shared_bytes(rows, cols, stages) as i32;
                     // SAFETY: a valid function handle of the loaded module; the attribute takes an int.
                     let status = unsafe {
@@ -217,7 +224,8 @@ impl Kernels {
         let delay = module.get_function("bench_delay").context(|| "looking up kernel bench_delay".into())?;
         // SAFETY: as above.
         let delay = Some(unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(delay) });
-        Ok(Kernels { functions, delay, module, compute_capability: (major, minor), multiprocessors })
+        let tma = if hopper { Some(TmaEncoder::load()?) } else { None };
+        Ok(Kernels { functions, delay, module, compute_capability: (major, minor), multiprocessors, tma })
     }
 
     /// The device's compute capability.
@@ -392,8 +400,24 @@ impl<T: Dtype> GpuLayer<T> {
             let k_ptr = advance(k.as_device_ptr(), row0 * c.kv_cols());
             let v_ptr = advance(v.as_device_ptr(), row0 * c.kv_cols());
             let rows_u32 = rows as u32;
-            // A fixed array, no heap allocation per call; the tile kernels take one more argument.
-            let args: [*mut c_void; 13] = [
+            // The TMA kernels take the tensor maps of this launch's x rows and of W' (by value).
+            let maps: Option<[TensorMap; 2]> = match plan.kind {
+                KernelKind::Wgmma { rows: box_rows, cols: box_cols, tma: true, .. } => {
+                    let encoder = self
+                        .kernels
+                        .tma
+                        .as_ref()
+                        .ok_or_else(|| Error::InvalidConfig("TMA kernels need compute capability 9.0".into()))?;
+                    Some([
+                        encoder.encode_2d(T::KIND, x_ptr.as_raw(), rows, c.hidden, box_rows as u32, 64)?,
+                        encoder.encode_2d(T::KIND, qkv_weight.as_raw(), c.qkv_cols(), c.hidden, box_cols as u32, 64)?,
+                    ])
+                }
+                _ => None,
+            };
+            // A fixed array, no heap allocation per call; the tile kernels take one more argument,
+            // the TMA kernels two.
+            let mut args: [*mut c_void; 14] = [
                 arg(&x_ptr),
                 arg(&qkv_weight),
                 arg(&bias),
@@ -407,12 +431,23 @@ impl<T: Dtype> GpuLayer<T> {
                 arg(&c.eps),
                 arg(&self.out_scale),
                 plan.chunk.as_ref().map_or(std::ptr::null_mut(), arg),
+                std::ptr::null_mut(),
             ];
-            let args = &args[..if plan.chunk.is_some() { 13 } else { 12 }];
+            let count = if let Some(maps) = &maps {
+                args[12] = arg(&maps[0]);
+                args[13] = arg(&maps[1]);
+                14
+            } else if plan.chunk.is_some() {
+                13
+            } else {
+                12
+            };
+            let args = &args[..count];
             let row_tiles = rows.div_ceil(plan.tokens_per_block) as u32;
             let grid = if plan.rows_in_grid_x { (plan.grid_x * row_tiles, 1, 1) } else { (plan.grid_x, row_tiles, 1) };
             // SAFETY: the arguments match the kernel's signature in order and type (pointers as
-            // 64-bit device addresses, then u32 x4, f32 x2 and the tile kernels' u32 chunk); the
+            // 64-bit device addresses, then u32 x4, f32 x2 and the tile kernels' u32 chunk or the
+            // TMA kernels' two 128-byte tensor maps); the
             // lengths and alignment checked above and the plan are its launch contract.
             unsafe { stream.launch(function, grid, (plan.threads, 1, 1), plan.shared_bytes, args) }.context(|| {
                 format!("launching {} (grid {grid:?}, {} B shared)", plan.kind.name(T::KIND), plan.shared_bytes)
@@ -434,14 +469,14 @@ impl<T: Dtype> GpuLayer<T> {
             && c.kv_cols().is_multiple_of(2)
             && outputs_aligned_4;
         let wgmma_tile = match self.policy {
-            KernelPolicy::Auto if wgmma_ok && m >= WGMMA_MIN_TOKENS => Some(self.wgmma_tile(m)),
-            KernelPolicy::Wgmma if wgmma_ok => Some(self.wgmma_tile(m)),
-            KernelPolicy::WgmmaTile { rows, cols, stages } if !WGMMA_TILES.contains(&(rows, cols, stages)) => {
+            KernelPolicy::Auto if wgmma_ok && m >= WGMMA_MIN_TOKENS => Some((self.wgmma_tile(m), true)),
+            KernelPolicy::Wgmma if wgmma_ok => Some((self.wgmma_tile(m), true)),
+            KernelPolicy::WgmmaTile { rows, cols, stages, .. } if !WGMMA_TILES.contains(&(rows, cols, stages)) => {
                 return Err(Error::InvalidConfig(format!(
                     "no wgmma tile of {rows} x {cols} with {stages} stages (have {WGMMA_TILES:?})"
                 )))
             }
-            KernelPolicy::WgmmaTile { rows, cols, stages } if wgmma_ok => Some((rows, cols, stages)),
+            KernelPolicy::WgmmaTile { rows, cols, stages, tma } if wgmma_ok => Some(((rows, cols, stages), tma)),
             KernelPolicy::Wgmma | KernelPolicy::WgmmaTile { .. } => {
                 return Err(Error::InvalidConfig(format!(
                     "the wgmma kernel needs compute capability 9.0 (this GPU: {:?}), bf16 or f16, hidden % 8 == 0, \
@@ -451,9 +486,9 @@ impl<T: Dtype> GpuLayer<T> {
             }
             _ => None,
         };
-        if let Some((rows, cols, stages)) = wgmma_tile {
+        if let Some(((rows, cols, stages), tma)) = wgmma_tile {
             return Ok(Plan {
-                kind: KernelKind::Wgmma { rows, cols, stages },
+                kind: KernelKind::Wgmma { rows, cols, stages, tma },
                 threads: WGMMA_THREADS,
                 tokens_per_block: rows,
                 grid_x: c.qkv_cols().div_ceil(cols) as u32,

@@ -29,6 +29,7 @@ pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod reference;
+pub mod tma;
 pub mod weights;
 
 pub use config::QkvConfig;

@@ -34,9 +34,12 @@
 use crate::async_copy;
 use crate::element::{Bf16, Element, F16};
 use crate::float::fma_rn;
+use crate::mbarrier;
+use crate::param_address;
 use crate::qkv::{row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, sync_threads, thread_idx_x};
+use crate::tma::{self, TensorMap};
 use crate::warp::{lane_id, shuffle_xor_f32};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
 use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
@@ -52,7 +55,7 @@ const GROUP_M: u32 = 16;
 /// scale per row, and room to align the stages to a swizzle atom. The output tile is staged in
 /// the stages' space once the main loop is done ([`out_pitch`] bytes per row).
 pub const fn shared_bytes(bm: u32, bn: u32, stages: u32) -> u32 {
-    stages * (bm + bn) * SWIZZLE_ROW_BYTES + bm * 4 + SWIZZLE_ATOM_BYTES
+    stages * (bm + bn) * SWIZZLE_ROW_BYTES + bm * 4 + stages * 8 + SWIZZLE_ATOM_BYTES
 }
 
 /// Bytes per row of the staged output tile: 16 more than the row, so that the 8 rows a warp's
@@ -90,6 +93,13 @@ impl Ring {
     #[inline(always)]
     fn row_scales<const BM: u32, const BN: u32, const S: u32>(self) -> SharedPtr {
         self.base.add(S * (BM + BN) * SWIZZLE_ROW_BYTES)
+    }
+
+    /// The mbarrier that completes when the TMA copies into stage `k_block % S` have landed,
+    /// after the row scales.
+    #[inline(always)]
+    fn full<const BM: u32, const BN: u32, const S: u32>(self, k_block: u32) -> SharedPtr {
+        self.row_scales::<BM, BN, S>().add(BM * 4 + k_block % S * 8)
     }
 }
 
@@ -238,8 +248,10 @@ unsafe fn copy_out_tile<T, const BM: u32, const BN: u32>(
     }
 }
 
-/// The kernel body; see the module docs for the launch contract.
+/// The kernel body; see the module docs for the launch contract. `tensor_maps`: the generic
+/// addresses of the `x` and `W'` tensor maps for TMA loads, or `None` for `cp.async` loads.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn fused_qkv_gemm<T: WgmmaElement, const BM: u32, const BN: u32, const WN: u32, const S: u32>(
     x: *const T,
     qkv_weight: *const T,
@@ -248,19 +260,43 @@ unsafe fn fused_qkv_gemm<T: WgmmaElement, const BM: u32, const BN: u32, const WN
     shape: Shape,
     eps: f32,
     out_scale: f32,
+    tensor_maps: Option<(u64, u64)>,
 ) {
     let n = shape.n();
     let (row0, col0) = tile_origin::<BM, BN>(shape.m, n);
     let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES) };
     let k_blocks = shape.hidden.div_ceil(BK);
-    let load = |k_block: u32| {
-        if k_block < k_blocks {
-            let (a, b) = ring.stage::<BM, BN, S>(k_block);
-            load_operand::<T, BM>(x, shape.m, shape.hidden, row0, k_block, a);
-            load_operand::<T, BN>(qkv_weight, n, shape.hidden, col0, k_block, b);
+    let producer = thread_idx_x() == 0;
+    if tensor_maps.is_some() {
+        if producer {
+            let mut slot = 0;
+            while slot < S {
+                mbarrier::init(ring.full::<BM, BN, S>(slot), 1);
+                slot += 1;
+            }
+            mbarrier::fence_init();
         }
-        // One group per k-block, empty past the end: the waits below count on it.
-        async_copy::commit_group();
+        sync_threads();
+    }
+    let load = |k_block: u32| match tensor_maps {
+        Some((x_map, w_map)) => {
+            if producer && k_block < k_blocks {
+                let (a, b) = ring.stage::<BM, BN, S>(k_block);
+                let full = ring.full::<BM, BN, S>(k_block);
+                mbarrier::arrive_expect_tx(full, (BM + BN) * SWIZZLE_ROW_BYTES);
+                tma::load_2d(a, x_map, k_block * BK, row0, full);
+                tma::load_2d(b, w_map, k_block * BK, col0, full);
+            }
+        }
+        None => {
+            if k_block < k_blocks {
+                let (a, b) = ring.stage::<BM, BN, S>(k_block);
+                load_operand::<T, BM>(x, shape.m, shape.hidden, row0, k_block, a);
+                load_operand::<T, BN>(qkv_weight, n, shape.hidden, col0, k_block, b);
+            }
+            // One group per k-block, empty past the end: the waits below count on it.
+            async_copy::commit_group();
+        }
     };
     let mut k_block = 0;
     while k_block < S - 1 {
@@ -276,9 +312,13 @@ unsafe fn fused_qkv_gemm<T: WgmmaElement, const BM: u32, const BN: u32, const WN
     let mut k_block = 0;
     while k_block < k_blocks {
         // Stage k_block has landed for every thread; the MMAs of k_block - 1 may still run.
-        async_copy::wait_group(S - 2);
-        wgmma::fence_proxy_async_shared();
-        sync_threads();
+        if tensor_maps.is_some() {
+            mbarrier::wait_parity(ring.full::<BM, BN, S>(k_block), k_block / S % 2);
+        } else {
+            async_copy::wait_group(S - 2);
+            wgmma::fence_proxy_async_shared();
+            sync_threads();
+        }
         let (a, b) = ring.stage::<BM, BN, S>(k_block);
         let (desc_a, desc_b) = (descriptor_k_major_sw128(a.add(a_offset)), descriptor_k_major_sw128(b.add(b_offset)));
         wgmma::fence();
@@ -319,7 +359,7 @@ unsafe fn fused_qkv_gemm<T: WgmmaElement, const BM: u32, const BN: u32, const WN
 
 macro_rules! fused_qkv_gemm_kernel {
     ($name:ident, $t:ty, $bm:literal, $bn:literal, $wn:literal, $stages:literal) => {
-        #[doc = concat!("Prefill fused RMSNorm + QKV for `", stringify!($t), "` on `wgmma`: ", stringify!($bm), " x ", stringify!($bn), " tiles, ", stringify!($stages), " stages.")]
+        #[doc = concat!("Prefill fused RMSNorm + QKV for `", stringify!($t), "` on `wgmma`, `cp.async` loads: ", stringify!($bm), " x ", stringify!($bn), " tiles, ", stringify!($stages), " stages.")]
         ///
         /// # Safety
         /// The launch contract of this module.
@@ -341,18 +381,59 @@ macro_rules! fused_qkv_gemm_kernel {
         ) {
             const _: () = assert!(($bm == 64 || $bm == 128) && $wn * (128 / $bm) == $bn && $stages >= 3 && $stages <= 5);
             let shape = Shape { m, hidden, q_cols, kv_cols };
-            fused_qkv_gemm::<$t, $bm, $bn, $wn, $stages>(x, qkv_weight, bias, [q, k, v], shape, eps, out_scale);
+            fused_qkv_gemm::<$t, $bm, $bn, $wn, $stages>(x, qkv_weight, bias, [q, k, v], shape, eps, out_scale, None);
+        }
+    };
+    (tma $name:ident, $t:ty, $bm:literal, $bn:literal, $wn:literal, $stages:literal) => {
+        #[doc = concat!("Prefill fused RMSNorm + QKV for `", stringify!($t), "` on `wgmma`, TMA loads: ", stringify!($bm), " x ", stringify!($bn), " tiles, ", stringify!($stages), " stages.")]
+        ///
+        /// # Safety
+        /// The launch contract of this module; `x_map` and `w_map` describe `x` (`[m, hidden]`,
+        /// box 64 x `BM`) and `W'` (`[N, hidden]`, box 64 x `BN`), 128-byte swizzle.
+        #[no_mangle]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "ptx-kernel" fn $name(
+            x: *const $t,
+            qkv_weight: *const $t,
+            bias: *const $t,
+            q: *mut $t,
+            k: *mut $t,
+            v: *mut $t,
+            m: u32,
+            hidden: u32,
+            q_cols: u32,
+            kv_cols: u32,
+            eps: f32,
+            out_scale: f32,
+            _x_map: TensorMap,
+            _w_map: TensorMap,
+        ) {
+            const _: () = assert!(($bm == 64 || $bm == 128) && $wn * (128 / $bm) == $bn && $stages >= 3 && $stages <= 5);
+            let shape = Shape { m, hidden, q_cols, kv_cols };
+            // Read in place by the copy engine (parameters 12 and 13).
+            let maps = (param_address!($name, 12), param_address!($name, 13));
+            fused_qkv_gemm::<$t, $bm, $bn, $wn, $stages>(x, qkv_weight, bias, [q, k, v], shape, eps, out_scale, Some(maps));
         }
     };
 }
 
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_bf16_wgmma_m128_n256_s4, Bf16, 128, 256, 256, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n256_s4, Bf16, 128, 256, 256, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_bf16_wgmma_m128_n128_s4, Bf16, 128, 128, 128, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n128_s4, Bf16, 128, 128, 128, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_bf16_wgmma_m128_n128_s3, Bf16, 128, 128, 128, 3);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n128_s3, Bf16, 128, 128, 128, 3);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_bf16_wgmma_m64_n256_s4, Bf16, 64, 256, 128, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n256_s4, Bf16, 64, 256, 128, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s4, Bf16, 64, 128, 64, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n128_s4, Bf16, 64, 128, 64, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_f16_wgmma_m128_n256_s4, F16, 128, 256, 256, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n256_s4, F16, 128, 256, 256, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_f16_wgmma_m128_n128_s4, F16, 128, 128, 128, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n128_s4, F16, 128, 128, 128, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_f16_wgmma_m128_n128_s3, F16, 128, 128, 128, 3);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n128_s3, F16, 128, 128, 128, 3);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_f16_wgmma_m64_n256_s4, F16, 64, 256, 128, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_f16_wgmma_tma_m64_n256_s4, F16, 64, 256, 128, 4);
 fused_qkv_gemm_kernel!(fused_rmsnorm_qkv_f16_wgmma_m64_n128_s4, F16, 64, 128, 64, 4);
+fused_qkv_gemm_kernel!(tma fused_rmsnorm_qkv_f16_wgmma_tma_m64_n128_s4, F16, 64, 128, 64, 4);

@@ -31,11 +31,15 @@ pub mod fused_qkv;
 pub mod fused_qkv_gemm;
 pub mod fused_qkv_mma;
 pub mod gemv;
+#[cfg(target_feature = "sm_90a")]
+pub mod mbarrier;
 pub mod mem;
 pub mod mma;
 pub mod qkv;
 pub mod shared;
 pub mod thread;
+#[cfg(target_feature = "sm_90a")]
+pub mod tma;
 pub mod warp;
 #[cfg(target_feature = "sm_90a")]
 pub mod wgmma;

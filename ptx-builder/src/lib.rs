@@ -199,6 +199,11 @@ impl PtxBuilder {
         if !built.is_file() {
             return Err(BuildError::MissingPtx(built));
         }
+        let ptx = std::fs::read_to_string(&built).map_err(|source| BuildError::Io { path: built.clone(), source })?;
+        let fixed = align_tensor_map_params(&ptx);
+        if fixed != ptx {
+            std::fs::write(&built, fixed).map_err(|source| BuildError::Io { path: built.clone(), source })?;
+        }
         Ok(BuiltPtx { arch, path: built })
     }
 }
@@ -234,6 +239,23 @@ fn run_capture(cmd: &mut Command) -> Result<String, BuildError> {
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Declares every 128-byte by-value kernel parameter (a `CUtensorMap`, kernel-gpu's
+/// `tma::TensorMap`) 64-byte aligned, as the copy engine requires. rustc's PTX kernel ABI
+/// aborts on parameters aligned above 16 bytes, so the device crate declares 16 and this raises
+/// it; the kernels only take the parameters' addresses, so nothing else changes.
+pub fn align_tensor_map_params(ptx: &str) -> String {
+    let mut out = String::with_capacity(ptx.len());
+    for line in ptx.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', ',']).trim();
+        if body.starts_with(".param .align 16 .b8 ") && body.ends_with("[128]") {
+            out.push_str(&line.replacen(".param .align 16 ", ".param .align 64 ", 1));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// What ptxas reports for one kernel.
@@ -375,6 +397,15 @@ ptxas info    : Used 255 registers, used 1 barriers, 64 bytes cumulative stack s
         assert!(check_resources(&k[..1]).is_ok());
         let err = check_resources(&k).unwrap_err().to_string();
         assert!(err.contains("k_bad") && !err.contains("k_good"), "{err}");
+    }
+
+    #[test]
+    fn tensor_map_params_get_64_byte_alignment() {
+        let ptx = ".entry k(\n\t.param .u32 k_param_0,\n\t.param .align 16 .b8 k_param_1[128],\n\t.param .align 16 .b8 k_param_2[128]\n)\n\t.param .align 16 .b8 other[16]\n";
+        let fixed = align_tensor_map_params(ptx);
+        assert_eq!(fixed.matches(".param .align 64 .b8 k_param_").count(), 2, "{fixed}");
+        assert!(fixed.contains(".param .align 16 .b8 other[16]") && fixed.contains(".param .u32 k_param_0,"));
+        assert_eq!(fixed.len(), ptx.len());
     }
 
     #[test]

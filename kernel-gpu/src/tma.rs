@@ -1,0 +1,55 @@
+//! Hopper's tensor memory accelerator (TMA): whole tiles copied from global to shared memory
+//! by one thread's instruction, completing on an mbarrier (sm_90).
+//!
+//! A copy is described by a tensor map (`CUtensorMap`, 128 bytes, encoded by the host with
+//! `cuTensorMapEncodeTiled`) passed by value as a kernel parameter. The map fixes the matrix's
+//! address, sizes and row pitch, the box (tile) shape and the shared-memory swizzle; boxes that
+//! reach past the matrix are zero-filled, which is how the kernels handle tails.
+
+use core::arch::asm;
+
+use crate::shared::SharedPtr;
+
+/// A `CUtensorMap`, opaque to the device code. The PTX declares the parameter with 16-byte
+/// alignment (rustc's PTX kernel ABI rejects more); `ptx-builder` raises it to the 64 bytes the
+/// hardware needs.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct TensorMap(pub [u64; 16]);
+
+/// The generic address of kernel parameter `$index` of kernel `$kernel`, for a [`TensorMap`]
+/// passed by value (the instruction reads it in place, as CUDA's `__grid_constant__`).
+#[macro_export]
+macro_rules! param_address {
+    ($kernel:ident, $index:literal) => {{
+        let address: u64;
+        // SAFETY: reads the address of a parameter of the enclosing kernel; no memory is touched.
+        unsafe {
+            core::arch::asm!(
+                concat!("mov.u64 {a}, ", stringify!($kernel), "_param_", stringify!($index), ";"),
+                "cvta.param.u64 {a}, {a};",
+                a = out(reg64) address,
+                options(pure, nomem, nostack),
+            )
+        };
+        address
+    }};
+}
+
+/// Copies the box of the 2-D tensor `map` whose first element is at (`inner`, `outer`)
+/// (element index along the contiguous dimension, then row) into `dst`; the transfer's bytes
+/// count towards `barrier`'s expected transactions.
+///
+/// # Safety
+/// `map` must be the generic address of a valid tensor map in parameter, constant or global
+/// memory; `dst` must be aligned as the map's swizzle requires (1024 bytes for 128-byte swizzle)
+/// with room for the box, and not be read or written by anyone until `barrier` completes;
+/// `barrier` must be an initialised mbarrier expecting these bytes ([`crate::mbarrier`]).
+#[inline(always)]
+pub unsafe fn load_2d(dst: SharedPtr, map: u64, inner: u32, outer: u32, barrier: SharedPtr) {
+    asm!(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [{d}], [{m}, {{{c0}, {c1}}}], [{b}];",
+        d = in(reg32) dst.0, m = in(reg64) map, c0 = in(reg32) inner, c1 = in(reg32) outer, b = in(reg32) barrier.0,
+        options(nostack),
+    );
+}
