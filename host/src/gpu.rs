@@ -35,7 +35,9 @@ const GEMV_ROWS_PER_BLOCK: usize = 8;
 const MMA_TILE: (usize, usize, usize) = (16, 8, 2);
 const TILE_THREADS: u32 = 128;
 const WGMMA_THREADS: u32 = 256;
-/// The `wgmma` kernels' tiles (rows x columns of y per block, shared-memory stages), largest first.
+/// The `wgmma` kernels' tiles (rows x columns of y per block, shared-memory stages), largest
+/// first. 128-row tiles load through TMA, 64-row tiles through cp.async (kernel-gpu's
+/// fused_qkv_gemm.rs says why).
 const WGMMA_TILES: [(usize, usize, usize); 5] =
     [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)];
 /// kernel-gpu's `fused_qkv_gemm::shared_bytes`: the stages of (rows + cols) x 128 B, a row scale
@@ -82,9 +84,9 @@ pub enum KernelPolicy {
     /// error elsewhere.
     Wgmma,
     /// As `Wgmma` with a fixed tile: `rows` x `cols` of y per block and `stages` shared-memory
-    /// stages, one of 128 x 256 x 4, 128 x 128 x 4, 128 x 128 x 3, 64 x 256 x 4, 64 x 128 x 4;
-    /// tiles loaded by the copy engine (`tma`) or by every thread with `cp.async`.
-    WgmmaTile { rows: usize, cols: usize, stages: usize, tma: bool },
+    /// stages, one of 128 x 256 x 4, 128 x 128 x 4, 128 x 128 x 3 (loaded by TMA), 64 x 256 x 4,
+    /// 64 x 128 x 4 (loaded by cp.async).
+    WgmmaTile { rows: usize, cols: usize, stages: usize },
 }
 
 /// A kernel entry point of the embedded PTX.
@@ -117,9 +119,12 @@ impl KernelKind {
                 }
             }
             if hopper {
-                for tma in [true, false] {
-                    kinds.extend(WGMMA_TILES.map(|(rows, cols, stages)| KernelKind::Wgmma { rows, cols, stages, tma }));
-                }
+                kinds.extend(WGMMA_TILES.map(|(rows, cols, stages)| KernelKind::Wgmma {
+                    rows,
+                    cols,
+                    stages,
+                    tma: rows == 128,
+                }));
             }
         }
         kinds
@@ -469,14 +474,14 @@ impl<T: Dtype> GpuLayer<T> {
             && c.kv_cols().is_multiple_of(2)
             && outputs_aligned_4;
         let wgmma_tile = match self.policy {
-            KernelPolicy::Auto if wgmma_ok && m >= WGMMA_MIN_TOKENS => Some((self.wgmma_tile(m), true)),
-            KernelPolicy::Wgmma if wgmma_ok => Some((self.wgmma_tile(m), true)),
-            KernelPolicy::WgmmaTile { rows, cols, stages, .. } if !WGMMA_TILES.contains(&(rows, cols, stages)) => {
+            KernelPolicy::Auto if wgmma_ok && m >= WGMMA_MIN_TOKENS => Some(self.wgmma_tile(m)),
+            KernelPolicy::Wgmma if wgmma_ok => Some(self.wgmma_tile(m)),
+            KernelPolicy::WgmmaTile { rows, cols, stages } if !WGMMA_TILES.contains(&(rows, cols, stages)) => {
                 return Err(Error::InvalidConfig(format!(
                     "no wgmma tile of {rows} x {cols} with {stages} stages (have {WGMMA_TILES:?})"
                 )))
             }
-            KernelPolicy::WgmmaTile { rows, cols, stages, tma } if wgmma_ok => Some(((rows, cols, stages), tma)),
+            KernelPolicy::WgmmaTile { rows, cols, stages } if wgmma_ok => Some((rows, cols, stages)),
             KernelPolicy::Wgmma | KernelPolicy::WgmmaTile { .. } => {
                 return Err(Error::InvalidConfig(format!(
                     "the wgmma kernel needs compute capability 9.0 (this GPU: {:?}), bf16 or f16, hidden % 8 == 0, \
@@ -486,9 +491,9 @@ impl<T: Dtype> GpuLayer<T> {
             }
             _ => None,
         };
-        if let Some(((rows, cols, stages), tma)) = wgmma_tile {
+        if let Some((rows, cols, stages)) = wgmma_tile {
             return Ok(Plan {
-                kind: KernelKind::Wgmma { rows, cols, stages, tma },
+                kind: KernelKind::Wgmma { rows, cols, stages, tma: rows == 128 },
                 threads: WGMMA_THREADS,
                 tokens_per_block: rows,
                 grid_x: c.qkv_cols().div_ceil(cols) as u32,
@@ -567,14 +572,23 @@ impl<T: Dtype> GpuLayer<T> {
         })
     }
 
-    /// The `wgmma` tile for `m` tokens: the largest that still gives every multiprocessor a block.
+    /// The `wgmma` tile for `m` tokens (measured on the H100, bench/NOTES.md v5): 64-row tiles
+    /// while 128 x 128 tiles would leave multiprocessors idle (small M is W-bound: more, smaller
+    /// blocks stream it faster); 128 x 256 where N is a multiple of 256 and it still fills two
+    /// thirds of the machine; else 128 x 128, with 3 stages (two blocks per multiprocessor) once
+    /// there is more than one wave.
     fn wgmma_tile(&self, m: usize) -> (usize, usize, usize) {
-        let n = self.config.qkv_cols();
-        let blocks = |(rows, cols, _): (usize, usize, usize)| m.div_ceil(rows) * n.div_ceil(cols);
-        WGMMA_TILES
-            .into_iter()
-            .find(|&tile| blocks(tile) >= self.kernels.multiprocessors)
-            .unwrap_or(WGMMA_TILES[WGMMA_TILES.len() - 1])
+        let (n, sms) = (self.config.qkv_cols(), self.kernels.multiprocessors);
+        let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
+        if blocks(128, 128) < sms {
+            (64, 128, 4)
+        } else if n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms {
+            (128, 256, 4)
+        } else if blocks(128, 128) <= sms {
+            (128, 128, 4)
+        } else {
+            (128, 128, 3)
+        }
     }
 
     /// Which kernels [`GpuLayer::forward_into`] may use (default [`KernelPolicy::Auto`]).

@@ -56,7 +56,7 @@ fn policy_for<T: Dtype>(pick: u8, config: &QkvConfig, x_offset: usize, has_wgmma
         5 if wgmma_ok => {
             let tiles = [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)];
             let (rows, cols, stages) = tiles[pick as usize / 6 % tiles.len()];
-            KernelPolicy::WgmmaTile { rows, cols, stages, tma: pick / 30 % 2 == 0 }
+            KernelPolicy::WgmmaTile { rows, cols, stages }
         }
         1 => KernelPolicy::Simt,
         2 if tensor_core_ok => KernelPolicy::TensorCore,
@@ -207,9 +207,7 @@ fn gpu_prefill_tiles_and_tails() {
                     for (rows, cols, stages) in
                         [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)]
                     {
-                        for tma in [true, false] {
-                            policies.push(KernelPolicy::WgmmaTile { rows, cols, stages, tma });
-                        }
+                        policies.push(KernelPolicy::WgmmaTile { rows, cols, stages });
                     }
                 }
                 for policy in policies {

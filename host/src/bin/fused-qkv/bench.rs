@@ -47,7 +47,7 @@ pub struct BenchArgs {
     /// kernel), a fixed tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8,
     /// pipeline depth D: 2|3), wgmma (the Hopper prefill kernel) or a fixed wgmma tile `wg:R,C,S`
     /// (R x C of y per block, S shared-memory stages: 128,256,4 128,128,4 128,128,3 64,256,4
-    /// 64,128,4; tiles loaded by TMA, or `wgc:R,C,S` by cp.async), for measuring the table; tensor cores
+    /// 64,128,4), for measuring the table; tensor cores
     /// apply to bf16 and f16, wgmma to compute capability 9.0 only.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
@@ -301,11 +301,11 @@ fn print_table(doc: &Value) {
     }
 }
 
-/// `--kernel`: auto, simt, tensor-core, `tc:ROWS,WARPS,DEPTH`, wgmma, `wg:ROWS,COLS,STAGES` or `wgc:ROWS,COLS,STAGES`.
+/// `--kernel`: auto, simt, tensor-core, `tc:ROWS,WARPS,DEPTH`, wgmma or `wg:ROWS,COLS,STAGES`.
 fn parse_policy(text: &str) -> Result<KernelPolicy> {
     let bad = || {
         Error::InvalidConfig(format!(
-            "--kernel {text}: expected auto, simt, tensor-core, tc:ROWS,WARPS,DEPTH, wgmma, wg:ROWS,COLS,STAGES (TMA loads) or wgc:ROWS,COLS,STAGES (cp.async loads)"
+            "--kernel {text}: expected auto, simt, tensor-core, tc:ROWS,WARPS,DEPTH, wgmma or wg:ROWS,COLS,STAGES"
         ))
     };
     Ok(match text {
@@ -313,14 +313,11 @@ fn parse_policy(text: &str) -> Result<KernelPolicy> {
         "simt" => KernelPolicy::Simt,
         "tensor-core" => KernelPolicy::TensorCore,
         "wgmma" => KernelPolicy::Wgmma,
-        _ if text.starts_with("wg:") || text.starts_with("wgc:") => {
-            let (tma, tile) = match text.strip_prefix("wg:") {
-                Some(tile) => (true, tile),
-                None => (false, &text[4..]),
-            };
-            let numbers: Vec<usize> = tile.split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+        _ if text.starts_with("wg:") => {
+            let numbers: Vec<usize> =
+                text[3..].split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
             let [rows, cols, stages] = numbers[..] else { return Err(bad()) };
-            KernelPolicy::WgmmaTile { rows, cols, stages, tma }
+            KernelPolicy::WgmmaTile { rows, cols, stages }
         }
         _ => {
             let tile = text.strip_prefix("tc:").ok_or_else(bad)?;
