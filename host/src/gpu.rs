@@ -46,8 +46,15 @@ fn wgmma_shared_bytes(rows: usize, cols: usize, stages: usize) -> u32 {
     (stages * (rows + cols) * 128 + rows * 4 + 1024) as u32
 }
 /// From this many tokens on, bf16 and f16 on Hopper use the `wgmma` prefill kernel (measured
-/// crossover, bench/NOTES.md).
-pub const WGMMA_MIN_TOKENS: usize = 64;
+/// crossover, bench/NOTES.md v5: beyond 32 tokens the mma.sync kernel streams W once more per
+/// 32 tokens)...
+pub const WGMMA_MIN_TOKENS: usize = 33;
+/// ...unless W' is smaller than this: then its repeated reads hit L2 and the mma.sync kernel
+/// stays ahead up to [`WGMMA_MIN_TOKENS_SMALL_W`] tokens (Qwen2.5-0.5B, 2 MB: 9.5 vs 11.3 us at
+/// M = 128, 13.8 vs 11.2 at M = 192).
+pub const SMALL_W_BYTES: usize = 4 << 20;
+/// The crossover for small W'.
+pub const WGMMA_MIN_TOKENS_SMALL_W: usize = 160;
 const TILE_M: usize = 8;
 const TILE_N: usize = 8;
 /// Dynamic shared memory for the tile kernel's staged `x` rows: under the 48 KB a block gets
@@ -59,15 +66,19 @@ pub const TENSOR_CORE_MIN_TOKENS: usize = 3;
 
 /// Which kernels a layer may use. `Auto` is the measured dispatch table (bench/NOTES.md):
 ///
-/// | dtype | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
-/// |---|---|---|---|
-/// | bf16, f16 | yes | 1, 2 | SIMT decode (`gemv`), 1 or 2 tokens per block |
-/// | bf16, f16 | yes | 3 and more | tensor cores, 16 rows of W x up to 32 tokens per block, 8 warps |
-/// | f32 | yes | 1 to 4 | SIMT decode (`gemv`) |
-/// | f32 | yes | more | SIMT tile kernel, 8 tokens per block |
-/// | any | no | any | SIMT tile kernel, scalar loads |
+/// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
+/// |---|---|---|---|---|
+/// | bf16, f16 | any | yes | 1, 2 | SIMT decode (`gemv`), 1 or 2 tokens per block |
+/// | bf16, f16 | any | yes | 3 to 32 (to 159 if W' < 4 MB; any off Hopper) | tensor cores (mma.sync), 16 rows of W x up to 32 tokens per block, 8 warps |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | 33 and more (160 if W' < 4 MB) | prefill on `wgmma` (tile: see below) |
+/// | f32 | any | yes | 1 to 4 | SIMT decode (`gemv`) |
+/// | f32 | any | yes | more | SIMT tile kernel, 8 tokens per block |
+/// | any | any | no | any | SIMT tile kernel, scalar loads |
 ///
-/// The tensor cores multiply bf16/f16 exactly with fp32 accumulation; f32 never uses them (no tf32).
+/// The `wgmma` tile: 64 x 128 while 128 x 128 tiles would not give every multiprocessor a block;
+/// 128 x 256 where N % 256 == 0 and it fills two thirds of them; else 128 x 128 (3 stages, two
+/// blocks per multiprocessor, past one wave). The tensor cores multiply bf16/f16 exactly with
+/// fp32 accumulation; f32 never uses them (no tf32).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelPolicy {
     #[default]
@@ -474,7 +485,7 @@ impl<T: Dtype> GpuLayer<T> {
             && c.kv_cols().is_multiple_of(2)
             && outputs_aligned_4;
         let wgmma_tile = match self.policy {
-            KernelPolicy::Auto if wgmma_ok && m >= WGMMA_MIN_TOKENS => Some(self.wgmma_tile(m)),
+            KernelPolicy::Auto if wgmma_ok && m >= self.wgmma_min_tokens() => Some(self.wgmma_tile(m)),
             KernelPolicy::Wgmma if wgmma_ok => Some(self.wgmma_tile(m)),
             KernelPolicy::WgmmaTile { rows, cols, stages } if !WGMMA_TILES.contains(&(rows, cols, stages)) => {
                 return Err(Error::InvalidConfig(format!(
@@ -570,6 +581,16 @@ impl<T: Dtype> GpuLayer<T> {
             chunk: Some(chunk as u32),
             rows_in_grid_x: false,
         })
+    }
+
+    /// Where `Auto` moves from the mma.sync kernel to `wgmma`.
+    fn wgmma_min_tokens(&self) -> usize {
+        let w_bytes = self.config.qkv_cols() * self.config.hidden * T::KIND.size_bytes();
+        if w_bytes < SMALL_W_BYTES {
+            WGMMA_MIN_TOKENS_SMALL_W
+        } else {
+            WGMMA_MIN_TOKENS
+        }
     }
 
     /// The `wgmma` tile for `m` tokens (measured on the H100, bench/NOTES.md v5): 64-row tiles
