@@ -2,10 +2,12 @@
 //!
 //! Compiled to PTX by stock rustc's `nvptx64-nvidia-cuda` backend (see `ptx-builder`). The small
 //! device API below is named after `cuda_std`'s modules so that a later port to rust-cuda is
-//! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`]; [`element`] maps the storage
-//! dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor cores, and [`qkv`] what every
-//! kernel shares (shape, norm scale, output store). Kernels: [`gemv`] (decode, SIMT),
-//! [`fused_qkv_mma`] (a few to 64 tokens, tensor cores) and [`fused_qkv`] (any shape, the fallback).
+//! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`], [`async_copy`]; [`element`]
+//! maps the storage dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor cores, and
+//! [`qkv`] what every kernel shares (shape, norm scale, output store). Kernels: [`gemv`] (decode,
+//! SIMT), [`fused_qkv_mma`] (a few to 64 tokens, tensor cores) and [`fused_qkv`] (any shape, the
+//! fallback). Built for sm_90a (`-C target-cpu=sm_90a`) the crate also has Hopper's `mbarrier`,
+//! `tma` and `wgmma` modules and the prefill kernel `fused_qkv_gemm`.
 #![no_std]
 #![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch)]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn carries a `# Safety` section instead

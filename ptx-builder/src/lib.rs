@@ -27,7 +27,7 @@ pub enum BuildError {
     UnknownArch(String),
     #[error("ptxas was not found and could not be installed: {0}")]
     NoPtxas(String),
-    #[error("ptxas reported kernels that spill or use a stack frame:\n{0}")]
+    #[error("ptxas reported kernels that spill, use a stack frame or serialise wgmma:\n{0}")]
     Resources(String),
 }
 
@@ -268,12 +268,20 @@ pub struct KernelResources {
     pub stack_bytes: u32,
     pub spill_store_bytes: u32,
     pub spill_load_bytes: u32,
+    /// ptxas serialised the kernel's `wgmma` instructions (warning C7515): the tensor cores then
+    /// wait for each MMA before the next.
+    pub wgmma_serialized: bool,
 }
 
 impl KernelResources {
     /// Spills or a stack frame: local-memory traffic the kernels are written to avoid.
     pub fn uses_local_memory(&self) -> bool {
         self.stack_bytes > 0 || self.spill_store_bytes > 0 || self.spill_load_bytes > 0
+    }
+
+    /// Local memory or serialised `wgmma`: what `check_resources` rejects.
+    pub fn is_bad(&self) -> bool {
+        self.uses_local_memory() || self.wgmma_serialized
     }
 }
 
@@ -284,7 +292,14 @@ pub fn parse_ptxas_report(text: &str) -> Vec<KernelResources> {
         line[..end].trim_end().rsplit([' ', ',']).next()?.parse().ok()
     }
     let mut kernels: Vec<KernelResources> = Vec::new();
+    let mut serialized: Vec<String> = Vec::new();
     for line in text.lines() {
+        if line.contains("(C7515)") {
+            if let Some(name) = line.rsplit("in the function '").next().and_then(|r| r.split('\'').next()) {
+                serialized.push(name.to_string());
+            }
+            continue;
+        }
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let mut parts = rest.split('\'');
             let name = parts.next().unwrap_or_default().to_string();
@@ -300,6 +315,9 @@ pub fn parse_ptxas_report(text: &str) -> Vec<KernelResources> {
                 k.shared_bytes = number_before(line, "bytes smem").unwrap_or(0);
             }
         }
+    }
+    for k in &mut kernels {
+        k.wgmma_serialized = serialized.contains(&k.name);
     }
     kernels
 }
@@ -346,11 +364,16 @@ pub fn ptxas_resources(ptxas: &Path, ptx: &Path, arch: Arch) -> Result<Vec<Kerne
 pub fn check_resources(kernels: &[KernelResources]) -> Result<(), BuildError> {
     let bad: Vec<String> = kernels
         .iter()
-        .filter(|k| k.uses_local_memory())
+        .filter(|k| k.is_bad())
         .map(|k| {
             format!(
-                "  {} ({}): {} B stack, {} B spill stores, {} B spill loads",
-                k.name, k.arch, k.stack_bytes, k.spill_store_bytes, k.spill_load_bytes
+                "  {} ({}): {} B stack, {} B spill stores, {} B spill loads{}",
+                k.name,
+                k.arch,
+                k.stack_bytes,
+                k.spill_store_bytes,
+                k.spill_load_bytes,
+                if k.wgmma_serialized { ", wgmma serialised (C7515)" } else { "" }
             )
         })
         .collect();
@@ -371,12 +394,17 @@ ptxas info    : Function properties for k_good\n    0 bytes stack frame, 0 bytes
 ptxas info    : Used 76 registers, used 1 barriers, 128 bytes smem\n\
 ptxas info    : Compiling entry function 'k_bad' for 'sm_80'\n\
 ptxas info    : Function properties for k_bad\n    64 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n\
-ptxas info    : Used 255 registers, used 1 barriers, 64 bytes cumulative stack size, 0 bytes smem\n";
+ptxas info    : Used 255 registers, used 1 barriers, 64 bytes cumulative stack size, 0 bytes smem\n\
+ptxas info    : Compiling entry function 'k_serial' for 'sm_90a'\n\
+ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function 'k_serial'\n\
+ptxas info    : Function properties for k_serial\n    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+ptxas info    : Used 90 registers, used 1 barriers, 0 bytes smem\n";
 
     #[test]
     fn parses_ptxas_report() {
         let k = parse_ptxas_report(REPORT);
-        assert_eq!(k.len(), 2);
+        assert_eq!(k.len(), 3);
+        assert!(k[2].wgmma_serialized && !k[2].uses_local_memory() && !k[0].wgmma_serialized);
         assert_eq!(
             k[0],
             KernelResources {
@@ -396,7 +424,7 @@ ptxas info    : Used 255 registers, used 1 barriers, 64 bytes cumulative stack s
         let k = parse_ptxas_report(REPORT);
         assert!(check_resources(&k[..1]).is_ok());
         let err = check_resources(&k).unwrap_err().to_string();
-        assert!(err.contains("k_bad") && !err.contains("k_good"), "{err}");
+        assert!(err.contains("k_bad") && err.contains("k_serial (sm_90a)") && !err.contains("k_good"), "{err}");
     }
 
     #[test]
