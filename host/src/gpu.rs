@@ -1,9 +1,9 @@
 //! The GPU path: the embedded PTX ([`Kernels`]) and one layer's device weights ([`GpuLayer`]).
 //!
 //! Calls are stream-ordered: [`GpuLayer::forward_into`] enqueues one launch (several only past
-//! 65,535 blocks of tokens along the grid's y) and never synchronises or allocates, so it can be captured in a CUDA graph. Launch errors are
-//! returned; errors inside the kernel surface at the caller's next synchronisation, as with any
-//! CUDA work.
+//! 65,535 blocks of tokens along the grid's y) and never synchronises or allocates, so it can be
+//! captured in a CUDA graph. Launch errors are returned; errors inside the kernel surface at the
+//! caller's next synchronisation, as with any CUDA work.
 
 use std::collections::HashMap;
 use std::ffi::c_void;

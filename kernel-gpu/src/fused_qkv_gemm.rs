@@ -36,7 +36,7 @@ use crate::element::{Bf16, Element, F16};
 use crate::float::fma_rn;
 use crate::mbarrier;
 use crate::param_address;
-use crate::qkv::{row_scale, Shape};
+use crate::qkv::{destination, row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, sync_threads, thread_idx_x};
 use crate::tma::{self, TensorMap};
@@ -164,18 +164,6 @@ unsafe fn store_row_scale<const BM: u32>(sum_sq: f32, shape: Shape, eps: f32, ou
         scales.offset_f32(tid / threads_per_row).store_f32(row_scale(sum_sq, shape.hidden, eps, out_scale));
     }
     sync_threads();
-}
-
-/// Where output column `col` (< N) of a row goes: q, k or v, its row length and column there.
-#[inline(always)]
-fn destination<T>(out: [*mut T; 3], shape: Shape, col: u32) -> (*mut T, u32, u32) {
-    if col < shape.q_cols {
-        (out[0], shape.q_cols, col)
-    } else if col < shape.q_cols + shape.kv_cols {
-        (out[1], shape.kv_cols, col - shape.q_cols)
-    } else {
-        (out[2], shape.kv_cols, col - shape.q_cols - shape.kv_cols)
-    }
 }
 
 /// Step 5: `y = acc * row_scale + bias` for this thread's accumulators of the warpgroup tile at

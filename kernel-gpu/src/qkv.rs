@@ -51,12 +51,19 @@ pub unsafe fn store_output<T: Element>(
 ) {
     let y = dot * row_scale;
     let y = if bias.is_null() { y } else { y + T::load(bias.add(n as usize)) };
-    let (dst, cols, col) = if n < shape.q_cols {
-        (out[0], shape.q_cols, n)
-    } else if n < shape.q_cols + shape.kv_cols {
-        (out[1], shape.kv_cols, n - shape.q_cols)
-    } else {
-        (out[2], shape.kv_cols, n - shape.q_cols - shape.kv_cols)
-    };
+    let (dst, cols, col) = destination(out, shape, n);
     T::store(dst.add(row as usize * cols as usize + col as usize), y);
+}
+
+/// Where output column `col` (< N) of a row goes: q, k or v, that buffer's row length and the
+/// column there.
+#[inline(always)]
+pub fn destination<T>(out: [*mut T; 3], shape: Shape, col: u32) -> (*mut T, u32, u32) {
+    if col < shape.q_cols {
+        (out[0], shape.q_cols, col)
+    } else if col < shape.q_cols + shape.kv_cols {
+        (out[1], shape.kv_cols, col - shape.q_cols)
+    } else {
+        (out[2], shape.kv_cols, col - shape.q_cols - shape.kv_cols)
+    }
 }
