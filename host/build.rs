@@ -1,5 +1,6 @@
 //! Builds the device crate into PTX (through ptx-builder, the same helper `cargo xtask build-ptx`
-//! uses) and hands its paths to `include_str!` in `src/kernels.rs`.
+//! uses) and hands its paths to `include_str!` in `src/gpu/mod.rs`. With the `tile-sweep`
+//! feature the device crate is built with its feature of that name (the measurement-only tiles).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,10 @@ fn main() {
     // Share one device build between profiles and with xtask: <target>/ptx/<arch>/.
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let target = if target.is_relative() { root.join(target) } else { target };
-    let builder = PtxBuilder::new(&root, &target, vec![Arch::Sm80, Arch::Sm90a]);
+    let mut builder = PtxBuilder::new(&root, &target, vec![Arch::Sm80, Arch::Sm90a]);
+    if std::env::var_os("CARGO_FEATURE_TILE_SWEEP").is_some() {
+        builder.features.push("tile-sweep".into());
+    }
     for input in builder.inputs() {
         println!("cargo:rerun-if-changed={}", input.display());
     }

@@ -56,6 +56,15 @@ pub enum DtypeKind {
 }
 
 impl DtypeKind {
+    /// The same dtype as the kernel ABI names it.
+    pub fn abi(self) -> kernel_abi::Dtype {
+        match self {
+            DtypeKind::Bf16 => kernel_abi::Dtype::Bf16,
+            DtypeKind::F16 => kernel_abi::Dtype::F16,
+            DtypeKind::F32 => kernel_abi::Dtype::F32,
+        }
+    }
+
     /// Every dtype.
     pub const ALL: [DtypeKind; 3] = [DtypeKind::Bf16, DtypeKind::F16, DtypeKind::F32];
 

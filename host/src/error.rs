@@ -41,12 +41,12 @@ pub enum Error {
 }
 
 /// Adds "while ..." context to `cust` results, turning them into [`Error::Cuda`].
-pub trait CudaContext<T> {
+pub trait CudaResultExt<T> {
     /// `Err(e)` becomes `Error::Cuda { context: context(), source: e }`.
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 
-impl<T> CudaContext<T> for cust::error::CudaResult<T> {
+impl<T> CudaResultExt<T> for cust::error::CudaResult<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Cuda { context: context(), source })
     }

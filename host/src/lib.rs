@@ -18,7 +18,8 @@
 //! - [`QkvConfig`]: shapes and eps, with presets for common models.
 //! - [`QkvWeights`]: host copies of gamma, W and the bias; [`checkpoint`] loads them from safetensors;
 //!   [`FoldedWeights`]: gamma folded into W, what the kernels read.
-//! - [`gpu::GpuLayer`]: device copies and the launch ([`gpu::Kernels`] holds the loaded PTX).
+//! - [`gpu::GpuLayer`]: device copies and the launch ([`gpu::Kernels`] holds the loaded PTX,
+//!   [`gpu::KernelPolicy`] the dispatch table); [`kernel_abi`] what the kernels and the launch share.
 //! - [`cpu::CpuLayer`]: the same API shape on the CPU, parallel with rayon.
 //! - [`reference`]: the float64 oracle the tests and the CLI compare against.
 
@@ -29,12 +30,13 @@ pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod reference;
-pub mod tma;
 pub mod weights;
 
 pub use config::QkvConfig;
 pub use dtype::{Dtype, DtypeKind};
-pub use error::{CudaContext, Error, Result};
+pub use error::{CudaResultExt, Error, Result};
 /// The `half` crate (1.x) whose `bf16` and `f16` the layer stores.
 pub use half;
+/// The kernel ABI shared with the device crate: parameter structs, tiles, the kernel list.
+pub use kernel_abi;
 pub use weights::{FoldedWeights, QkvWeights};

@@ -98,6 +98,24 @@ impl<T> FoldedWeights<T> {
     pub fn out_scale(&self) -> f32 {
         (-self.scale_log2 as f32).exp2()
     }
+
+    /// Checks the config and that W and the bias match it (the fields are public, so a caller
+    /// may have built or changed them).
+    pub fn check(&self) -> Result<()> {
+        let c = &self.config;
+        c.validate()?;
+        check_len("qkv_weight", c.weight_len(), self.qkv_weight.len())?;
+        match (&self.bias, c.bias) {
+            (Some(b), true) => check_len("bias", c.qkv_cols(), b.len()),
+            (None, false) => Ok(()),
+            (b, _) => Err(Error::InvalidConfig(format!(
+                "folded weights: bias of {:?} elements does not match config.bias = {} (N = {})",
+                b.as_ref().map(Vec::len),
+                c.bias,
+                c.qkv_cols()
+            ))),
+        }
+    }
 }
 
 impl<T: Dtype> QkvWeights<T> {

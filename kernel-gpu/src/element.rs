@@ -23,15 +23,6 @@ pub trait Element: Copy {
     /// `ptr` must point to a readable, aligned element in global memory not written during the kernel.
     unsafe fn load(ptr: *const Self) -> f32;
 
-    /// Loads `VEC` consecutive elements as f32 into the first `VEC` lanes (the rest zero) with one
-    /// 16-byte access.
-    ///
-    /// # Safety
-    /// `ptr` must be 16-byte aligned with `VEC` readable elements not written during the kernel.
-    unsafe fn load_vec(ptr: *const Self) -> [f32; 8] {
-        Self::unpack(mem::load_nc_v16(ptr.cast()))
-    }
-
     /// Widens the `VEC` elements of a raw 16-byte vector to f32 (the rest zero). Loads kept raw
     /// until use hold 4 registers instead of 8.
     fn unpack(raw: mem::Vec16) -> [f32; 8];

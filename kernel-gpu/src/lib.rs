@@ -4,10 +4,12 @@
 //! device API below is named after `cuda_std`'s modules so that a later port to rust-cuda is
 //! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`], [`async_copy`]; [`element`]
 //! maps the storage dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor cores, and
-//! [`qkv`] what every kernel shares (shape, norm scale, output store). Kernels: [`gemv`] (decode,
-//! SIMT), [`fused_qkv_mma`] (a few to 64 tokens, tensor cores) and [`fused_qkv`] (any shape, the
-//! fallback). Built for sm_90a (`-C target-cpu=sm_90a`) the crate also has Hopper's `mbarrier`,
-//! `tma` and `wgmma` modules and the prefill kernel `fused_qkv_gemm`.
+//! [`qkv`] holds the steps every kernel shares (masked load, sum of squares, row scale,
+//! epilogue). The kernel families are in [`family`]: `gemv` (decode, SIMT), `mma` (a few to 32
+//! tokens per block, tensor cores), `fallback` (any shape, SIMT) and, built for sm_90a
+//! (`-C target-cpu=sm_90a`, which also brings Hopper's [`mbarrier`], [`tma`] and [`wgmma`]
+//! modules), `wgmma` (prefill). [`kernels`] declares the entry points from the kernel ABI's list
+//! (`kernel-abi`), which also defines their parameter structs, tiles and launch geometry.
 #![no_std]
 #![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch)]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn carries a `# Safety` section instead
@@ -27,12 +29,9 @@ macro_rules! unroll {
 pub mod async_copy;
 pub mod delay;
 pub mod element;
+pub mod family;
 pub mod float;
-pub mod fused_qkv;
-#[cfg(target_feature = "sm_90a")]
-pub mod fused_qkv_gemm;
-pub mod fused_qkv_mma;
-pub mod gemv;
+pub mod kernels;
 #[cfg(target_feature = "sm_90a")]
 pub mod mbarrier;
 pub mod mem;

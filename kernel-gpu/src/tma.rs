@@ -10,23 +10,16 @@ use core::arch::asm;
 
 use crate::shared::SharedPtr;
 
-/// A `CUtensorMap`, opaque to the device code. The PTX declares the parameter with 16-byte
-/// alignment (rustc's PTX kernel ABI rejects more); `ptx-builder` raises it to the 64 bytes the
-/// hardware needs.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-pub struct TensorMap(pub [u64; 16]);
-
-/// The generic address of kernel parameter `$index` of kernel `$kernel`, for a [`TensorMap`]
-/// passed by value (the instruction reads it in place, as CUDA's `__grid_constant__`).
+/// The generic address of the (only) parameter of kernel `$kernel`, a struct passed by value
+/// whose tensor maps the copy engine reads in place (as CUDA's `__grid_constant__`).
 #[macro_export]
 macro_rules! param_address {
-    ($kernel:ident, $index:literal) => {{
+    ($kernel:ident) => {{
         let address: u64;
-        // SAFETY: reads the address of a parameter of the enclosing kernel; no memory is touched.
+        // SAFETY: reads the address of the enclosing kernel's parameter; no memory is touched.
         unsafe {
             core::arch::asm!(
-                concat!("mov.u64 {a}, ", stringify!($kernel), "_param_", stringify!($index), ";"),
+                concat!("mov.u64 {a}, ", stringify!($kernel), "_param_0;"),
                 "cvta.param.u64 {a}, {a};",
                 a = out(reg64) address,
                 options(pure, nomem, nostack),

@@ -2,8 +2,8 @@
 
 use core::arch::asm;
 
-/// Threads per warp on every NVIDIA GPU this crate targets.
-pub const WARP_SIZE: u32 = 32;
+/// Threads per warp on every NVIDIA GPU this crate targets (defined in the kernel ABI).
+pub use kernel_abi::WARP_SIZE;
 
 /// Lane index of this thread inside its warp.
 #[inline(always)]

@@ -24,10 +24,9 @@ use crate::shared::SharedPtr;
 /// the compiler drops the rest.
 pub type Acc = [f32; 128];
 
-/// Bytes of one row of a 128-byte-swizzled K-major tile: 64 16-bit elements of K.
-pub const SWIZZLE_ROW_BYTES: u32 = 128;
-/// Bytes of one swizzle atom: 8 rows. Tiles start at multiples of it.
-pub const SWIZZLE_ATOM_BYTES: u32 = 1024;
+/// Bytes of one row of a 128-byte-swizzled K-major tile (64 16-bit elements of K), and of one
+/// swizzle atom (8 rows; tiles start at multiples of it), as the kernel ABI defines them.
+pub use kernel_abi::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 
 /// Where 16-byte chunk `chunk` (0..8) of row `row` of a 128-byte-swizzled K-major tile lives,
 /// in bytes from the tile's start: the layout `wgmma` reads with [`descriptor_k_major_sw128`]

@@ -78,6 +78,9 @@ pub struct PtxBuilder {
     pub target_dir: PathBuf,
     /// Architectures to build, one PTX file each.
     pub archs: Vec<Arch>,
+    /// Cargo features of the device crate (e.g. `tile-sweep`); builds with features go to their
+    /// own directory (`<dir>/<arch>-<features>/`), so both kinds of PTX can coexist.
+    pub features: Vec<String>,
 }
 
 /// The pinned device toolchain, as `kernel-gpu/rust-toolchain.toml` states it.
@@ -92,7 +95,12 @@ impl DeviceToolchain {
     pub fn read(kernel_dir: &Path) -> Result<Self, BuildError> {
         let path = kernel_dir.join("rust-toolchain.toml");
         let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Io { path: path.clone(), source })?;
-        let bad = |reason: &str| BuildError::Toolchain { path: path.clone(), reason: reason.to_string() };
+        Self::parse(&text, &path)
+    }
+
+    /// Parses the text of a `rust-toolchain.toml` (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, BuildError> {
+        let bad = |reason: &str| BuildError::Toolchain { path: path.to_path_buf(), reason: reason.to_string() };
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(&e.to_string()))?;
         let toolchain = table.get("toolchain").and_then(|t| t.as_table()).ok_or_else(|| bad("no [toolchain] table"))?;
         let channel = toolchain.get("channel").and_then(|c| c.as_str()).ok_or_else(|| bad("no channel"))?;
@@ -150,12 +158,32 @@ pub struct BuiltPtx {
 impl PtxBuilder {
     /// The default layout: device crate `<root>/kernel-gpu`, output under `<target>/ptx`.
     pub fn new(workspace_root: &Path, cargo_target_dir: &Path, archs: Vec<Arch>) -> Self {
-        PtxBuilder { kernel_dir: workspace_root.join("kernel-gpu"), target_dir: cargo_target_dir.join("ptx"), archs }
+        PtxBuilder {
+            kernel_dir: workspace_root.join("kernel-gpu"),
+            target_dir: cargo_target_dir.join("ptx"),
+            archs,
+            features: Vec::new(),
+        }
     }
 
-    /// Files whose change must rebuild the PTX (for `cargo:rerun-if-changed`).
+    /// Files whose change must rebuild the PTX (for `cargo:rerun-if-changed`): the device crate
+    /// and the kernel ABI crate it shares with the host.
     pub fn inputs(&self) -> Vec<PathBuf> {
-        ["src", "Cargo.toml", "Cargo.lock", "rust-toolchain.toml"].iter().map(|p| self.kernel_dir.join(p)).collect()
+        let mut inputs: Vec<PathBuf> = ["src", "Cargo.toml", "Cargo.lock", "rust-toolchain.toml"]
+            .iter()
+            .map(|p| self.kernel_dir.join(p))
+            .collect();
+        inputs.extend(["src", "Cargo.toml"].iter().map(|p| self.kernel_dir.join("../kernel-abi").join(p)));
+        inputs
+    }
+
+    /// The directory cargo builds `arch` in.
+    fn arch_dir(&self, arch: Arch) -> PathBuf {
+        if self.features.is_empty() {
+            self.target_dir.join(arch.name())
+        } else {
+            self.target_dir.join(format!("{}-{}", arch.name(), self.features.join("-")))
+        }
     }
 
     /// Builds every requested architecture; cargo's own fingerprints make an up-to-date build a
@@ -167,7 +195,7 @@ impl PtxBuilder {
     }
 
     fn build_arch(&self, toolchain: &DeviceToolchain, arch: Arch) -> Result<BuiltPtx, BuildError> {
-        let cargo_dir = self.target_dir.join(arch.name());
+        let cargo_dir = self.arch_dir(arch);
         let mut cmd = rustup();
         cmd.args(["run", &toolchain.channel, "cargo", "build", "--release", "--locked"])
             .args(["--target", "nvptx64-nvidia-cuda", "-Zbuild-std=core"])
@@ -175,6 +203,9 @@ impl PtxBuilder {
             .arg(self.kernel_dir.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&cargo_dir);
+        if !self.features.is_empty() {
+            cmd.args(["--features", &self.features.join(",")]);
+        }
         // A build script runs with the outer cargo's environment; none of it may leak into the
         // device build (toolchain, flags, wrappers, target dir).
         for (key, _) in std::env::vars_os() {
@@ -200,7 +231,7 @@ impl PtxBuilder {
             return Err(BuildError::MissingPtx(built));
         }
         let ptx = std::fs::read_to_string(&built).map_err(|source| BuildError::Io { path: built.clone(), source })?;
-        let fixed = align_tensor_map_params(&ptx);
+        let fixed = align_tma_params(&ptx);
         if fixed != ptx {
             std::fs::write(&built, fixed).map_err(|source| BuildError::Io { path: built.clone(), source })?;
         }
@@ -241,15 +272,17 @@ fn run_capture(cmd: &mut Command) -> Result<String, BuildError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Declares every 128-byte by-value kernel parameter (a `CUtensorMap`, kernel-gpu's
-/// `tma::TensorMap`) 64-byte aligned, as the copy engine requires. rustc's PTX kernel ABI
-/// aborts on parameters aligned above 16 bytes, so the device crate declares 16 and this raises
-/// it; the kernels only take the parameters' addresses, so nothing else changes.
-pub fn align_tensor_map_params(ptx: &str) -> String {
+/// Declares every TMA kernel's parameter ([`kernel_abi::TmaParams`], recognised by its size)
+/// 64-byte aligned, as the copy engine requires of the tensor maps inside it. rustc's PTX kernel
+/// ABI aborts on parameters aligned above 16 bytes, so the device crate declares 16 and this
+/// raises it; the maps sit at multiples of 64 bytes in the struct, and the kernels only take
+/// their addresses, so nothing else changes.
+pub fn align_tma_params(ptx: &str) -> String {
+    let suffix = format!("[{}]", kernel_abi::TmaParams::BYTES);
     let mut out = String::with_capacity(ptx.len());
     for line in ptx.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', ',']).trim();
-        if body.starts_with(".param .align 16 .b8 ") && body.ends_with("[128]") {
+        if body.starts_with(".param .align 16 .b8 ") && body.ends_with(&suffix) {
             out.push_str(&line.replacen(".param .align 16 ", ".param .align 64 ", 1));
         } else {
             out.push_str(line);
@@ -428,11 +461,16 @@ ptxas info    : Used 90 registers, used 1 barriers, 0 bytes smem\n";
     }
 
     #[test]
-    fn tensor_map_params_get_64_byte_alignment() {
-        let ptx = ".entry k(\n\t.param .u32 k_param_0,\n\t.param .align 16 .b8 k_param_1[128],\n\t.param .align 16 .b8 k_param_2[128]\n)\n\t.param .align 16 .b8 other[16]\n";
-        let fixed = align_tensor_map_params(ptx);
-        assert_eq!(fixed.matches(".param .align 64 .b8 k_param_").count(), 2, "{fixed}");
-        assert!(fixed.contains(".param .align 16 .b8 other[16]") && fixed.contains(".param .u32 k_param_0,"));
+    fn tma_params_get_64_byte_alignment() {
+        let n = kernel_abi::TmaParams::BYTES;
+        let ptx = format!(
+            ".entry k(\n\t.param .align 16 .b8 k_param_0[{n}]\n)\n.entry j(\n\t.param .align 8 .b8 j_param_0[72]\n)\n\t.param .align 16 .b8 other[16]\n"
+        );
+        let fixed = align_tma_params(&ptx);
+        assert_eq!(fixed.matches(".param .align 64 .b8 k_param_0").count(), 1, "{fixed}");
+        assert!(
+            fixed.contains(".param .align 16 .b8 other[16]") && fixed.contains(".param .align 8 .b8 j_param_0[72]")
+        );
         assert_eq!(fixed.len(), ptx.len());
     }
 
@@ -446,8 +484,9 @@ ptxas info    : Used 90 registers, used 1 barriers, 0 bytes smem\n";
 
     #[test]
     fn reads_the_pinned_device_toolchain() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-gpu");
-        let t = DeviceToolchain::read(&dir).unwrap();
+        // Embedded at compile time: the test binary may run on a machine without the source tree.
+        let text = include_str!("../../kernel-gpu/rust-toolchain.toml");
+        let t = DeviceToolchain::parse(text, Path::new("kernel-gpu/rust-toolchain.toml")).unwrap();
         assert!(t.channel.starts_with("nightly-"), "{t:?}");
         assert!(t.components.iter().any(|c| c == "rust-src"), "{t:?}");
     }

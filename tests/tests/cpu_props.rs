@@ -15,7 +15,7 @@ fn forward_y<T: Dtype>(w: &QkvWeights<T>, x: &[T], m: usize) -> Vec<f64> {
 fn check_against_oracle<T: Dtype>(c: Case) -> Result<(), TestCaseError> {
     let w = weights::<T>(c.config, c.seed);
     let x = hidden_states::<T>(&c.config, c.m, c.seed.wrapping_add(1));
-    let report = compare(&forward_y(&w, &x, c.m), &reference_f64(&w, &x, c.m));
+    let report = compare(&forward_y(&w, &x, c.m), &reference_f64(&w, &x, c.m), &c.config);
     let bound = T::KIND.error_bound();
     prop_assert!(report.passes(bound), "{} {:?}: {report:?} (bound {bound})", T::KIND, c);
     Ok(())
@@ -46,7 +46,7 @@ proptest! {
         let w = weights::<f32>(config, c.seed);
         let x = hidden_states::<f32>(&config, c.m, c.seed ^ 7);
         let scaled: Vec<f32> = x.iter().map(|v| v * 2f32.powi(k)).collect();
-        let report = compare(&forward_y(&w, &scaled, c.m), &forward_y(&w, &x, c.m));
+        let report = compare(&forward_y(&w, &scaled, c.m), &forward_y(&w, &x, c.m), &config);
         prop_assert!(report.passes(1e-5), "{report:?}");
     }
 
@@ -62,7 +62,7 @@ proptest! {
         let x = hidden_states::<f32>(&config, c.m, c.seed ^ 3);
         let (y1, y2) = (forward_y(&w1, &x, c.m), forward_y(&w2, &x, c.m));
         let added: Vec<f64> = y1.iter().zip(&y2).map(|(a, b)| a + b).collect();
-        let report = compare(&forward_y(&w12, &x, c.m), &added);
+        let report = compare(&forward_y(&w12, &x, c.m), &added, &config);
         prop_assert!(report.passes(1e-5), "{report:?}");
     }
 
@@ -89,7 +89,7 @@ proptest! {
         prop_assert_eq!(q.len(), c.m * c.config.q_cols());
         prop_assert_eq!(k.len(), c.m * c.config.kv_cols());
         prop_assert_eq!(v.len(), c.m * c.config.kv_cols());
-        let report = compare(&join_qkv(&w, c.m, &q, &k, &v), &reference_f64(&w, &x, c.m));
+        let report = compare(&join_qkv(&w, c.m, &q, &k, &v), &reference_f64(&w, &x, c.m), &c.config);
         prop_assert!(report.passes(1e-5), "{report:?}");
     }
 }
@@ -100,6 +100,10 @@ fn zero_tokens_give_empty_outputs() {
     let layer = CpuLayer::new(weights::<bf16>(config, 1));
     let (q, k, v) = layer.forward(&[], 0).unwrap();
     assert!(q.is_empty() && k.is_empty() && v.is_empty());
+    let sentinel = bf16::from_f32(-7.0);
+    let (mut q, mut k, mut v) = (vec![sentinel; 5], vec![sentinel; 6], vec![sentinel; 7]);
+    layer.forward_into(&[], 0, &mut q, &mut k, &mut v).unwrap();
+    assert!([&q, &k, &v].iter().all(|out| out.iter().all(|e| *e == sentinel)), "M = 0 wrote output");
 }
 
 #[test]
@@ -114,9 +118,10 @@ fn forward_into_leaves_rows_past_m_untouched() {
         vec![sentinel; 4 * config.kv_cols()],
     );
     layer.forward_into(&x, 3, &mut q, &mut k, &mut v).unwrap();
-    assert!(q[3 * config.q_cols()..].iter().all(|v| *v == sentinel));
-    assert!(k[3 * config.kv_cols()..].iter().all(|v| *v == sentinel));
-    assert!(q[..3 * config.q_cols()].iter().all(|v| *v != sentinel && v.is_finite()));
+    for (out, cols) in [(&q, config.q_cols()), (&k, config.kv_cols()), (&v, config.kv_cols())] {
+        assert!(out[3 * cols..].iter().all(|e| *e == sentinel));
+        assert!(out[..3 * cols].iter().all(|e| *e != sentinel && e.is_finite()));
+    }
 }
 
 /// gamma folded into W keeps f16 inside its range whatever gamma's scale: the per-layer power of
@@ -137,7 +142,7 @@ fn f16_fold_scales_gamma_into_range() {
         assert_eq!(folded.out_scale(), (-folded.scale_log2 as f32).exp2());
         if check_output {
             let x = hidden_states::<f16>(&config, 3, 6);
-            let report = compare(&forward_y(&w, &x, 3), &reference_f64(&w, &x, 3));
+            let report = compare(&forward_y(&w, &x, 3), &reference_f64(&w, &x, 3), &config);
             assert!(report.passes(f16::KIND.error_bound()), "gamma x {gamma_scale}: {report:?}");
         }
     }

@@ -1,9 +1,10 @@
-//! GPU against the float64 oracle (and the CPU implementation) over random shapes, eps, dtypes
-//! and bias. Needs a CUDA GPU: run with `--include-ignored` (see README). `FUSED_QKV_CASES` sets
-//! the proptest case count per dtype (default 256).
+//! GPU against the float64 oracle (and the CPU implementation) over random shapes, eps, dtypes,
+//! bias and kernels. Needs a CUDA GPU: run with `--include-ignored` (see README).
+//! `FUSED_QKV_CASES` sets the proptest case count per dtype (default 256).
 //!
 //! Every launch writes into outputs filled with NaN, with NaN guard elements past the end, so an
-//! unwritten element or a write out of bounds fails the case.
+//! unwritten element or a write out of bounds fails the case; every check bounds the error over
+//! the whole output, per row and per q/k/v block of a row, so one wrong row fails too.
 
 use std::sync::Arc;
 
@@ -12,8 +13,9 @@ use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::stream::{Stream, StreamFlags};
 use fused_qkv::cpu::CpuLayer;
 use fused_qkv::gpu::{GpuLayer, KernelPolicy, Kernels};
+use fused_qkv::kernel_abi::{Kernel, Tile};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
-use fused_qkv::{Dtype, Error, QkvConfig};
+use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights};
 use half::{bf16, f16};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -44,75 +46,82 @@ fn download<T: Dtype>(buffer: &DeviceSlice<T>) -> Vec<T> {
     GpuLayer::<T>::download(buffer).expect("copying back")
 }
 
-/// The kernel policy for a case: the dispatch table, or one path forced (the tensor-core kernels
-/// only where they apply: bf16/f16, hidden % 8 == 0, aligned x; wgmma also needs compute
-/// capability 9.0 and even q and kv widths), so every kernel meets every shape.
-fn policy_for<T: Dtype>(pick: u8, config: &QkvConfig, x_offset: usize, has_wgmma: bool) -> KernelPolicy {
-    let tensor_core_ok = T::KIND != fused_qkv::DtypeKind::F32 && config.hidden.is_multiple_of(8) && x_offset == 0;
-    let wgmma_ok =
-        tensor_core_ok && has_wgmma && config.q_cols().is_multiple_of(2) && config.kv_cols().is_multiple_of(2);
-    match pick % 6 {
-        4 if wgmma_ok => KernelPolicy::Wgmma,
-        5 if wgmma_ok => {
-            let tiles = [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)];
-            let (rows, cols, stages) = tiles[pick as usize / 6 % tiles.len()];
-            KernelPolicy::WgmmaTile { rows, cols, stages }
-        }
+/// Whether `kernel` may run a call on `config` with `x` placed `x_offset` elements into its
+/// buffer: the conditions its family documents (kernel-abi), stated here independently of the
+/// dispatch's code.
+fn applies(kernel: &Kernel, config: &QkvConfig, x_offset: usize) -> bool {
+    let vector = config.hidden.is_multiple_of(16 / kernel.dtype.size_bytes() as usize) && x_offset == 0;
+    match kernel.tile {
+        Tile::Gemv(_) | Tile::Mma(_) => vector,
+        Tile::Fallback(t) => vector || !t.vector,
+        Tile::Wgmma(_) => vector && config.q_cols().is_multiple_of(2) && config.kv_cols().is_multiple_of(2),
+    }
+}
+
+/// The kernel policy for a case: the dispatch table, a policy that forces one path, or one
+/// kernel of the loaded list (the kernel ABI's table) that applies to the case, so every kernel
+/// meets every shape.
+fn policy_for<T: Dtype>(gpu: &Gpu, pick: u16, config: &QkvConfig, x_offset: usize) -> KernelPolicy {
+    let candidates: Vec<&'static Kernel> =
+        gpu.kernels.loaded(T::KIND).filter(|k| applies(k, config, x_offset)).collect();
+    let tensor_cores = candidates.iter().any(|k| matches!(k.tile, Tile::Mma(_)));
+    let wgmma = candidates.iter().any(|k| matches!(k.tile, Tile::Wgmma(_)));
+    match pick % 8 {
         1 => KernelPolicy::Simt,
-        2 if tensor_core_ok => KernelPolicy::TensorCore,
-        3 if tensor_core_ok => {
-            let tile = pick / 4;
-            KernelPolicy::TensorCoreTile {
-                rows: [16, 32][tile as usize % 2],
-                warps: [4, 8][tile as usize / 2 % 2],
-                depth: [2, 3][tile as usize / 4 % 2],
-            }
-        }
+        2 if tensor_cores => KernelPolicy::TensorCore,
+        3 if wgmma => KernelPolicy::Wgmma,
+        4..=6 => KernelPolicy::Kernel(candidates[pick as usize / 8 % candidates.len()].name),
         _ => KernelPolicy::Auto,
     }
 }
 
 /// Runs one case on the GPU (x placed `x_offset` elements into its buffer, which moves it off
 /// 16-byte alignment and onto the scalar kernel) and checks it.
-fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize, pick: u8) -> Result<(), TestCaseError> {
+fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize, pick: u16) -> Result<(), TestCaseError> {
     let w = weights::<T>(c.config, c.seed);
     let x = hidden_states::<T>(&c.config, c.m, c.seed.wrapping_add(1));
     let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).expect("uploading weights");
-    let policy = policy_for::<T>(pick, &c.config, x_offset, gpu.kernels.has_wgmma());
+    let policy = policy_for::<T>(gpu, pick, &c.config, x_offset);
     layer.set_kernel_policy(policy);
     let mut x_host = vec![T::from_f32(1.0); x_offset];
     x_host.extend_from_slice(&x);
     let x_buffer = DeviceBuffer::from_slice(&x_host).expect("uploading x");
     // SAFETY: a sub-range of a live allocation.
     let x_dev = unsafe { DeviceSlice::from_raw_parts(x_buffer.as_device_ptr().wrapping_add(x_offset), x.len()) };
-    let lens = [c.m * c.config.q_cols(), c.m * c.config.kv_cols(), c.m * c.config.kv_cols()];
+    let what = format!("{} {c:?} x_offset {x_offset} {policy:?}", T::KIND);
+    let y_gpu = run_into(gpu, &layer, &x_dev, &w, c.m).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+    let y_ref = reference_f64(&w, &x, c.m);
+    let bound = T::KIND.error_bound();
+    let report = compare(&y_gpu, &y_ref, &c.config);
+    prop_assert!(report.passes(bound), "{what}: GPU {report:?} (bound {bound})");
+    let (cq, ck, cv) = CpuLayer::new(w.clone()).forward(&x, c.m).expect("cpu");
+    let cpu_report = compare(&join_qkv(&w, c.m, &cq, &ck, &cv), &y_ref, &c.config);
+    prop_assert!(cpu_report.passes(bound), "{what}: CPU {cpu_report:?}");
+    Ok(())
+}
+
+/// `forward_into` into NaN-filled outputs of exactly the needed length plus a NaN guard; checks
+/// the guards and returns `y [m, N]`.
+fn run_into<T: Dtype>(
+    gpu: &Gpu,
+    layer: &GpuLayer<T>,
+    x: &DeviceSlice<T>,
+    w: &QkvWeights<T>,
+    m: usize,
+) -> Result<Vec<f64>, String> {
+    let c = &w.config;
+    let lens = [m * c.q_cols(), m * c.kv_cols(), m * c.kv_cols()];
     let (mut q, mut k, mut v) =
         (nan_buffer::<T>(lens[0] + GUARD), nan_buffer(lens[1] + GUARD), nan_buffer(lens[2] + GUARD));
-    // Outputs get exactly their length plus the guard; forward_into may only touch the first part.
-    layer.forward_into(&gpu.stream, &x_dev, c.m, &mut q, &mut k, &mut v).expect("launch");
-    gpu.stream.synchronize().expect("kernel ran to completion");
+    layer.forward_into(&gpu.stream, x, m, &mut q, &mut k, &mut v).map_err(|e| format!("launch: {e}"))?;
+    gpu.stream.synchronize().map_err(|e| format!("kernel did not complete: {e:?}"))?;
     let (q, k, v) = (download(&q), download(&k), download(&v));
     for (name, out, len) in [("q", &q, lens[0]), ("k", &k, lens[1]), ("v", &v, lens[2])] {
-        prop_assert!(out[len..].iter().all(|e| e.to_f32().is_nan()), "{name}: write past the end");
+        if !out[len..].iter().all(|e| e.to_f32().is_nan()) {
+            return Err(format!("{name}: write past the end"));
+        }
     }
-    let y_ref = reference_f64(&w, &x, c.m);
-    let y_gpu = join_qkv(&w, c.m, &q[..lens[0]], &k[..lens[1]], &v[..lens[2]]);
-    let bound = T::KIND.error_bound();
-    let report = compare(&y_gpu, &y_ref);
-    prop_assert!(
-        report.passes(bound),
-        "{} {:?} x_offset {} {:?}: GPU {:?} (bound {})",
-        T::KIND,
-        c,
-        x_offset,
-        policy,
-        report,
-        bound
-    );
-    let (cq, ck, cv) = CpuLayer::new(w.clone()).forward(&x, c.m).expect("cpu");
-    let cpu_report = compare(&join_qkv(&w, c.m, &cq, &ck, &cv), &y_ref);
-    prop_assert!(cpu_report.passes(bound), "{} {:?}: CPU {:?}", T::KIND, c, cpu_report);
-    Ok(())
+    Ok(join_qkv(w, m, &q[..lens[0]], &k[..lens[1]], &v[..lens[2]]))
 }
 
 fn fuzz<T: Dtype>() {
@@ -120,7 +129,7 @@ fn fuzz<T: Dtype>() {
     let config = ProptestConfig { cases: case_count(256), ..ProptestConfig::default() };
     let mut runner = TestRunner::new(config);
     runner
-        .run(&(case(600, 5120, 150_000_000), 0usize..2, any::<u8>()), |(c, x_offset, pick)| {
+        .run(&(case(600, 5120, 150_000_000), 0usize..2, any::<u16>()), |(c, x_offset, pick)| {
             check_case::<T>(&gpu, c, x_offset, pick)
         })
         .unwrap();
@@ -144,12 +153,20 @@ fn gpu_f32_matches_oracle() {
     fuzz::<f32>();
 }
 
-/// The named presets at decode sizes around the dispatch crossovers, every kernel policy, through
-/// the allocating `forward`.
+/// The named presets at decode sizes around the dispatch crossovers, the forcing policies and
+/// every loaded tensor-core kernel, through the allocating `forward` (which hands out NaN-filled
+/// buffers, so an element no kernel wrote fails).
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_presets_through_forward() {
     let gpu = gpu();
+    let mut policies = vec![KernelPolicy::Auto, KernelPolicy::Simt, KernelPolicy::TensorCore];
+    policies.extend(
+        gpu.kernels
+            .loaded(DtypeKind::Bf16)
+            .filter(|k| matches!(k.tile, Tile::Mma(_)))
+            .map(|k| KernelPolicy::Kernel(k.name)),
+    );
     for (name, config) in fused_qkv::config::PRESETS {
         let w = weights::<bf16>(*config, 11);
         let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
@@ -157,24 +174,61 @@ fn gpu_presets_through_forward() {
             let x = hidden_states::<bf16>(config, m, 12 + m as u64);
             let x_dev = DeviceBuffer::from_slice(&x).unwrap();
             let reference = reference_f64(&w, &x, m);
-            for policy in [
-                KernelPolicy::Auto,
-                KernelPolicy::Simt,
-                KernelPolicy::TensorCore,
-                KernelPolicy::TensorCoreTile { rows: 16, warps: 8, depth: 3 },
-            ] {
+            for &policy in &policies {
                 layer.set_kernel_policy(policy);
                 let (q, k, v) = layer.forward(&gpu.stream, &x_dev, m).unwrap();
                 gpu.stream.synchronize().unwrap();
-                let report = compare(&join_qkv(&w, m, &download(&q), &download(&k), &download(&v)), &reference);
+                let y = join_qkv(&w, m, &download(&q), &download(&k), &download(&v));
+                let report = compare(&y, &reference, config);
                 assert!(report.passes(bf16::KIND.error_bound()), "{name} m={m} {policy:?}: {report:?}");
             }
         }
     }
 }
 
-/// Prefill sizes: every wgmma tile and the dispatch table on the small presets and on shapes
-/// that are no multiple of any tile (M, N and H tails), against the float64 oracle.
+/// Prefill sizes: every loaded wgmma kernel and the dispatch table on the small presets and on
+/// shapes that are no multiple of any tile (M, N and H tails), bf16 and f16.
+fn prefill_tiles_and_tails<T: Dtype>(gpu: &Gpu) {
+    let mut configs: Vec<(String, QkvConfig)> = ["qwen3-0.6b", "qwen2.5-0.5b"]
+        .iter()
+        .map(|name| (name.to_string(), QkvConfig::preset(name).unwrap()))
+        .collect();
+    // H = 8 (mod 64) and N = 3 * 66 = 198: partial k-block and partial column tiles.
+    let odd = QkvConfig { hidden: 200, num_heads: 1, num_kv_heads: 1, head_dim: 66, ..configs[1].1 };
+    configs.push(("odd".into(), odd));
+    let mut policies = vec![KernelPolicy::Auto];
+    if gpu.kernels.has_wgmma() {
+        policies.push(KernelPolicy::Wgmma);
+        policies.extend(
+            gpu.kernels
+                .loaded(T::KIND)
+                .filter(|k| matches!(k.tile, Tile::Wgmma(_)))
+                .map(|k| KernelPolicy::Kernel(k.name)),
+        );
+    }
+    for (name, config) in configs {
+        for bias in [false, true] {
+            let config = QkvConfig { bias, ..config };
+            let w = weights::<T>(config, 21);
+            let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
+            // Fewer sizes when few cases are asked for (the sanitizer runs).
+            let sizes: &[usize] = if case_count(256) < 16 { &[65, 129] } else { &[63, 64, 129, 700] };
+            for &m in sizes {
+                let x = hidden_states::<T>(&config, m, 22 + m as u64);
+                let x_dev = DeviceBuffer::from_slice(&x).unwrap();
+                let reference = reference_f64(&w, &x, m);
+                for &policy in &policies {
+                    layer.set_kernel_policy(policy);
+                    let what = format!("{} {name} bias={bias} m={m} {policy:?}", T::KIND);
+                    let y = run_into(gpu, &layer, &x_dev, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let report = compare(&y, &reference, &config);
+                    assert!(report.passes(T::KIND.error_bound()), "{what}: {report:?}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_prefill_tiles_and_tails() {
@@ -185,54 +239,11 @@ fn gpu_prefill_tiles_and_tails() {
             gpu.kernels.compute_capability()
         );
     }
-    let mut configs: Vec<(String, QkvConfig)> = ["qwen3-0.6b", "qwen2.5-0.5b"]
-        .iter()
-        .map(|name| (name.to_string(), QkvConfig::preset(name).unwrap()))
-        .collect();
-    // H = 8 (mod 64) and N = 3 * 66 = 198: partial k-block and partial column tiles.
-    let odd = QkvConfig { hidden: 200, num_heads: 1, num_kv_heads: 1, head_dim: 66, ..configs[1].1 };
-    configs.push(("odd".into(), odd));
-    for (name, config) in configs {
-        for bias in [false, true] {
-            let config = QkvConfig { bias, ..config };
-            let w = weights::<bf16>(config, 21);
-            let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
-            // Fewer sizes when few cases are asked for (the sanitizer runs).
-            let sizes: &[usize] = if case_count(256) < 16 { &[65, 129] } else { &[63, 64, 129, 700] };
-            for &m in sizes {
-                let x = hidden_states::<bf16>(&config, m, 22 + m as u64);
-                let x_dev = DeviceBuffer::from_slice(&x).unwrap();
-                let reference = reference_f64(&w, &x, m);
-                let mut policies = vec![KernelPolicy::Auto];
-                if gpu.kernels.has_wgmma() {
-                    policies.push(KernelPolicy::Wgmma);
-                    for (rows, cols, stages) in
-                        [(128, 256, 4), (128, 128, 4), (128, 128, 3), (64, 256, 4), (64, 128, 4)]
-                    {
-                        policies.push(KernelPolicy::WgmmaTile { rows, cols, stages });
-                    }
-                }
-                for policy in policies {
-                    layer.set_kernel_policy(policy);
-                    let lens = [m * config.q_cols(), m * config.kv_cols(), m * config.kv_cols()];
-                    let (mut q, mut k, mut v) =
-                        (nan_buffer::<bf16>(lens[0] + GUARD), nan_buffer(lens[1] + GUARD), nan_buffer(lens[2] + GUARD));
-                    layer.forward_into(&gpu.stream, &x_dev, m, &mut q, &mut k, &mut v).unwrap();
-                    gpu.stream.synchronize().unwrap();
-                    let (q, k, v) = (download(&q), download(&k), download(&v));
-                    for (out, len) in [(&q, lens[0]), (&k, lens[1]), (&v, lens[2])] {
-                        assert!(out[len..].iter().all(|e| e.is_nan()), "{name} m={m} {policy:?}: write past the end");
-                    }
-                    let y = join_qkv(&w, m, &q[..lens[0]], &k[..lens[1]], &v[..lens[2]]);
-                    let report = compare(&y, &reference);
-                    assert!(report.passes(bf16::KIND.error_bound()), "{name} bias={bias} m={m} {policy:?}: {report:?}");
-                }
-            }
-        }
-    }
+    prefill_tiles_and_tails::<bf16>(&gpu);
+    prefill_tiles_and_tails::<f16>(&gpu);
 }
 
-/// M = 0 launches nothing and leaves the outputs alone.
+/// M = 0 launches nothing and leaves q, k and v alone.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_zero_tokens_is_a_no_op() {
@@ -240,10 +251,12 @@ fn gpu_zero_tokens_is_a_no_op() {
     let config = QkvConfig::preset("qwen3-0.6b").unwrap();
     let layer = GpuLayer::new(gpu.kernels.clone(), &weights::<bf16>(config, 1)).unwrap();
     let x = DeviceBuffer::from_slice(&hidden_states::<bf16>(&config, 1, 2)).unwrap();
-    let (mut q, mut k, mut v) = (nan_buffer::<bf16>(8), nan_buffer(8), nan_buffer(8));
+    let (mut q, mut k, mut v) = (nan_buffer::<bf16>(8), nan_buffer(9), nan_buffer(10));
     layer.forward_into(&gpu.stream, &x, 0, &mut q, &mut k, &mut v).unwrap();
     gpu.stream.synchronize().unwrap();
-    assert!(download(&q).iter().all(|e| e.is_nan()));
+    for (name, out) in [("q", &q), ("k", &k), ("v", &v)] {
+        assert!(download(out).iter().all(|e| e.is_nan()), "M = 0 wrote {name}");
+    }
     let (q, k, v) = layer.forward(&gpu.stream, &x, 0).unwrap();
     assert_eq!((q.len(), k.len(), v.len()), (0, 0, 0));
 }
@@ -270,7 +283,9 @@ fn gpu_rejects_bad_buffers() {
     };
     let err = layer.forward_into(&gpu.stream, &odd, 1, &mut q, &mut k, &mut v).unwrap_err();
     assert!(matches!(err, Error::Misaligned { what: "x", .. }), "{err}");
-    let mut host = vec![bf16::ZERO; q.len()];
-    q.copy_to(&mut host[..]).unwrap();
-    assert!(host.iter().all(|e| e.is_nan()), "a rejected call wrote output");
+    for (name, out) in [("q", &q), ("k", &k), ("v", &v)] {
+        let mut host = vec![bf16::ZERO; out.len()];
+        out.copy_to(&mut host[..]).unwrap();
+        assert!(host.iter().all(|e| e.is_nan()), "a rejected call wrote {name}");
+    }
 }

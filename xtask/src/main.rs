@@ -30,6 +30,10 @@ enum Task {
         /// sm_90a (the PTX the host embeds) at least.
         #[arg(long)]
         check: bool,
+        /// Device-crate features: `tile-sweep` adds the measurement-only tiles (built apart, in
+        /// target/ptx/<arch>-tile-sweep/).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
     },
     /// Merge benchmark JSON files (schema 1, from `fused-qkv bench` and bench/peers.py) into
     /// REPORT.md (also printed) and one plot-<dtype>-<model>.png per dtype and model. The plots
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup(),
-        Task::BuildPtx { arch, check } => build_ptx(&arch, check),
+        Task::BuildPtx { arch, check, features } => build_ptx(&arch, check, features),
         Task::Report { files, out } => report::run(&files, out.as_deref()),
     };
     match result {
@@ -78,7 +82,7 @@ fn say(msg: &str) {
     eprintln!("xtask: {msg}");
 }
 
-fn build_ptx(arch_names: &[String], check: bool) -> Result<()> {
+fn build_ptx(arch_names: &[String], check: bool, features: Vec<String>) -> Result<()> {
     let mut archs: Vec<Arch> = arch_names.iter().map(|a| a.parse()).collect::<std::result::Result<_, _>>()?;
     if check {
         for required in [Arch::Sm80, Arch::Sm90a] {
@@ -87,7 +91,7 @@ fn build_ptx(arch_names: &[String], check: bool) -> Result<()> {
             }
         }
     }
-    let builder = PtxBuilder::new(&root(), &target_dir(), archs);
+    let builder = PtxBuilder { features, ..PtxBuilder::new(&root(), &target_dir(), archs) };
     let built = builder.build(&mut |m| say(m))?;
     for ptx in &built {
         println!("{}: {}", ptx.arch, ptx.path.display());

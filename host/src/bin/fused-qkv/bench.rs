@@ -44,10 +44,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "TFLOPS")]
     tensor_tflops: Option<f64>,
     /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core (the mma.sync
-    /// kernel), a fixed tensor-core tile `tc:R,W,D` (R rows of W per block: 16|32, W warps: 4|8,
-    /// pipeline depth D: 2|3), wgmma (the Hopper prefill kernel) or a fixed wgmma tile `wg:R,C,S`
-    /// (R x C of y per block, S shared-memory stages: 128,256,4 128,128,4 128,128,3 64,256,4
-    /// 64,128,4), for measuring the table; tensor cores
+    /// kernel), wgmma (the Hopper prefill kernel), or one entry point of the kernel list by its
+    /// name or the end of it (e.g. `mma_r32_t16_w4_d3`, `wgmma_tma_m128_n128_s3`), for measuring
+    /// tiles; measurement-only tiles need a build with `--features tile-sweep`. Tensor cores
     /// apply to bf16 and f16, wgmma to compute capability 9.0 only.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
@@ -130,7 +129,7 @@ fn bench_model<T: Dtype>(
     let copies = (2 * env.l2_bytes / weight_bytes + 1).max(2);
     let weights: Vec<QkvWeights<T>> =
         (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
-    let policy = parse_policy(&args.kernel)?;
+    let policy = parse_policy(&args.kernel, T::KIND)?;
     let layers: Vec<GpuLayer<T>> = weights
         .iter()
         .map(|w| {
@@ -193,8 +192,8 @@ fn bench_case<T: Dtype>(
     Ok(case_row::<T>(name, config, m, env, Some(&timing), Some(rel_err), None))
 }
 
-/// Relative Frobenius error of up to [`CHECKED_ROWS`] rows (first, last, evenly between) against
-/// the float64 reference; NaN if any checked output is not finite where the reference is.
+/// The largest relative Frobenius error (whole, per row, per q/k/v block of a row) of up to
+/// [`CHECKED_ROWS`] rows (first, last, evenly between) against the float64 reference; NaN if any checked output is not finite where the reference is.
 fn spot_check<T: Dtype>(w: &QkvWeights<T>, x: &[T], m: usize, [q, k, v]: [&DeviceBuffer<T>; 3]) -> Result<f64> {
     if m == 0 {
         return Ok(0.0);
@@ -211,8 +210,12 @@ fn spot_check<T: Dtype>(w: &QkvWeights<T>, x: &[T], m: usize, [q, k, v]: [&Devic
     };
     let xs = take(x, c.hidden);
     let (qs, ks, vs) = (take(&q, c.q_cols()), take(&k, c.kv_cols()), take(&v, c.kv_cols()));
-    let report = compare(&join_qkv(w, picks.len(), &qs, &ks, &vs), &reference_f64(w, &xs, picks.len()));
-    Ok(if report.non_finite > 0 { f64::NAN } else { report.rel_frobenius })
+    let report = compare(&join_qkv(w, picks.len(), &qs, &ks, &vs), &reference_f64(w, &xs, picks.len()), c);
+    Ok(if report.non_finite > 0 {
+        f64::NAN
+    } else {
+        report.rel_frobenius.max(report.worst_row.1).max(report.worst_block.2)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -301,29 +304,13 @@ fn print_table(doc: &Value) {
     }
 }
 
-/// `--kernel`: auto, simt, tensor-core, `tc:ROWS,WARPS,DEPTH`, wgmma or `wg:ROWS,COLS,STAGES`.
-fn parse_policy(text: &str) -> Result<KernelPolicy> {
-    let bad = || {
-        Error::InvalidConfig(format!(
-            "--kernel {text}: expected auto, simt, tensor-core, tc:ROWS,WARPS,DEPTH, wgmma or wg:ROWS,COLS,STAGES"
-        ))
-    };
+/// `--kernel`: auto, simt, tensor-core, wgmma, or a kernel of the list by name (or its end).
+fn parse_policy(text: &str, dtype: DtypeKind) -> Result<KernelPolicy> {
     Ok(match text {
         "auto" => KernelPolicy::Auto,
         "simt" => KernelPolicy::Simt,
         "tensor-core" => KernelPolicy::TensorCore,
         "wgmma" => KernelPolicy::Wgmma,
-        _ if text.starts_with("wg:") => {
-            let numbers: Vec<usize> =
-                text[3..].split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
-            let [rows, cols, stages] = numbers[..] else { return Err(bad()) };
-            KernelPolicy::WgmmaTile { rows, cols, stages }
-        }
-        _ => {
-            let tile = text.strip_prefix("tc:").ok_or_else(bad)?;
-            let numbers: Vec<usize> = tile.split(',').map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
-            let [rows, warps, depth] = numbers[..] else { return Err(bad()) };
-            KernelPolicy::TensorCoreTile { rows, warps, depth }
-        }
+        name => KernelPolicy::kernel(dtype.abi(), name)?,
     })
 }

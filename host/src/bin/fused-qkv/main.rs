@@ -24,7 +24,7 @@ use fused_qkv::cpu::CpuLayer;
 use fused_qkv::dtype::{bf16, f16};
 use fused_qkv::gpu::{GpuLayer, Kernels};
 use fused_qkv::reference::{self, ErrorReport};
-use fused_qkv::{checkpoint, CudaContext, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+use fused_qkv::{checkpoint, CudaResultExt, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
 mod bench;
 
@@ -138,12 +138,12 @@ fn run<T: Dtype>(args: &RunArgs) -> Result<bool> {
     let reference = reference::reference_f64(&weights, &x, m);
     let bound = T::KIND.error_bound();
     let cpu = run_cpu(&weights, &x, m)?;
-    let cpu_report = reference::compare(&cpu.y, &reference);
+    let cpu_report = reference::compare(&cpu.y, &reference, &weights.config);
     let gpu_result = gpu.as_ref().map(|gpu| run_gpu(gpu, &weights, &x, m, args.iters)).transpose()?;
 
     let mut rows = vec![Row { path: "cpu", report: cpu_report, time: Some(cpu.median) }];
     if let Some(g) = &gpu_result {
-        let report = reference::compare(&g.y, &reference);
+        let report = reference::compare(&g.y, &reference, &weights.config);
         rows.push(Row { path: "gpu", report, time: g.timing.as_ref().map(|t| t.device_per_launch) });
     }
     print_table(&rows, bound);
@@ -421,7 +421,7 @@ fn print_timing_notes<T: Dtype>(cpu: &CpuRun, gpu: Option<&GpuRun>, weights: &Qk
     println!("rel err (F): ||out - ref||_F / ||ref||_F against the float64 reference; bound: the dtype's.");
     println!("cpu time: median wall clock of {} forward call(s), {} rayon threads.", cpu.calls, cpu.threads);
     let Some(gpu) = gpu else { return };
-    let vs_cpu = reference::compare(&gpu.y, &cpu.y);
+    let vs_cpu = reference::compare(&gpu.y, &cpu.y, &weights.config);
     println!(
         "gpu vs cpu: rel Frobenius difference {:.3e}, max abs difference {:.3e}.",
         vs_cpu.rel_frobenius, vs_cpu.max_abs

@@ -15,28 +15,23 @@
 //! 3. normalize: `rms_inv * out_scale` per token;
 //! 4. store: every warp scales, adds the bias, rounds and stores a share of the tile.
 //!
-//! Launch contract: `block = (32 * WARPS, 1, 1)`, `grid = (ceil(N / (16 * MT)), ceil(M / (8 * G)), 1)`
-//! for the `_r{16 MT}_t{8 G}_w{WARPS}_d{DEPTH}` kernel, dynamic shared memory
-//! `WARPS * MT * G * 4 * 32 * 4` bytes; `hidden % 8 == 0`; `x` and `W'` 16-byte aligned; buffers as in [`crate::fused_qkv`].
+//! Launch contract: [`kernel_abi::MmaTile::launch`] for the kernel's tile (dynamic shared memory
+//! [`kernel_abi::MmaTile::shared_bytes`]); `hidden % 8 == 0`; `x` and `W'` 16-byte aligned;
+//! buffers as in [`kernel_abi::QkvParams`].
 
-use crate::element::{Bf16, F16};
-use crate::float::fma_rn;
-use crate::mem::{load_nc_v16, Vec16};
+use kernel_abi::mma::{K_STEP, MAX_M_TILES, MAX_TOKEN_GROUPS, ROW_SCALE_BYTES, SUM_SQ_BYTES};
+use kernel_abi::QkvParams;
+
+use crate::mem::Vec16;
 use crate::mma::MmaElement;
-use crate::qkv::{row_scale, store_output, Shape};
+use crate::qkv::{add_squares, load_vec_or_zero, row_scale, store_output, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::static_shared;
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::warp::{lane_id, shuffle_xor_f32, warp_id, WARP_SIZE};
 
-/// Most warps per block.
-const MAX_WARPS: usize = 8;
-/// Hidden elements per k-step (two m16n8k16 MMAs).
-const K_STEP: u32 = 32;
-/// Most 16-row tiles of `W'` per block.
-const MAX_MT: usize = 2;
-/// Most 8-token groups per block (with 8, ptxas keeps part of the fragments in local memory).
-const MAX_G: usize = 4;
+const MAX_MT: usize = MAX_M_TILES as usize;
+const MAX_G: usize = MAX_TOKEN_GROUPS as usize;
 // The `unroll!` index lists below are written out for these values.
 const _: () = assert!(MAX_MT == 2 && MAX_G == 4);
 
@@ -52,23 +47,17 @@ unsafe fn load_step<T: MmaElement, const MT: usize, const G: usize>(
     hidden: u32,
 ) -> Fragments {
     let mut frag: Fragments = ([[[0; 4]; 2]; MAX_MT], [[0; 4]; MAX_G]);
-    // hidden % 8 == 0: a lane's 8 elements are wholly inside or wholly past the row. Past it, the
-    // lane re-reads the row's last 8 and zeroes them: no branch around the loads, so they issue
-    // back to back.
-    let h = step * K_STEP + lane_id() % 4 * 8;
-    let inside = h < hidden;
-    let at = if inside { h } else { hidden - 8 } as usize;
-    let keep = |raw: Vec16| if inside { raw } else { [0; 4] };
+    let h = (step * K_STEP + lane_id() % 4 * 8) as usize;
     unroll!(mt in [0, 1] {
         if mt < MT {
             unroll!(half in [0, 1] {
-                frag.0[mt][half] = keep(load_nc_v16(w_rows[mt][half].add(at).cast()));
+                frag.0[mt][half] = load_vec_or_zero(w_rows[mt][half], h, hidden as usize);
             });
         }
     });
     unroll!(grp in [0, 1, 2, 3] {
         if grp < G {
-            frag.1[grp] = keep(load_nc_v16(x_rows[grp].add(at).cast()));
+            frag.1[grp] = load_vec_or_zero(x_rows[grp], h, hidden as usize);
         }
     });
     frag
@@ -100,12 +89,7 @@ unsafe fn stream_k_steps<T: MmaElement, const MT: usize, const G: usize, const W
             if grp < G {
                 let b = x[grp];
                 let xv = T::unpack(b);
-                // Written out: a `for` over the array became a run-time loop through local memory.
-                let mut s = sum_sq[grp];
-                unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    s = fma_rn(xv[i], xv[i], s);
-                });
-                sum_sq[grp] = s;
+                sum_sq[grp] = add_squares::<T>(&xv, sum_sq[grp]);
                 unroll!(mt in [0, 1] {
                     if mt < MT {
                         let [row_g, row_g8] = w[mt];
@@ -139,9 +123,7 @@ fn partial_index<const MT: usize, const G: usize>(warp: u32, i: u32, lane: u32) 
 unsafe fn reduce_and_store<T: MmaElement, const MT: usize, const G: usize, const WARPS: u32>(
     acc: &[[[f32; 4]; MAX_G]; MAX_MT],
     sum_sq: &[f32; MAX_G],
-    bias: *const T,
-    out: [*mut T; 3],
-    shape: Shape,
+    (bias, out, shape): (*const T, [*mut T; 3], Shape),
     (eps, out_scale): (f32, f32),
     (n0, row0, tokens): (u32, u32, u32),
     (partials, sum_sq_smem, scale_smem): (SharedPtr, SharedPtr, SharedPtr),
@@ -198,23 +180,22 @@ unsafe fn reduce_and_store<T: MmaElement, const MT: usize, const G: usize, const
 }
 
 /// The kernel body; see the module docs for the launch contract.
+///
+/// # Safety
+/// The launch contract of this module.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn fused_qkv_mma<T: MmaElement, const MT: usize, const G: usize, const WARPS: u32, const DEPTH: u32>(
-    x: *const T,
-    qkv_weight: *const T,
-    bias: *const T,
-    out: [*mut T; 3],
-    shape: Shape,
-    eps: f32,
-    out_scale: f32,
-    smem: (SharedPtr, SharedPtr),
+pub unsafe fn run<T: MmaElement, const MT: usize, const G: usize, const WARPS: u32, const DEPTH: u32>(
+    params: &QkvParams,
 ) {
+    let sum_sq_smem = static_shared!(mma_sum_sq, SUM_SQ_BYTES);
+    let scale_smem = static_shared!(mma_row_scale, ROW_SCALE_BYTES);
+    let shape = params.shape;
     let n_total = shape.n();
     let n0 = block_idx_x() * (16 * MT) as u32;
     let row0 = block_idx_y() * (8 * G) as u32;
     let tokens = (shape.m - row0).min((8 * G) as u32);
     let (g, hidden) = (lane_id() / 4, shape.hidden as usize);
+    let (x, qkv_weight) = (params.x::<T>(), params.qkv_weight::<T>());
     // Rows and tokens past the end repeat the last one: loads stay in bounds, those results are
     // never stored.
     let w_rows: [[*const T; 2]; MAX_MT] = core::array::from_fn(|mt| {
@@ -228,85 +209,7 @@ unsafe fn fused_qkv_mma<T: MmaElement, const MT: usize, const G: usize, const WA
     let mut acc = [[[0.0f32; 4]; MAX_G]; MAX_MT];
     let mut sum_sq = [0.0f32; MAX_G];
     stream_k_steps::<T, MT, G, WARPS, DEPTH>(&w_rows, &x_rows, shape.hidden, &mut acc, &mut sum_sq);
-    let smem = (dynamic_shared_base(), smem.0, smem.1);
-    reduce_and_store::<T, MT, G, WARPS>(&acc, &sum_sq, bias, out, shape, (eps, out_scale), (n0, row0, tokens), smem);
+    let smem = (dynamic_shared_base(), sum_sq_smem, scale_smem);
+    let out = (params.bias::<T>(), params.outputs::<T>(), shape);
+    reduce_and_store::<T, MT, G, WARPS>(&acc, &sum_sq, out, (params.eps, params.out_scale), (n0, row0, tokens), smem);
 }
-
-macro_rules! fused_qkv_mma_kernel {
-    ($name:ident, $t:ty, $mt:literal, $g:literal, $warps:literal, $depth:literal) => {
-        #[doc = concat!("Tensor-core fused RMSNorm + QKV for `", stringify!($t), "`: ", stringify!($mt), " x 16 rows, ", stringify!($g), " x 8 tokens, ", stringify!($warps), " warps, pipeline depth ", stringify!($depth), ".")]
-        ///
-        /// # Safety
-        /// The launch contract of this module.
-        #[no_mangle]
-        #[allow(clippy::too_many_arguments)]
-        pub unsafe extern "ptx-kernel" fn $name(
-            x: *const $t,
-            qkv_weight: *const $t,
-            bias: *const $t,
-            q: *mut $t,
-            k: *mut $t,
-            v: *mut $t,
-            m: u32,
-            hidden: u32,
-            q_cols: u32,
-            kv_cols: u32,
-            eps: f32,
-            out_scale: f32,
-        ) {
-            let sum_sq = static_shared!(mma_sum_sq, MAX_WARPS * MAX_G * 8 * 4);
-            let scale = static_shared!(mma_row_scale, MAX_G * 8 * 4);
-            let shape = Shape { m, hidden, q_cols, kv_cols };
-            fused_qkv_mma::<$t, $mt, $g, $warps, $depth>(x, qkv_weight, bias, [q, k, v], shape, eps, out_scale, (sum_sq, scale));
-        }
-    };
-}
-
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w4_d2, Bf16, 2, 1, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w4_d3, Bf16, 2, 1, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w8_d2, Bf16, 2, 1, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t8_w8_d3, Bf16, 2, 1, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w4_d2, Bf16, 2, 2, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w4_d3, Bf16, 2, 2, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w8_d2, Bf16, 2, 2, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t16_w8_d3, Bf16, 2, 2, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w4_d2, Bf16, 2, 4, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w4_d3, Bf16, 2, 4, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w8_d2, Bf16, 2, 4, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r32_t32_w8_d3, Bf16, 2, 4, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w4_d2, Bf16, 1, 1, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w4_d3, Bf16, 1, 1, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w8_d2, Bf16, 1, 1, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t8_w8_d3, Bf16, 1, 1, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w4_d2, Bf16, 1, 2, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w4_d3, Bf16, 1, 2, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w8_d2, Bf16, 1, 2, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t16_w8_d3, Bf16, 1, 2, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w4_d2, Bf16, 1, 4, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w4_d3, Bf16, 1, 4, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w8_d2, Bf16, 1, 4, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_bf16_mma_r16_t32_w8_d3, Bf16, 1, 4, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w4_d2, F16, 2, 1, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w4_d3, F16, 2, 1, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w8_d2, F16, 2, 1, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t8_w8_d3, F16, 2, 1, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w4_d2, F16, 2, 2, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w4_d3, F16, 2, 2, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w8_d2, F16, 2, 2, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t16_w8_d3, F16, 2, 2, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w4_d2, F16, 2, 4, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w4_d3, F16, 2, 4, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d2, F16, 2, 4, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d3, F16, 2, 4, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w4_d2, F16, 1, 1, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w4_d3, F16, 1, 1, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w8_d2, F16, 1, 1, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t8_w8_d3, F16, 1, 1, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w4_d2, F16, 1, 2, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w4_d3, F16, 1, 2, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w8_d2, F16, 1, 2, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t16_w8_d3, F16, 1, 2, 8, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w4_d2, F16, 1, 4, 4, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w4_d3, F16, 1, 4, 4, 3);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w8_d2, F16, 1, 4, 8, 2);
-fused_qkv_mma_kernel!(fused_rmsnorm_qkv_f16_mma_r16_t32_w8_d3, F16, 1, 4, 8, 3);

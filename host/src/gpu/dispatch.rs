@@ -1,0 +1,372 @@
+//! Which kernel runs a call: the dispatch as data.
+//!
+//! A [`KernelPolicy`] names an ordered table of [`Rule`]s; the first rule whose family can run
+//! the call and whose token range holds `m` picks the family, and the family's tile rule picks
+//! the kernel from the kernel ABI's list ([`kernel_abi::KERNELS`]). The tables and rules were
+//! measured on the H100 (bench/NOTES.md v4, v5).
+
+use kernel_abi::{Dtype, GemvTile, Kernel, Load, MmaTile, Tile, WgmmaTile, KERNELS};
+
+use crate::{Error, Result};
+
+/// Which kernels a layer may use. `Auto` is the measured dispatch table:
+///
+/// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
+/// |---|---|---|---|---|
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 33 (from 160 if W' < 4 MB) | prefill on `wgmma` (tile: [`wgmma_tile`]) |
+/// | bf16, f16 | any | yes | 3 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
+/// | any | any | yes | up to 4 (bf16, f16: 1, 2) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
+/// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
+///
+/// The tensor cores multiply bf16/f16 exactly with fp32 accumulation; f32 never uses them (no tf32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelPolicy {
+    #[default]
+    Auto,
+    /// The SIMT kernels only (`gemv`, then the fallback).
+    Simt,
+    /// The `mma.sync` tensor-core kernel at any token count; an error where it does not apply.
+    TensorCore,
+    /// The Hopper `wgmma` kernel at any token count, its tile chosen as `Auto` does; an error
+    /// where it does not apply.
+    Wgmma,
+    /// Exactly this entry point of [`kernel_abi::KERNELS`] (its name), to measure a tile; an
+    /// error where it does not apply or is not loaded (measurement-only tiles need the
+    /// `tile-sweep` feature).
+    Kernel(&'static str),
+}
+
+impl KernelPolicy {
+    /// The `Kernel` policy for the entry point of `dtype` whose name is `name` or ends with
+    /// `_name` (e.g. `mma_r32_t16_w4_d3`, `wgmma_m64_n256_s4`).
+    pub fn kernel(dtype: Dtype, name: &str) -> Result<Self> {
+        let suffix = format!("_{name}");
+        let mut found = KERNELS.iter().filter(|k| k.dtype == dtype && (k.name == name || k.name.ends_with(&suffix)));
+        match (found.next(), found.next()) {
+            (Some(k), None) => Ok(KernelPolicy::Kernel(k.name)),
+            (first, second) => Err(Error::InvalidConfig(format!(
+                "{} {dtype:?} kernel named `{name}`; the {dtype:?} kernels are: {}",
+                if first.is_some() && second.is_some() { "more than one" } else { "no" },
+                KERNELS.iter().filter(|k| k.dtype == dtype).map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+}
+
+/// What the dispatch needs to know about one call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call {
+    pub m: usize,
+    pub dtype: Dtype,
+    /// Output columns `N`.
+    pub n: usize,
+    /// `hidden % (16 B / dtype) == 0` and a 16-byte aligned `x`: the 16-byte loads apply.
+    pub vector: bool,
+    /// q and kv widths even and q, k, v 4-byte aligned: `wgmma`'s paired stores apply.
+    pub paired_outputs: bool,
+    /// The sm_90a PTX is loaded (compute capability 9.0).
+    pub hopper: bool,
+    pub multiprocessors: usize,
+    /// Bytes of `W'`.
+    pub weight_bytes: usize,
+}
+
+/// A kernel family as the dispatch sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    Gemv,
+    Mma,
+    Fallback,
+    Wgmma,
+}
+
+/// Which token counts a rule takes.
+#[derive(Clone, Copy, Debug)]
+enum Tokens {
+    Any,
+    UpTo(usize),
+    From(usize),
+    /// From [`WGMMA_MIN_TOKENS`], or [`WGMMA_MIN_TOKENS_SMALL_W`] when W' is smaller than
+    /// [`SMALL_W_BYTES`].
+    WgmmaCrossover,
+}
+
+/// One row of a dispatch table.
+#[derive(Clone, Copy, Debug)]
+struct Rule {
+    family: Family,
+    tokens: Tokens,
+}
+
+/// From this many tokens on, bf16 and f16 use the tensor-core kernel (measured crossover,
+/// bench/NOTES.md v4); below it the SIMT decode kernel.
+pub const TENSOR_CORE_MIN_TOKENS: usize = 3;
+/// From this many tokens on, bf16 and f16 on Hopper use the `wgmma` prefill kernel (measured
+/// crossover, bench/NOTES.md v5: beyond 32 tokens the mma.sync kernel streams W once more per
+/// 32 tokens)...
+pub const WGMMA_MIN_TOKENS: usize = 33;
+/// ...unless W' is smaller than this: then its repeated reads hit L2 and the mma.sync kernel
+/// stays ahead up to [`WGMMA_MIN_TOKENS_SMALL_W`] tokens (Qwen2.5-0.5B, 2 MB: 9.5 vs 11.3 us at
+/// M = 128, 13.8 vs 11.2 at M = 192).
+pub const SMALL_W_BYTES: usize = 4 << 20;
+/// The crossover for small W'.
+pub const WGMMA_MIN_TOKENS_SMALL_W: usize = 160;
+
+const AUTO: &[Rule] = &[
+    Rule { family: Family::Wgmma, tokens: Tokens::WgmmaCrossover },
+    Rule { family: Family::Mma, tokens: Tokens::From(TENSOR_CORE_MIN_TOKENS) },
+    Rule { family: Family::Gemv, tokens: Tokens::UpTo(kernel_abi::gemv::MAX_TOKENS as usize) },
+    Rule { family: Family::Fallback, tokens: Tokens::Any },
+];
+const SIMT: &[Rule] = &[
+    Rule { family: Family::Gemv, tokens: Tokens::UpTo(kernel_abi::gemv::MAX_TOKENS as usize) },
+    Rule { family: Family::Fallback, tokens: Tokens::Any },
+];
+const TENSOR_CORE: &[Rule] = &[Rule { family: Family::Mma, tokens: Tokens::Any }];
+const WGMMA: &[Rule] = &[Rule { family: Family::Wgmma, tokens: Tokens::Any }];
+
+/// The `mma.sync` tile `Auto` uses (16 rows of W per block, 8 warps, depth 2: fastest measured
+/// on the H100, bench/NOTES.md v4); its token count follows M.
+const MMA_TILE: MmaTile = MmaTile { weight_rows: 16, tokens: 32, warps: 8, depth: 2 };
+
+impl Tokens {
+    fn holds(self, call: &Call) -> bool {
+        match self {
+            Tokens::Any => true,
+            Tokens::UpTo(max) => call.m <= max,
+            Tokens::From(min) => call.m >= min,
+            Tokens::WgmmaCrossover => {
+                call.m >= if call.weight_bytes < SMALL_W_BYTES { WGMMA_MIN_TOKENS_SMALL_W } else { WGMMA_MIN_TOKENS }
+            }
+        }
+    }
+}
+
+impl Family {
+    fn of(tile: &Tile) -> Family {
+        match tile {
+            Tile::Gemv(_) => Family::Gemv,
+            Tile::Mma(_) => Family::Mma,
+            Tile::Fallback(_) => Family::Fallback,
+            Tile::Wgmma(_) => Family::Wgmma,
+        }
+    }
+
+    /// Why the family cannot run `call`, or `None` when it can.
+    fn unsupported(self, call: &Call) -> Option<&'static str> {
+        let tensor_cores = call.dtype != Dtype::F32;
+        match self {
+            Family::Fallback => None,
+            Family::Gemv if !call.vector => {
+                Some("the gemv kernel needs hidden % (16 B / dtype) == 0 and a 16-byte aligned x")
+            }
+            Family::Gemv => None,
+            Family::Mma if !(tensor_cores && call.vector) => {
+                Some("the tensor-core kernel needs bf16 or f16, hidden % 8 == 0 and a 16-byte aligned x")
+            }
+            Family::Mma => None,
+            Family::Wgmma if !(tensor_cores && call.vector && call.hopper && call.paired_outputs) => Some(
+                "the wgmma kernel needs compute capability 9.0, bf16 or f16, hidden % 8 == 0, a 16-byte aligned x, \
+                 even q and kv widths and 4-byte aligned outputs",
+            ),
+            Family::Wgmma => None,
+        }
+    }
+
+    /// The family's tile for `call` (its measured rule).
+    fn tile(self, call: &Call) -> Tile {
+        match self {
+            Family::Gemv => Tile::Gemv(GemvTile { tokens: gemv_tokens(call.m), unroll: 0 }),
+            Family::Mma => Tile::Mma(MmaTile { tokens: mma_tokens(call.m), ..MMA_TILE }),
+            Family::Fallback => {
+                Tile::Fallback(kernel_abi::FallbackTile { tokens: fallback_tokens(call.m), vector: call.vector })
+            }
+            Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.multiprocessors)),
+        }
+    }
+}
+
+/// gemv tokens per block: 1, 2, or 4 from 3 tokens on.
+fn gemv_tokens(m: usize) -> u32 {
+    match m {
+        1 => 1,
+        2 => 2,
+        _ => 4,
+    }
+}
+
+/// mma.sync tokens per block: the smallest of 8, 16 and 32 that covers M, else 32.
+fn mma_tokens(m: usize) -> u32 {
+    match m {
+        0..=8 => 8,
+        9..=16 => 16,
+        _ => 32,
+    }
+}
+
+/// Fallback tokens per block: the smallest of 1, 2, 4 and 8 that covers M, else 8.
+fn fallback_tokens(m: usize) -> u32 {
+    match m {
+        0..=2 => m.max(1) as u32,
+        3 | 4 => 4,
+        _ => 8,
+    }
+}
+
+/// The `wgmma` tile for `m` tokens and `n` output columns on `sms` multiprocessors (measured on
+/// the H100, bench/NOTES.md v5): 64 x 128 while 128 x 128 tiles would leave multiprocessors
+/// idle (small M is W-bound: more, smaller blocks stream it faster); 128 x 256 where N is a
+/// multiple of 256 and it still fills two thirds of the machine; else 128 x 128, with 3 stages
+/// (two blocks per multiprocessor) once there is more than one wave.
+pub fn wgmma_tile(m: usize, n: usize, sms: usize) -> WgmmaTile {
+    let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
+    let tile = |tokens, out_cols, stages, load| WgmmaTile { tokens, out_cols, stages, load };
+    if blocks(128, 128) < sms {
+        tile(64, 128, 4, Load::CpAsync)
+    } else if n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms {
+        tile(128, 256, 4, Load::Tma)
+    } else if blocks(128, 128) <= sms {
+        tile(128, 128, 4, Load::Tma)
+    } else {
+        tile(128, 128, 3, Load::Tma)
+    }
+}
+
+/// The kernel for `call` under `policy`: its index in [`KERNELS`]. `loaded` says whether an
+/// entry point is in the loaded PTX.
+pub(crate) fn choose(policy: KernelPolicy, call: &Call, loaded: impl Fn(usize) -> bool) -> Result<usize> {
+    let table = match policy {
+        KernelPolicy::Auto => AUTO,
+        KernelPolicy::Simt => SIMT,
+        KernelPolicy::TensorCore => TENSOR_CORE,
+        KernelPolicy::Wgmma => WGMMA,
+        KernelPolicy::Kernel(name) => {
+            let index = KERNELS
+                .iter()
+                .position(|k| k.name == name && k.dtype == call.dtype)
+                .ok_or_else(|| Error::InvalidConfig(format!("no {:?} kernel named {name}", call.dtype)))?;
+            let tile = &KERNELS[index].tile;
+            if let Some(why) = Family::of(tile).unsupported(call) {
+                return Err(Error::InvalidConfig(format!("{name}: {why}")));
+            }
+            if matches!(tile, Tile::Fallback(t) if t.vector && !call.vector) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name}: the vector fallback needs hidden % (16 B / dtype) == 0 and a 16-byte aligned x"
+                )));
+            }
+            if !loaded(index) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} is not loaded on this GPU{}",
+                    if KERNELS[index].shipped {
+                        ""
+                    } else {
+                        " (a measurement-only tile: build with --features tile-sweep)"
+                    }
+                )));
+            }
+            return Ok(index);
+        }
+    };
+    let rule =
+        table.iter().find(|r| r.tokens.holds(call) && r.family.unsupported(call).is_none()).ok_or_else(|| {
+            let why =
+                table.iter().find_map(|r| r.family.unsupported(call)).unwrap_or("no kernel takes this token count");
+            Error::InvalidConfig(format!("{policy:?}: {why}"))
+        })?;
+    let tile = rule.family.tile(call);
+    find(call.dtype, &tile).filter(|&i| loaded(i)).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "no loaded {:?} kernel with the tile {tile:?} (the kernel table lacks it)",
+            call.dtype
+        ))
+    })
+}
+
+/// The index of the shipped kernel of `dtype` with `tile` (for gemv: with its token count).
+fn find(dtype: Dtype, tile: &Tile) -> Option<usize> {
+    KERNELS.iter().position(|k: &Kernel| {
+        k.dtype == dtype
+            && k.shipped
+            && match (&k.tile, tile) {
+                // The unroll depth is the kernel's own choice per token count.
+                (Tile::Gemv(have), Tile::Gemv(want)) => have.tokens == want.tokens,
+                (have, want) => have == want,
+            }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(m: usize, dtype: Dtype) -> Call {
+        Call {
+            m,
+            dtype,
+            n: 4096,
+            vector: true,
+            paired_outputs: true,
+            hopper: true,
+            multiprocessors: 132,
+            weight_bytes: 8 << 20,
+        }
+    }
+
+    /// Every choice the dispatch can make is a shipped kernel of the list, for every dtype,
+    /// policy and token count, aligned or not.
+    #[test]
+    fn every_choice_is_a_shipped_kernel() {
+        for dtype in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
+            for policy in [KernelPolicy::Auto, KernelPolicy::Simt, KernelPolicy::TensorCore, KernelPolicy::Wgmma] {
+                for m in [1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 159, 160, 512, 8192] {
+                    for (vector, hopper, weight_bytes) in
+                        [(true, true, 8 << 20), (false, true, 1 << 20), (true, false, 1)]
+                    {
+                        let c = Call { vector, hopper, weight_bytes, ..call(m, dtype) };
+                        match choose(policy, &c, |_| true) {
+                            Ok(i) => assert!(KERNELS[i].shipped && KERNELS[i].dtype == dtype, "{policy:?} {c:?}"),
+                            Err(e) => assert!(
+                                matches!(policy, KernelPolicy::TensorCore | KernelPolicy::Wgmma),
+                                "{policy:?} {c:?}: {e}"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn auto_follows_the_table() {
+        let name = |m, dtype| KERNELS[choose(KernelPolicy::Auto, &call(m, dtype), |_| true).unwrap()].name;
+        assert!(name(1, Dtype::Bf16).ends_with("gemv_m1"));
+        assert!(name(2, Dtype::F16).ends_with("gemv_m2"));
+        assert!(name(3, Dtype::Bf16).ends_with("mma_r16_t8_w8_d2"));
+        assert!(name(32, Dtype::Bf16).ends_with("mma_r16_t32_w8_d2"));
+        assert!(name(33, Dtype::Bf16).contains("wgmma"));
+        assert!(name(4, Dtype::F32).ends_with("gemv_m4"));
+        assert!(name(5, Dtype::F32).ends_with("fallback_vec_m8"));
+        let small_w = Call { weight_bytes: 2 << 20, ..call(100, Dtype::Bf16) };
+        assert!(KERNELS[choose(KernelPolicy::Auto, &small_w, |_| true).unwrap()].name.contains("_mma_"));
+        let unaligned = Call { vector: false, ..call(100, Dtype::Bf16) };
+        assert!(KERNELS[choose(KernelPolicy::Auto, &unaligned, |_| true).unwrap()]
+            .name
+            .ends_with("fallback_scalar_m8"));
+    }
+
+    #[test]
+    fn named_kernels_resolve_and_check_support() {
+        let policy = KernelPolicy::kernel(Dtype::Bf16, "wgmma_m64_n128_s4").unwrap();
+        assert_eq!(policy, KernelPolicy::Kernel("fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s4"));
+        assert!(KernelPolicy::kernel(Dtype::F32, "wgmma_m64_n128_s4").is_err());
+        assert!(KernelPolicy::kernel(Dtype::Bf16, "no_such_tile").is_err());
+        let off_hopper = Call { hopper: false, ..call(64, Dtype::Bf16) };
+        assert!(choose(policy, &off_hopper, |_| true).is_err());
+        assert!(choose(policy, &call(64, Dtype::Bf16), |_| false).is_err());
+        assert!(choose(policy, &call(64, Dtype::Bf16), |_| true).is_ok());
+        let vector_fallback = KernelPolicy::kernel(Dtype::F32, "fallback_vec_m8").unwrap();
+        let unaligned = Call { vector: false, ..call(64, Dtype::F32) };
+        assert!(choose(vector_fallback, &unaligned, |_| true).is_err());
+        assert!(choose(vector_fallback, &call(64, Dtype::F32), |_| true).is_ok());
+    }
+}

@@ -1,0 +1,173 @@
+//! The launch layer: the one module that speaks to the CUDA driver below `cust`'s safe types
+//! (kernel launches with a parameter struct, function attributes, async fills, and the tensor
+//! maps of the Hopper copy engine, which `cust` does not bind).
+
+use std::ffi::{c_int, c_void};
+
+use cust::function::Function;
+use cust::memory::{DevicePointer, DeviceSlice};
+use cust::stream::Stream;
+use kernel_abi::params::KernelParams;
+use kernel_abi::{Launch, TensorMap};
+
+use crate::error::CudaResultExt;
+use crate::{Dtype, DtypeKind, Error, Result};
+
+/// Enqueues `function` on `stream` with `params` as its only (by-value) parameter.
+///
+/// # Safety
+/// `P` must be the parameter type of `function`'s entry point, and `params` and `launch` must
+/// meet its launch contract (see the kernel ABI).
+pub(crate) unsafe fn launch<P: KernelParams>(
+    stream: &Stream,
+    function: &Function<'_>,
+    name: &str,
+    launch: Launch,
+    params: &P,
+) -> Result<()> {
+    // The driver copies the parameter from this address while enqueueing: `params` outlives it.
+    let args = [params as *const P as *mut c_void];
+    stream
+        .launch(function, launch.grid, (launch.block_threads, 1, 1), launch.shared_bytes, &args)
+        .context(|| format!("launching {name} (grid {:?}, {} B shared)", launch.grid, launch.shared_bytes))
+}
+
+/// Lets `function` use `bytes` of dynamic shared memory (needed above 48 KB).
+pub(crate) fn set_max_dynamic_shared(function: &Function<'_>, name: &str, bytes: u32) -> Result<()> {
+    // SAFETY: a valid function handle of a loaded module; the attribute takes an int.
+    let status = unsafe {
+        cust::sys::cuFuncSetAttribute(
+            function.to_raw(),
+            cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+    };
+    if status != cust::sys::cudaError_enum::CUDA_SUCCESS {
+        return Err(Error::InvalidConfig(format!(
+            "raising {name}'s dynamic shared memory limit to {bytes} B failed: {status:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Enqueues a fill of `buffer` with NaN on `stream` (so that an element no kernel writes reads
+/// as NaN, not as a plausible number).
+pub(crate) fn fill_nan<T: Dtype>(stream: &Stream, buffer: &mut DeviceSlice<T>) -> Result<()> {
+    if buffer.is_empty() {
+        return Ok(());
+    }
+    let (ptr, len, raw_stream) = (buffer.as_device_ptr().as_raw(), buffer.len(), stream.as_inner());
+    let nan = T::from_f32(f32::NAN);
+    // SAFETY: `ptr` addresses `len` elements of a live allocation; the fill is stream-ordered.
+    let status = unsafe {
+        match T::KIND.size_bytes() {
+            2 => cust::sys::cuMemsetD16Async(ptr, *(&nan as *const T as *const u16), len, raw_stream),
+            _ => cust::sys::cuMemsetD32Async(ptr, *(&nan as *const T as *const u32), len, raw_stream),
+        }
+    };
+    if status != cust::sys::cudaError_enum::CUDA_SUCCESS {
+        return Err(Error::InvalidConfig(format!("filling {len} {} elements with NaN failed: {status:?}", T::KIND)));
+    }
+    Ok(())
+}
+
+/// Address `count` elements past `ptr` (a kernel argument; never dereferenced on the host).
+pub(crate) fn address<T: Dtype>(ptr: DevicePointer<T>, count: usize) -> u64 {
+    ptr.as_raw() + (count * std::mem::size_of::<T>()) as u64
+}
+
+/// What `cuTensorMapEncodeTiled` writes into: a `CUtensorMap`, 64-byte aligned on the host.
+#[repr(C, align(64))]
+struct AlignedMap([u64; 16]);
+
+type EncodeTiled = unsafe extern "C" fn(
+    map: *mut AlignedMap,
+    data_type: c_int,
+    rank: u32,
+    address: *mut c_void,
+    dims: *const u64,
+    strides: *const u64,
+    box_dims: *const u32,
+    element_strides: *const u32,
+    interleave: c_int,
+    swizzle: c_int,
+    l2_promotion: c_int,
+    oob_fill: c_int,
+) -> c_int;
+
+// CUtensorMapDataType, CUtensorMapSwizzle, CUtensorMapL2promotion values (cuda.h).
+const DATA_TYPE_FLOAT16: c_int = 6;
+const DATA_TYPE_BFLOAT16: c_int = 9;
+const SWIZZLE_128B: c_int = 3;
+const L2_PROMOTION_128B: c_int = 2;
+
+/// The driver's tensor-map encoder.
+#[derive(Clone, Copy)]
+pub(crate) struct TmaEncoder {
+    encode: EncodeTiled,
+}
+
+impl TmaEncoder {
+    /// Looks `cuTensorMapEncodeTiled` up in the driver. A context must be current.
+    pub(crate) fn load() -> Result<Self> {
+        let mut function: *mut c_void = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated name and a place for the pointer; 12000 = the CUDA 12.0 ABI.
+        let status =
+            unsafe { cust::sys::cuGetProcAddress(c"cuTensorMapEncodeTiled".as_ptr(), &mut function, 12000, 0) };
+        if status != cust::sys::cudaError_enum::CUDA_SUCCESS || function.is_null() {
+            return Err(Error::InvalidConfig(format!(
+                "the CUDA driver has no cuTensorMapEncodeTiled ({status:?}); TMA needs CUDA 12.0 or later"
+            )));
+        }
+        // SAFETY: the driver's function of that name has this signature (cuda.h, CUDA 12.0).
+        Ok(TmaEncoder { encode: unsafe { std::mem::transmute::<*mut c_void, EncodeTiled>(function) } })
+    }
+
+    /// The map of a row-major `[rows, cols]` matrix of 16-bit `dtype` at device address
+    /// `address`, copied in boxes of `box_cols` x `box_rows` with 128-byte swizzle (the layout
+    /// `wgmma` reads; `box_cols * 2` must be 128) and zeros past the matrix.
+    pub(crate) fn encode_2d(
+        &self,
+        dtype: DtypeKind,
+        address: u64,
+        rows: usize,
+        cols: usize,
+        box_rows: u32,
+        box_cols: u32,
+    ) -> Result<TensorMap> {
+        let data_type = match dtype {
+            DtypeKind::Bf16 => DATA_TYPE_BFLOAT16,
+            DtypeKind::F16 => DATA_TYPE_FLOAT16,
+            DtypeKind::F32 => return Err(Error::InvalidConfig("no TMA path for f32".into())),
+        };
+        let dims = [cols as u64, rows as u64];
+        let strides = [(cols * dtype.size_bytes()) as u64];
+        let box_dims = [box_cols, box_rows];
+        let element_strides = [1u32, 1];
+        let mut map = AlignedMap([0; 16]);
+        // SAFETY: every pointer refers to a live local of the documented length (rank 2: two dims,
+        // one stride); the driver only writes `map`.
+        let status = unsafe {
+            (self.encode)(
+                &mut map,
+                data_type,
+                2,
+                address as *mut c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                box_dims.as_ptr(),
+                element_strides.as_ptr(),
+                0,
+                SWIZZLE_128B,
+                L2_PROMOTION_128B,
+                0,
+            )
+        };
+        if status != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "cuTensorMapEncodeTiled failed ({status}) for a [{rows}, {cols}] {dtype} matrix at {address:#x}, box {box_rows} x {box_cols}"
+            )));
+        }
+        Ok(TensorMap(map.0))
+    }
+}

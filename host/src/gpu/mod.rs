@@ -1,0 +1,403 @@
+//! The GPU path: the embedded PTX ([`Kernels`]) and one layer's device weights ([`GpuLayer`]).
+//!
+//! Calls are stream-ordered: [`GpuLayer::forward_into`] enqueues one launch (several only past
+//! the grid's limits, billions of tokens) and never synchronises or allocates, so it can be
+//! captured in a CUDA graph. Launch errors are returned; errors inside the kernel surface at the
+//! caller's next synchronisation, as with any CUDA work.
+//!
+//! Everything the launch and the kernels must agree on (parameter structs, tiles, shared memory,
+//! grids, kernel names) comes from the `kernel-abi` crate, which the device crate compiles too;
+//! [`dispatch`] chooses the kernel, [`launch`] is the only module that calls the driver directly.
+
+mod dispatch;
+mod launch;
+
+use std::sync::Arc;
+
+use cust::device::DeviceAttribute;
+use cust::function::Function;
+use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer, DeviceSlice};
+use cust::module::Module;
+use cust::prelude::Stream;
+use kernel_abi::{FallbackParams, Kernel, Load, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
+
+pub use dispatch::{
+    wgmma_tile, KernelPolicy, SMALL_W_BYTES, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_SMALL_W,
+};
+
+use crate::error::CudaResultExt;
+use crate::weights::{check_input, check_outputs, FoldedWeights};
+use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+use dispatch::Call;
+use launch::{address, TmaEncoder};
+
+/// PTX built from `kernel-gpu` by `build.rs` (see `ptx-builder`), one file per architecture.
+pub const PTX_SM80: &str = include_str!(env!("FUSED_QKV_PTX_SM_80"));
+/// PTX for Hopper (sm_90a: also holds the `wgmma` prefill kernels; runs on compute capability
+/// 9.0 only).
+pub const PTX_SM90A: &str = include_str!(env!("FUSED_QKV_PTX_SM_90A"));
+
+/// Whether this build embeds (and loads) the measurement-only tiles (feature `tile-sweep`).
+pub const TILE_SWEEP: bool = cfg!(feature = "tile-sweep");
+
+/// Whether the PTX for an sm_90a (`hopper`) or sm_80 device holds `kernel` in this build.
+pub fn is_built(kernel: &Kernel, hopper: bool) -> bool {
+    (kernel.shipped || TILE_SWEEP) && (hopper || kernel.on_sm80())
+}
+
+/// The loaded kernels for the current context's device. Load once and share (e.g. in an `Arc`)
+/// between layers: loading JIT-compiles the PTX and looks every kernel up once, so a launch
+/// costs no lookup.
+pub struct Kernels {
+    // Declared before `module`, so dropped before it: the handles borrow the module.
+    /// One slot per entry of [`KERNELS`]; `None` where this build or device has no such kernel.
+    functions: Vec<Option<Function<'static>>>,
+    delay: Function<'static>,
+    #[allow(dead_code)] // owns the loaded code the handles point into
+    module: Module,
+    compute_capability: (i32, i32),
+    multiprocessors: usize,
+    /// The tensor-map encoder, on Hopper.
+    tma: Option<TmaEncoder>,
+}
+
+impl Kernels {
+    /// Loads the PTX matching the current context's device (sm_90a PTX, with the `wgmma` prefill
+    /// kernels, on compute capability 9.0; sm_80 PTX on Ampere, Ada and later). A CUDA context must
+    /// be current (e.g. from `cust::quick_init()`).
+    pub fn load() -> Result<Self> {
+        let device = cust::context::CurrentContext::get_device().context(|| "querying the current device".into())?;
+        let attribute = |attribute, what: &str| device.get_attribute(attribute).context(|| format!("querying {what}"));
+        let major = attribute(DeviceAttribute::ComputeCapabilityMajor, "the compute capability")?;
+        let minor = attribute(DeviceAttribute::ComputeCapabilityMinor, "the compute capability")?;
+        if major < 8 {
+            return Err(Error::InvalidConfig(format!(
+                "the GPU has compute capability {major}.{minor}; these kernels need 8.0 (Ampere) or later"
+            )));
+        }
+        let multiprocessors = attribute(DeviceAttribute::MultiprocessorCount, "the multiprocessor count")? as usize;
+        let hopper = (major, minor) == (9, 0);
+        let module = Module::from_ptx(if hopper { PTX_SM90A } else { PTX_SM80 }, &[])
+            .context(|| "loading the embedded PTX".into())?;
+        let lookup = |name: &str| -> Result<Function<'static>> {
+            let function = module.get_function(name).context(|| format!("looking up kernel {name}"))?;
+            // SAFETY: a `Function` is a handle plus a lifetime marker for the module it came
+            // from; the handles are dropped before `module` (field order) and never handed out
+            // beyond `&self`, so no handle outlives the module.
+            Ok(unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(function) })
+        };
+        let mut functions = Vec::with_capacity(KERNELS.len());
+        for kernel in KERNELS {
+            if !is_built(kernel, hopper) {
+                functions.push(None);
+                continue;
+            }
+            let function = lookup(kernel.name)?;
+            if let Tile::Wgmma(tile) = kernel.tile {
+                launch::set_max_dynamic_shared(&function, kernel.name, tile.shared_bytes())?;
+            }
+            functions.push(Some(function));
+        }
+        let delay = lookup(kernel_abi::DELAY_KERNEL)?;
+        let tma = if hopper { Some(TmaEncoder::load()?) } else { None };
+        Ok(Kernels { functions, delay, module, compute_capability: (major, minor), multiprocessors, tma })
+    }
+
+    /// The device's compute capability.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// Whether the `wgmma` prefill kernels are loaded (compute capability 9.0).
+    pub fn has_wgmma(&self) -> bool {
+        self.compute_capability == (9, 0)
+    }
+
+    /// The loaded kernels of `dtype` (entries of [`KERNELS`]).
+    pub fn loaded(&self, dtype: DtypeKind) -> impl Iterator<Item = &'static Kernel> + '_ {
+        KERNELS.iter().zip(&self.functions).filter(move |(k, f)| f.is_some() && k.dtype == dtype.abi()).map(|(k, _)| k)
+    }
+
+    /// For benchmarks: enqueues a one-thread kernel that waits `nanos` ns on `stream`, so work
+    /// the host enqueues meanwhile runs back to back on the GPU, not at the host's launch rate.
+    pub fn enqueue_delay(&self, stream: &Stream, nanos: u64) -> Result<()> {
+        let one = kernel_abi::Launch { grid: (1, 1, 1), block_threads: 1, shared_bytes: 0 };
+        // SAFETY: the delay kernel takes one u64 and runs as one thread.
+        unsafe { launch::launch(stream, &self.delay, kernel_abi::DELAY_KERNEL, one, &nanos) }
+    }
+}
+
+/// One layer's weights on the device, ready to run: gamma folded into W ([`FoldedWeights`]).
+pub struct GpuLayer<T: Dtype> {
+    config: QkvConfig,
+    kernels: Arc<Kernels>,
+    qkv_weight: DeviceBuffer<T>,
+    #[allow(dead_code)] // owns the memory `params.bias` points to
+    bias: Option<DeviceBuffer<T>>,
+    /// The kernels' parameters with the layer's part filled in (weights, shape, eps, scale);
+    /// each call adds x, q, k, v and M.
+    params: QkvParams,
+    /// W's tensor maps for the TMA kernels, by box rows (the tile's `out_cols`); built once.
+    w_maps: Vec<(u32, TensorMap)>,
+    policy: KernelPolicy,
+}
+
+fn upload<T: Dtype>(what: &str, data: &[T]) -> Result<DeviceBuffer<T>> {
+    DeviceBuffer::from_slice(data).context(|| format!("copying {what} ({} elements) to the device", data.len()))
+}
+
+fn check_aligned<T: Dtype>(what: &'static str, ptr: DevicePointer<T>) -> Result<()> {
+    let align = std::mem::align_of::<T>();
+    let address = ptr.as_raw();
+    if !address.is_multiple_of(align as u64) {
+        return Err(Error::Misaligned { what, address, align });
+    }
+    Ok(())
+}
+
+fn to_u32(what: &str, value: usize) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::Overflow(format!("{what} = {value} exceeds u32")))
+}
+
+impl<T: Dtype> GpuLayer<T> {
+    /// Folds gamma into W ([`QkvWeights::fold_gamma`]) and copies the result to the device
+    /// (synchronously).
+    pub fn new(kernels: Arc<Kernels>, weights: &QkvWeights<T>) -> Result<Self> {
+        Self::from_folded(kernels, &weights.fold_gamma())
+    }
+
+    /// Copies weights already folded (e.g. cached by the caller) to the device (synchronously).
+    pub fn from_folded(kernels: Arc<Kernels>, weights: &FoldedWeights<T>) -> Result<Self> {
+        let c = weights.config;
+        weights.check()?;
+        let qkv_weight = upload("qkv_weight", &weights.qkv_weight)?;
+        let bias = weights.bias.as_deref().map(|b| upload("bias", b)).transpose()?;
+        let params = QkvParams {
+            qkv_weight: qkv_weight.as_device_ptr().as_raw(),
+            bias: bias.as_ref().map_or(0, |b| b.as_device_ptr().as_raw()),
+            shape: Shape {
+                m: 0,
+                hidden: to_u32("hidden", c.hidden)?,
+                q_cols: to_u32("q_cols", c.q_cols())?,
+                kv_cols: to_u32("kv_cols", c.kv_cols())?,
+            },
+            eps: c.eps,
+            out_scale: weights.out_scale(),
+            ..QkvParams::default()
+        };
+        let mut w_maps = Vec::new();
+        if let Some(encoder) = &kernels.tma {
+            for kernel in KERNELS.iter().filter(|k| k.dtype == T::KIND.abi() && is_built(k, true)) {
+                if let Tile::Wgmma(tile @ kernel_abi::WgmmaTile { load: Load::Tma, .. }) = kernel.tile {
+                    if !w_maps.iter().any(|(rows, _)| *rows == tile.out_cols) {
+                        let map = encoder.encode_2d(
+                            T::KIND,
+                            params.qkv_weight,
+                            c.qkv_cols(),
+                            c.hidden,
+                            tile.out_cols,
+                            kernel_abi::wgmma::K_BLOCK,
+                        )?;
+                        w_maps.push((tile.out_cols, map));
+                    }
+                }
+            }
+        }
+        Ok(GpuLayer { config: c, kernels, qkv_weight, bias, params, w_maps, policy: KernelPolicy::Auto })
+    }
+
+    /// The layer's config.
+    pub fn config(&self) -> &QkvConfig {
+        &self.config
+    }
+
+    /// Allocates q `[m, Hq]`, k and v `[m, Hkv]`, fills them with NaN (so an element no kernel
+    /// wrote can never pass for a result) and runs [`GpuLayer::forward_into`] on `stream`. The
+    /// outputs are ready once the stream has been synchronised.
+    pub fn forward(
+        &self,
+        stream: &Stream,
+        x: &DeviceSlice<T>,
+        m: usize,
+    ) -> Result<(DeviceBuffer<T>, DeviceBuffer<T>, DeviceBuffer<T>)> {
+        check_input(&self.config, m, x.len())?;
+        let alloc = |what: &str, len: usize| -> Result<DeviceBuffer<T>> {
+            // SAFETY: filled with NaN below, before anything can read it.
+            let mut buffer = unsafe { DeviceBuffer::uninitialized(len) }
+                .context(|| format!("allocating {what} ({len} elements)"))?;
+            launch::fill_nan(stream, &mut buffer)?;
+            Ok(buffer)
+        };
+        let mut q = alloc("q", m * self.config.q_cols())?;
+        let mut k = alloc("k", m * self.config.kv_cols())?;
+        let mut v = alloc("v", m * self.config.kv_cols())?;
+        self.forward_into(stream, x, m, &mut q, &mut k, &mut v)?;
+        Ok((q, k, v))
+    }
+
+    /// Enqueues the fused RMSNorm + QKV for the first `m` rows of `x` (row-major `[m, H]`) on
+    /// `stream`, writing the first `m` rows of q, k and v. Buffers may be longer than needed
+    /// (preallocated for a larger batch). No allocation, no synchronisation; `m = 0` enqueues nothing.
+    pub fn forward_into(
+        &self,
+        stream: &Stream,
+        x: &DeviceSlice<T>,
+        m: usize,
+        q: &mut DeviceSlice<T>,
+        k: &mut DeviceSlice<T>,
+        v: &mut DeviceSlice<T>,
+    ) -> Result<()> {
+        let c = &self.config;
+        check_input(c, m, x.len())?;
+        check_outputs(c, m, [q.len(), k.len(), v.len()])?;
+        let pointers = [x.as_device_ptr(), q.as_device_ptr(), k.as_device_ptr(), v.as_device_ptr()];
+        for (what, ptr) in ["x", "q", "k", "v"].into_iter().zip(pointers) {
+            check_aligned(what, ptr)?;
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let call = Call {
+            m,
+            dtype: T::KIND.abi(),
+            n: c.qkv_cols(),
+            // W is a whole device allocation (256-byte aligned); x may be a view.
+            vector: c.hidden.is_multiple_of(T::KIND.abi().vector_elems() as usize)
+                && pointers[0].as_raw().is_multiple_of(16),
+            paired_outputs: c.q_cols().is_multiple_of(2)
+                && c.kv_cols().is_multiple_of(2)
+                && pointers[1..].iter().all(|p| p.as_raw().is_multiple_of(4)),
+            hopper: self.kernels.has_wgmma(),
+            multiprocessors: self.kernels.multiprocessors,
+            weight_bytes: self.qkv_weight.len() * T::KIND.size_bytes(),
+        };
+        let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
+        let (kernel, function) =
+            (&KERNELS[index], self.kernels.functions[index].as_ref().expect("chosen kernels are loaded"));
+        let n = self.params.shape.n();
+        let max_rows = match kernel.tile {
+            Tile::Gemv(t) => t.max_tokens_per_launch(),
+            Tile::Mma(t) => t.max_tokens_per_launch(),
+            Tile::Fallback(t) => t.max_tokens_per_launch(),
+            Tile::Wgmma(t) => t.max_tokens_per_launch(n),
+        } as usize;
+        let mut row0 = 0;
+        while row0 < m {
+            let rows = (m - row0).min(max_rows);
+            let params = QkvParams {
+                x: address(pointers[0], row0 * c.hidden),
+                q: address(pointers[1], row0 * c.q_cols()),
+                k: address(pointers[2], row0 * c.kv_cols()),
+                v: address(pointers[3], row0 * c.kv_cols()),
+                shape: Shape { m: rows as u32, ..self.params.shape },
+                ..self.params
+            };
+            let m = rows as u32;
+            // SAFETY: each arm passes the parameter type of the family's entry points and the
+            // launch its tile prescribes (kernel ABI); lengths and alignment are checked above,
+            // the family's other conditions by the dispatch.
+            unsafe {
+                match kernel.tile {
+                    Tile::Gemv(t) => launch::launch(stream, function, kernel.name, t.launch(m, n), &params)?,
+                    Tile::Mma(t) => launch::launch(stream, function, kernel.name, t.launch(m, n), &params)?,
+                    Tile::Fallback(t) => {
+                        let chunk = t.chunk(m, params.shape.hidden, T::KIND.abi().vector_elems());
+                        let fallback = FallbackParams { qkv: params, chunk, reserved: 0 };
+                        launch::launch(stream, function, kernel.name, t.launch(m, n, chunk), &fallback)?
+                    }
+                    Tile::Wgmma(t) if t.load == Load::CpAsync => {
+                        launch::launch(stream, function, kernel.name, t.launch(m, n), &params)?
+                    }
+                    Tile::Wgmma(t) => {
+                        let tma = self.tma_params(params, t)?;
+                        launch::launch(stream, function, kernel.name, t.launch(m, n), &tma)?
+                    }
+                }
+            }
+            row0 += rows;
+        }
+        Ok(())
+    }
+
+    /// The TMA kernels' parameters: the tensor map of this launch's `x` rows and W's (built once).
+    fn tma_params(&self, qkv: QkvParams, tile: kernel_abi::WgmmaTile) -> Result<TmaParams> {
+        let encoder = self
+            .kernels
+            .tma
+            .as_ref()
+            .ok_or_else(|| Error::InvalidConfig("TMA kernels need compute capability 9.0".into()))?;
+        let (k_block, rows, hidden) = (kernel_abi::wgmma::K_BLOCK, qkv.shape.m as usize, self.config.hidden);
+        let x_map = encoder.encode_2d(T::KIND, qkv.x, rows, hidden, tile.tokens, k_block)?;
+        let w_map = self
+            .w_maps
+            .iter()
+            .find(|(rows, _)| *rows == tile.out_cols)
+            .map(|(_, map)| *map)
+            .ok_or_else(|| Error::InvalidConfig(format!("no tensor map of W for {}-row boxes", tile.out_cols)))?;
+        Ok(TmaParams { x_map, w_map, qkv })
+    }
+
+    /// Which kernels [`GpuLayer::forward_into`] may use (default [`KernelPolicy::Auto`]).
+    pub fn set_kernel_policy(&mut self, policy: KernelPolicy) {
+        self.policy = policy;
+    }
+
+    /// Copies a device result back (synchronously): a convenience for tests and tools.
+    pub fn download(buffer: &DeviceSlice<T>) -> Result<Vec<T>> {
+        let mut host = vec![T::default(); buffer.len()];
+        buffer.copy_to(&mut host[..]).context(|| format!("copying {} elements to the host", buffer.len()))?;
+        Ok(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.entry` of `ptx` with its one parameter's alignment and size.
+    fn entries(ptx: &str) -> Vec<(String, u32, usize)> {
+        let mut out = Vec::new();
+        let mut lines = ptx.lines();
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix(".visible .entry ") {
+                let name = rest.trim_end_matches('(').to_string();
+                let param = lines.next().unwrap_or_default().trim();
+                let (align, size) = if param.starts_with(".param .u64 ") {
+                    (8, 8)
+                } else {
+                    let align = param.split_whitespace().nth(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+                    (align, param.rsplit('[').next().and_then(|s| s.trim_end_matches(']').parse().ok()).unwrap_or(0))
+                };
+                assert!(lines.next().is_some_and(|l| l.starts_with(')')), "{name}: one parameter expected");
+                out.push((name, align, size));
+            }
+        }
+        out
+    }
+
+    /// The embedded PTX holds exactly the kernels of the ABI's list that this build ships (and
+    /// the delay kernel), each taking its family's parameter struct: names and parameter layouts
+    /// cannot drift between the device crate and the host.
+    #[test]
+    fn embedded_ptx_matches_the_kernel_abi() {
+        for (ptx, hopper) in [(PTX_SM80, false), (PTX_SM90A, true)] {
+            let mut found = entries(ptx);
+            found.sort();
+            let mut expected: Vec<(String, u32, usize)> = KERNELS
+                .iter()
+                .filter(|k| is_built(k, hopper))
+                .map(|k| {
+                    let (align, size) = match k.tile {
+                        Tile::Fallback(_) => (8, std::mem::size_of::<FallbackParams>()),
+                        Tile::Wgmma(kernel_abi::WgmmaTile { load: Load::Tma, .. }) => (64, TmaParams::BYTES),
+                        _ => (8, std::mem::size_of::<QkvParams>()),
+                    };
+                    (k.name.to_string(), align, size)
+                })
+                .collect();
+            expected.push((kernel_abi::DELAY_KERNEL.to_string(), 8, 8));
+            expected.sort();
+            assert_eq!(found, expected, "hopper = {hopper}");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The Hopper prefill kernel (`kernel-gpu/src/fused_qkv_gemm.rs`, sm_90a): `tokens x out_cols`
+//! tiles of `y` on `wgmma`, two warpgroups per block, a ring of `stages` shared-memory stages
+//! filled by TMA or `cp.async`. bf16 and f16; needs `hidden % 8 == 0`, even `q_cols` and
+//! `kv_cols`, 16-byte aligned `x` and 4-byte aligned outputs.
+
+use crate::Launch;
+
+/// Threads per block: two warpgroups.
+pub const THREADS: u32 = 256;
+/// Elements of `H` per k-block: one 128-byte swizzled row of a 16-bit dtype.
+pub const K_BLOCK: u32 = 64;
+/// Bytes of one row of a 128-byte-swizzled K-major tile.
+pub const SWIZZLE_ROW_BYTES: u32 = 128;
+/// Bytes of one swizzle atom (8 rows); stage tiles start at multiples of it.
+pub const SWIZZLE_ATOM_BYTES: u32 = 1024;
+/// Row tiles per raster group (blocks walk `GROUP_M` row tiles per column tile).
+pub const GROUP_M: u32 = 16;
+
+/// How a `wgmma` kernel fills its stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Load {
+    /// The copy engine, one thread issuing whole tiles ([`crate::TmaParams`]).
+    Tma,
+    /// `cp.async` by every thread ([`crate::QkvParams`]).
+    CpAsync,
+}
+
+/// A `wgmma` kernel's tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WgmmaTile {
+    /// Rows of `y` (tokens) per block: 64 or 128.
+    pub tokens: u32,
+    /// Columns of `y` per block: 128 or 256.
+    pub out_cols: u32,
+    /// Shared-memory stages: 3 to 5.
+    pub stages: u32,
+    pub load: Load,
+}
+
+impl WgmmaTile {
+    /// Whether the kernel is written for this tile.
+    pub const fn is_valid(self) -> bool {
+        matches!(self.tokens, 64 | 128) && matches!(self.out_cols, 128 | 256) && self.stages >= 3 && self.stages <= 5
+    }
+
+    /// Columns of `y` per warpgroup: with 128 tokens each warpgroup owns 64 rows and all
+    /// columns; with 64 tokens, all rows and half of the columns.
+    pub const fn cols_per_warpgroup(self) -> u32 {
+        if self.tokens == 128 {
+            self.out_cols
+        } else {
+            self.out_cols / 2
+        }
+    }
+
+    /// Bytes of one stage: the `x` tile then the `W'` tile, 128 bytes per row.
+    pub const fn stage_bytes(self) -> u32 {
+        (self.tokens + self.out_cols) * SWIZZLE_ROW_BYTES
+    }
+
+    /// Where the row scales (one f32 per token row) start, after the stages.
+    pub const fn row_scales_offset(self) -> u32 {
+        self.stages * self.stage_bytes()
+    }
+
+    /// Where the stages' "full" mbarriers (8 bytes each) start, after the row scales.
+    pub const fn barriers_offset(self) -> u32 {
+        self.row_scales_offset() + self.tokens * 4
+    }
+
+    /// Dynamic shared memory: stages, row scales, barriers, and room to align the dynamic
+    /// shared base up to a swizzle atom. Above 48 KB: the host raises the function's limit.
+    pub const fn shared_bytes(self) -> u32 {
+        self.barriers_offset() + self.stages * 8 + SWIZZLE_ATOM_BYTES
+    }
+
+    /// Bytes per row of the output tile staged in the freed stages for the coalesced store:
+    /// 16 more than the row, so that the 8 rows a warp's accumulators store start 4 banks apart.
+    pub const fn out_pitch(self) -> u32 {
+        self.out_cols * 2 + 16
+    }
+
+    /// Grid: one block per tile, along x (row tiles and column tiles, walked in raster groups).
+    pub const fn launch(self, m: u32, n: u32) -> Launch {
+        Launch {
+            grid: (m.div_ceil(self.tokens) * n.div_ceil(self.out_cols), 1, 1),
+            block_threads: THREADS,
+            shared_bytes: self.shared_bytes(),
+        }
+    }
+
+    /// Most tokens one launch covers (grid x is at most 2^31 - 1 blocks).
+    pub const fn max_tokens_per_launch(self, n: u32) -> u32 {
+        let per_row_tile = n.div_ceil(self.out_cols);
+        let row_tiles = (i32::MAX as u32) / per_row_tile;
+        let max = row_tiles as u64 * self.tokens as u64;
+        if max > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            max as u32
+        }
+    }
+}
+
+// The staged output tile fits in the stages it reuses.
+const _: () = {
+    let t = WgmmaTile { tokens: 128, out_cols: 256, stages: 3, load: Load::Tma };
+    assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
+    let t = WgmmaTile { tokens: 64, out_cols: 256, stages: 3, load: Load::CpAsync };
+    assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
+};

@@ -1,0 +1,366 @@
+//! Prefill: the fused RMSNorm + QKV projection as a tiled GEMM on Hopper's warpgroup tensor
+//! cores (`wgmma`, sm_90a; bf16 and f16).
+//!
+//! `y = x * W'^T` with `W' = W * gamma * 2^s` folded by the host (see [`crate::qkv`]), so both
+//! operands are used exactly as stored: A = `x [M, H]` and B = `W' [N, H]`, both K-major.
+//! `rms_inv` is applied in the epilogue, from sums of squares taken from the same `x` tiles
+//! while they sit in shared memory: `x` is read from memory once per tile, never in a second pass.
+//!
+//! Block: two warpgroups (256 threads) compute a `BM x BN` tile of `y`. With `BM = 128` each
+//! warpgroup owns 64 rows and all `BN` columns; with `BM = 64` each owns half of the columns
+//! (`WN` = columns per warpgroup). Steps:
+//! 1. load: the k-block `S - 1` ahead (64 elements of `H`) of the `x` and `W'` tiles goes into a
+//!    ring of `S` shared-memory stages in the 128-byte swizzled layout `wgmma` reads
+//!    ([`crate::wgmma::swizzled_offset`]), by a [`StageLoader`]: [`Tma`] (one thread, whole
+//!    tiles, completion on an mbarrier per stage) or [`CpAsync`] (every thread, 16 bytes at a
+//!    time). Rows and columns past the matrix are zero-filled, so odd `M`, `N` and `H` need no
+//!    other tail path;
+//! 2. mma: per k-block, each warpgroup issues four m64n`WN`k16 MMAs from shared memory and keeps
+//!    one group in flight across the barriers (one before the MMAs: the stage has landed; one
+//!    after: the previous k-block's MMAs are done, so its slot can be refilled);
+//! 3. reduce: meanwhile 2 or 4 threads per row add up the squares of the stage's `x` row;
+//! 4. normalize: the row's `rms_inv * out_scale` goes to shared memory;
+//! 5. store: each thread scales its accumulators, adds the bias and rounds pairs of columns
+//!    into a staged copy of the tile in the (now free) stages; the block then copies it to q, k
+//!    and v in coalesced 16-byte pieces. Where q_cols or kv_cols is no multiple of 8 or an output
+//!    is not 16-byte aligned, the pairs go straight to global memory instead.
+//!
+//! Blocks walk the tiles in groups of [`GROUP_M`] row tiles, column tile after column tile, so
+//! that the blocks running at one time share `x` and `W'` tiles in L2.
+//!
+//! Launch contract: [`kernel_abi::WgmmaTile::launch`] for the kernel's tile (dynamic shared
+//! memory [`kernel_abi::WgmmaTile::shared_bytes`], laid out by its `*_offset` functions; above
+//! 48 KB the host raises the function's limit); `hidden % 8 == 0`, `q_cols` and `kv_cols` even;
+//! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
+
+use kernel_abi::wgmma::{GROUP_M, K_BLOCK, THREADS};
+use kernel_abi::{Load, QkvParams, WgmmaTile};
+
+use crate::async_copy;
+use crate::mbarrier;
+use crate::qkv::{add_squares, destination, output_value, row_scale, Shape};
+use crate::shared::{dynamic_shared_base, SharedPtr};
+use crate::thread::{block_idx_x, sync_threads, thread_idx_x};
+use crate::tma;
+use crate::warp::{lane_id, shuffle_xor_f32};
+use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
+use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
+
+/// The first row and column of this block's tile (see the module docs for the order).
+#[inline(always)]
+fn tile_origin<const BM: u32, const BN: u32>(m: u32, n: u32) -> (u32, u32) {
+    let (tiles_m, tiles_n) = (m.div_ceil(BM), n.div_ceil(BN));
+    let block = block_idx_x();
+    let per_group = GROUP_M * tiles_n;
+    let first_m = block / per_group * GROUP_M;
+    let group_rows = (tiles_m - first_m).min(GROUP_M);
+    let in_group = block % per_group;
+    ((first_m + in_group % group_rows) * BM, in_group / group_rows * BN)
+}
+
+/// The shared-memory ring, laid out as the tile's [`WgmmaTile`] functions say: the stages (`x`
+/// tile then `W'` tile, 128 bytes per row), the row scales, one "full" mbarrier per stage.
+#[derive(Clone, Copy)]
+pub struct Ring {
+    base: SharedPtr,
+    tile: WgmmaTile,
+}
+
+impl Ring {
+    /// The `x` and `W'` tiles of the stage that holds `k_block`.
+    #[inline(always)]
+    fn stage(self, k_block: u32) -> (SharedPtr, SharedPtr) {
+        let a = self.base.add(k_block % self.tile.stages * self.tile.stage_bytes());
+        (a, a.add(self.tile.tokens * SWIZZLE_ROW_BYTES))
+    }
+
+    #[inline(always)]
+    fn row_scales(self) -> SharedPtr {
+        self.base.add(self.tile.row_scales_offset())
+    }
+
+    /// The mbarrier that completes when the TMA copies into `k_block`'s stage have landed.
+    #[inline(always)]
+    fn full(self, k_block: u32) -> SharedPtr {
+        self.base.add(self.tile.barriers_offset() + k_block % self.tile.stages * 8)
+    }
+}
+
+/// Step 1, and the wait for it: how the stages are filled.
+pub trait StageLoader {
+    /// Which [`Load`] of the kernel ABI this is (it sizes the tile's shared memory).
+    const LOAD: Load;
+    /// Before the first load; every thread calls it.
+    ///
+    /// # Safety
+    /// Once per block, before any other use of the ring.
+    unsafe fn init(&self, ring: Ring);
+    /// Issues the copies of k-block `k_block` (of `k_blocks`) of the block's tiles at (`row0`,
+    /// `col0`) into its stage; every thread calls it, also past the last k-block.
+    ///
+    /// # Safety
+    /// The stage must be free: every MMA that read it is done.
+    unsafe fn load(&self, ring: Ring, k_block: u32, k_blocks: u32, origin: (u32, u32));
+    /// Returns once `k_block`'s stage has landed, for every thread of the block.
+    ///
+    /// # Safety
+    /// Every thread calls it, once per k-block, in order.
+    unsafe fn wait(&self, ring: Ring, k_block: u32);
+}
+
+/// The copy engine: thread 0 copies whole tiles described by tensor maps (in the kernel's
+/// parameter space, see [`kernel_abi::TmaParams`]); they complete on the stage's mbarrier.
+pub struct Tma {
+    /// Generic addresses of the `x` and `W'` tensor maps.
+    pub x_map: u64,
+    pub w_map: u64,
+}
+
+impl StageLoader for Tma {
+    const LOAD: Load = Load::Tma;
+
+    #[inline(always)]
+    unsafe fn init(&self, ring: Ring) {
+        if thread_idx_x() == 0 {
+            let mut slot = 0;
+            while slot < ring.tile.stages {
+                mbarrier::init(ring.full(slot), 1);
+                slot += 1;
+            }
+            mbarrier::fence_init();
+        }
+        sync_threads();
+    }
+
+    #[inline(always)]
+    unsafe fn load(&self, ring: Ring, k_block: u32, k_blocks: u32, (row0, col0): (u32, u32)) {
+        if thread_idx_x() == 0 && k_block < k_blocks {
+            let (a, b) = ring.stage(k_block);
+            let full = ring.full(k_block);
+            mbarrier::arrive_expect_tx(full, ring.tile.stage_bytes());
+            tma::load_2d(a, self.x_map, k_block * K_BLOCK, row0, full);
+            tma::load_2d(b, self.w_map, k_block * K_BLOCK, col0, full);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn wait(&self, ring: Ring, k_block: u32) {
+        mbarrier::wait_parity(ring.full(k_block), k_block / ring.tile.stages % 2);
+    }
+}
+
+/// `cp.async` by every thread: thread `t` copies chunk `t % 8` of rows `t / 8 + 32 i`.
+pub struct CpAsync<T> {
+    pub x: *const T,
+    pub qkv_weight: *const T,
+    pub shape: Shape,
+}
+
+impl<T> CpAsync<T> {
+    /// `rows` rows of a K-major matrix (`rows_total` x `hidden`) starting at `row0`, k-block
+    /// `k_block`, into `tile`.
+    #[inline(always)]
+    unsafe fn load_operand(&self, src: *const T, rows: u32, rows_total: u32, row0: u32, k_block: u32, tile: SharedPtr) {
+        let tid = thread_idx_x();
+        let chunk = tid % 8;
+        let k = k_block * K_BLOCK + chunk * 8;
+        // hidden % 8 == 0: a chunk is wholly inside or wholly past the row.
+        let k_inside = k < self.shape.hidden;
+        let k_at = if k_inside { k } else { 0 } as usize;
+        let mut pass = 0;
+        while pass < rows / 32 {
+            let r = tid / 8 + pass * 32;
+            let row = row0 + r;
+            let inside = row < rows_total;
+            let at = if inside { row } else { 0 } as usize * self.shape.hidden as usize + k_at;
+            async_copy::copy_16(tile.add(swizzled_offset(r, chunk)), src.add(at).cast(), inside && k_inside);
+            pass += 1;
+        }
+    }
+}
+
+impl<T> StageLoader for CpAsync<T> {
+    const LOAD: Load = Load::CpAsync;
+
+    #[inline(always)]
+    unsafe fn init(&self, _ring: Ring) {}
+
+    #[inline(always)]
+    unsafe fn load(&self, ring: Ring, k_block: u32, k_blocks: u32, (row0, col0): (u32, u32)) {
+        if k_block < k_blocks {
+            let (a, b) = ring.stage(k_block);
+            let tile = ring.tile;
+            self.load_operand(self.x, tile.tokens, self.shape.m, row0, k_block, a);
+            self.load_operand(self.qkv_weight, tile.out_cols, self.shape.n(), col0, k_block, b);
+        }
+        // One group per k-block, empty past the end: the waits count on it.
+        async_copy::commit_group();
+    }
+
+    #[inline(always)]
+    unsafe fn wait(&self, ring: Ring, _k_block: u32) {
+        async_copy::wait_group(ring.tile.stages - 2);
+        wgmma::fence_proxy_async_shared();
+        sync_threads();
+    }
+}
+
+/// Step 3: adds the squares of this thread's share of its row of the stage's `x` tile.
+#[inline(always)]
+unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum_sq: &mut f32) {
+    let threads_per_row = THREADS / BM;
+    let chunks = 8 / threads_per_row;
+    let tid = thread_idx_x();
+    let (row, part) = (tid / threads_per_row, tid % threads_per_row);
+    let mut c = 0;
+    while c < chunks {
+        let values = T::unpack(x_tile.add(swizzled_offset(row, part * chunks + c)).load_v16());
+        *sum_sq = add_squares::<T>(&values, *sum_sq);
+        c += 1;
+    }
+}
+
+/// Step 4: the row's `rms_inv * out_scale` into `scales[row]`, then a barrier.
+#[inline(always)]
+unsafe fn store_row_scale<const BM: u32>(sum_sq: f32, params: &QkvParams, scales: SharedPtr) {
+    let threads_per_row = THREADS / BM;
+    let mut sum_sq = sum_sq;
+    // The row's threads are adjacent lanes.
+    if threads_per_row >= 4 {
+        sum_sq += shuffle_xor_f32(sum_sq, 2);
+    }
+    sum_sq += shuffle_xor_f32(sum_sq, 1);
+    let tid = thread_idx_x();
+    if tid % threads_per_row == 0 {
+        let scale = row_scale(sum_sq, params.shape.hidden, params.eps, params.out_scale);
+        scales.offset_f32(tid / threads_per_row).store_f32(scale);
+    }
+    sync_threads();
+}
+
+/// Step 5: `y = acc * row_scale + bias` for this thread's accumulators of the warpgroup tile at
+/// (`row0`, `col0`) of y (local row `local_row0` of the block tile), rounded and packed in pairs
+/// of columns, handed to `sink(row, col, local row, local col, pair)` for in-range pairs.
+/// q_cols and kv_cols are even, so a pair never straddles q, k and v.
+#[inline(always)]
+unsafe fn for_each_pair<T: WgmmaElement, const WN: u32>(
+    acc: &Acc,
+    scales: SharedPtr,
+    (local_row0, local_col0): (u32, u32),
+    (row0, col0): (u32, u32),
+    params: &QkvParams,
+    mut sink: impl FnMut(u32, u32, u32, u32, u32),
+) {
+    let (warp, lane) = (thread_idx_x() / 32 % 4, lane_id());
+    let local_rows = [local_row0 + 16 * warp + lane / 4, local_row0 + 16 * warp + lane / 4 + 8];
+    let row_scales = [scales.offset_f32(local_rows[0]).load_f32(), scales.offset_f32(local_rows[1]).load_f32()];
+    let (shape, bias) = (params.shape, params.bias::<T>());
+    let n = shape.n();
+    unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+        let local_col = local_col0 + 8 * j as u32 + 2 * (lane % 4);
+        let col = col0 - local_col0 + local_col;
+        if (j as u32) < WN / 8 && col < n {
+            unroll!(half in [0, 1] {
+                let row = row0 - local_row0 + local_rows[half];
+                if row < shape.m {
+                    let y = |i: u32| {
+                        let y = output_value(acc[4 * j + 2 * half + i as usize], row_scales[half], bias, col + i);
+                        T::round_bits(y) as u32
+                    };
+                    sink(row, col, local_rows[half], local_col, y(0) | (y(1) << 16));
+                }
+            });
+        }
+    });
+}
+
+/// Step 5, coalesced: copies the staged output tile (`out_pitch` bytes per row) to q, k and v in
+/// 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols multiples of 8 and
+/// 16-byte aligned q, k, v, so that a piece never straddles two of them.
+#[inline(always)]
+unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u32, u32), params: &QkvParams) {
+    let pieces_per_row = tile.out_cols / 8;
+    let (shape, out) = (params.shape, params.outputs::<T>());
+    let n = shape.n();
+    let mut i = thread_idx_x();
+    while i < tile.tokens * pieces_per_row {
+        let (r, piece) = (i / pieces_per_row, i % pieces_per_row);
+        let (row, col) = (row0 + r, col0 + piece * 8);
+        if row < shape.m && col < n {
+            let value = staged.add(r * tile.out_pitch() + piece * 16).load_v16();
+            let (dst, cols, c) = destination(out, shape, col);
+            crate::mem::store_v16(dst.add(row as usize * cols as usize + c as usize).cast(), value);
+        }
+        i += THREADS;
+    }
+}
+
+/// The kernel body; see the module docs for the launch contract.
+///
+/// # Safety
+/// The launch contract of this module.
+#[inline(always)]
+pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32, const WN: u32, const S: u32>(
+    params: &QkvParams,
+    loader: L,
+) {
+    let tile = WgmmaTile { tokens: BM, out_cols: BN, stages: S, load: L::LOAD };
+    let shape = params.shape;
+    let origin = tile_origin::<BM, BN>(shape.m, shape.n());
+    let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
+    let k_blocks = shape.hidden.div_ceil(K_BLOCK);
+    loader.init(ring);
+    let mut k_block = 0;
+    while k_block < S - 1 {
+        loader.load(ring, k_block, k_blocks, origin);
+        k_block += 1;
+    }
+    // This warpgroup's 64 x WN share of the tile.
+    let wg = thread_idx_x() / 128;
+    let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
+    let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
+    let mut acc: Acc = [0.0; 128];
+    let mut sum_sq = 0.0f32;
+    let mut k_block = 0;
+    while k_block < k_blocks {
+        // Stage k_block has landed for every thread; the MMAs of k_block - 1 may still run.
+        loader.wait(ring, k_block);
+        let (a, b) = ring.stage(k_block);
+        let (desc_a, desc_b) = (descriptor_k_major_sw128(a.add(a_offset)), descriptor_k_major_sw128(b.add(b_offset)));
+        wgmma::fence();
+        // 16 elements of K are 32 bytes: 2 in the descriptors' address field.
+        unroll!(k in [0, 1, 2, 3] {
+            T::mma_async::<WN>(&mut acc, desc_a + 2 * k as u64, desc_b + 2 * k as u64);
+        });
+        wgmma::commit_group();
+        add_row_squares::<T, BM>(a, &mut sum_sq);
+        // Every warpgroup is done with the MMAs of k_block - 1: its slot takes k_block + S - 1
+        // while this k-block's MMAs run.
+        wgmma::wait_group::<WN, 1>(&mut acc);
+        sync_threads();
+        loader.load(ring, k_block + S - 1, k_blocks, origin);
+        k_block += 1;
+    }
+    wgmma::wait_group::<WN, 0>(&mut acc);
+    let scales = ring.row_scales();
+    // Also the barrier after which every MMA is done and the stages are free.
+    store_row_scale::<BM>(sum_sq, params, scales);
+    let warpgroup_origin = (origin.0 + local.0, origin.1 + local.1);
+    let out = params.outputs::<T>();
+    let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
+    let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
+    if coalesced {
+        let staged = ring.base;
+        for_each_pair::<T, WN>(&acc, scales, local, warpgroup_origin, params, |_, _, r, c, pair| {
+            staged.add(r * tile.out_pitch() + c * 2).store_u32(pair)
+        });
+        sync_threads();
+        copy_out_tile::<T>(staged, tile, origin, params);
+    } else {
+        for_each_pair::<T, WN>(&acc, scales, local, warpgroup_origin, params, |row, col, _, _, pair| {
+            let (dst, cols, c) = destination(out, shape, col);
+            crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
+        });
+    }
+}
