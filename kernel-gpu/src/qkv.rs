@@ -11,23 +11,40 @@ use crate::element::Element;
 use crate::float::{self, fma_rn};
 use crate::mem::{load_nc_v16, Vec16};
 
-/// Loads the 16-byte vector of `row` at element `h`, or zeros when `h` is past `hidden`.
+/// A position along rows of `hidden` elements for masked 16-byte loads: the same position of
+/// several rows (a batch of loads) shares one bounds test.
 ///
 /// Needs `hidden % VEC == 0` and `h % VEC == 0`, so a vector is wholly inside or wholly past the
-/// row. Past it the lane re-reads the row's last vector and zeroes it: no branch around the load,
-/// so a batch of these issues back to back.
-///
-/// # Safety
-/// `row` must be 16-byte aligned with `hidden` readable elements that no thread writes during
-/// the kernel; `hidden >= VEC`.
-#[inline(always)]
-pub unsafe fn load_vec_or_zero<T: Element>(row: *const T, h: usize, hidden: usize) -> Vec16 {
-    let inside = h < hidden;
-    let raw = load_nc_v16(row.add(if inside { h } else { hidden - T::VEC }).cast());
-    if inside {
-        raw
-    } else {
-        [0; 4]
+/// row. Past it a load re-reads the row's last vector and zeroes it: no branch around the loads,
+/// so a batch issues back to back.
+#[derive(Clone, Copy)]
+pub struct MaskedColumn {
+    // 32-bit: 64-bit index arithmetic cost the mma kernel 16 registers and an occupancy step.
+    at: u32,
+    inside: bool,
+}
+
+impl MaskedColumn {
+    /// Element `h` of rows of `hidden` elements (`hidden >= VEC`).
+    #[inline(always)]
+    pub fn new<T: Element>(h: u32, hidden: u32) -> Self {
+        let inside = h < hidden;
+        MaskedColumn { at: if inside { h } else { hidden - T::VEC as u32 }, inside }
+    }
+
+    /// The 16-byte vector of `row` here, or zeros past the row's end.
+    ///
+    /// # Safety
+    /// `row` must be 16-byte aligned with `hidden` readable elements that no thread writes
+    /// during the kernel.
+    #[inline(always)]
+    pub unsafe fn load<T: Element>(self, row: *const T) -> Vec16 {
+        let raw = load_nc_v16(row.add(self.at as usize).cast());
+        if self.inside {
+            raw
+        } else {
+            [0; 4]
+        }
     }
 }
 
@@ -52,17 +69,26 @@ pub fn row_scale(sum_sq: f32, hidden: u32, eps: f32, out_scale: f32) -> f32 {
     float::div_rn(1.0, float::sqrt_rn(mean + eps)) * out_scale
 }
 
-/// `dot * row_scale + bias[n]` (no bias when `bias` is null): the value the epilogue rounds.
+/// `bias[n]`, or `None` when the layer has no bias (`bias` null).
 ///
 /// # Safety
 /// `bias` null or with `N > n` readable elements.
 #[inline(always)]
-pub unsafe fn output_value<T: Element>(dot: f32, row_scale: f32, bias: *const T, n: u32) -> f32 {
-    let y = dot * row_scale;
+pub unsafe fn bias_at<T: Element>(bias: *const T, n: u32) -> Option<f32> {
     if bias.is_null() {
-        y
+        None
     } else {
-        y + T::load(bias.add(n as usize))
+        Some(T::load(bias.add(n as usize)))
+    }
+}
+
+/// `dot * row_scale (+ bias)`: the value the epilogue rounds to the dtype.
+#[inline(always)]
+pub fn output_value(dot: f32, row_scale: f32, bias: Option<f32>) -> f32 {
+    let y = dot * row_scale;
+    match bias {
+        Some(b) => y + b,
+        None => y,
     }
 }
 
@@ -83,7 +109,7 @@ pub unsafe fn store_output<T: Element>(
     row_scale: f32,
 ) {
     let (dst, cols, col) = destination(out, shape, n);
-    T::store(dst.add(row as usize * cols as usize + col as usize), output_value(dot, row_scale, bias, n));
+    T::store(dst.add(row as usize * cols as usize + col as usize), output_value(dot, row_scale, bias_at(bias, n)));
 }
 
 /// Where output column `col` (< N) of a row goes: q, k or v, that buffer's row length and the

@@ -186,7 +186,9 @@ impl<T: Dtype> GpuLayer<T> {
             ..QkvParams::default()
         };
         let mut w_maps = Vec::new();
-        if let Some(encoder) = &kernels.tma {
+        // TMA needs 16-byte row pitches; the wgmma kernels need `hidden % 8 == 0` anyway.
+        let tma_rows = T::KIND.size_bytes() == 2 && c.hidden.is_multiple_of(8);
+        if let (Some(encoder), true) = (&kernels.tma, tma_rows) {
             for kernel in KERNELS.iter().filter(|k| k.dtype == T::KIND.abi() && is_built(k, true)) {
                 if let Tile::Wgmma(tile @ kernel_abi::WgmmaTile { load: Load::Tma, .. }) = kernel.tile {
                     if !w_maps.iter().any(|(rows, _)| *rows == tile.out_cols) {

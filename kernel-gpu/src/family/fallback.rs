@@ -24,7 +24,7 @@ use kernel_abi::FallbackParams;
 
 use crate::element::Element;
 use crate::mem::load_nc_v16;
-use crate::qkv::{add_squares, load_vec_or_zero, row_scale, store_output, Shape};
+use crate::qkv::{add_squares, row_scale, store_output, MaskedColumn, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::static_shared;
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
@@ -45,7 +45,7 @@ const _: () = assert!(TILE_M == 8 && W_ROWS == 2 && UNROLL == 4 && STAGE_BATCH =
 #[inline(always)]
 unsafe fn load_masked<T: Element, const VECTOR: bool>(row: *const T, h: usize, len: usize) -> [f32; 8] {
     if VECTOR {
-        T::unpack(load_vec_or_zero(row, h, len))
+        T::unpack(MaskedColumn::new::<T>(h as u32, len as u32).load(row))
     } else {
         // Arrays are built by value with from_fn: an indexed loop writing through `&mut` left them
         // in local memory (a stack frame in ptxas's report).

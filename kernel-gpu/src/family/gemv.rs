@@ -21,7 +21,7 @@ use kernel_abi::QkvParams;
 use crate::element::Element;
 use crate::float::fma_rn;
 use crate::mem::Vec16;
-use crate::qkv::{add_squares, load_vec_or_zero, row_scale, store_output};
+use crate::qkv::{add_squares, row_scale, store_output, MaskedColumn};
 use crate::thread::{block_idx_x, block_idx_y};
 use crate::warp::{lane_id, reduce_sum_f32, warp_id, WARP_SIZE};
 
@@ -47,13 +47,13 @@ unsafe fn stream<T: Element, const TM: usize, const UNROLL: usize>(
         let mut x_raw: [[Vec16; MAX_TM]; 4] = [[[0; 4]; MAX_TM]; 4];
         unroll!(u in [0, 1, 2, 3] {
             if u < UNROLL {
-                let h = h0 + u * lane_step;
+                let column = MaskedColumn::new::<T>((h0 + u * lane_step) as u32, hidden as u32);
                 unroll!(r in [0, 1] {
-                    w_raw[u][r] = load_vec_or_zero(w_rows[r], h, hidden);
+                    w_raw[u][r] = column.load(w_rows[r]);
                 });
                 unroll!(t in [0, 1, 2, 3] {
                     if t < TM {
-                        x_raw[u][t] = load_vec_or_zero(x_rows[t], h, hidden);
+                        x_raw[u][t] = column.load(x_rows[t]);
                     }
                 });
             }

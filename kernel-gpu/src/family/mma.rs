@@ -24,7 +24,7 @@ use kernel_abi::QkvParams;
 
 use crate::mem::Vec16;
 use crate::mma::MmaElement;
-use crate::qkv::{add_squares, load_vec_or_zero, row_scale, store_output, Shape};
+use crate::qkv::{add_squares, row_scale, store_output, MaskedColumn, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::static_shared;
 use crate::thread::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
@@ -47,17 +47,17 @@ unsafe fn load_step<T: MmaElement, const MT: usize, const G: usize>(
     hidden: u32,
 ) -> Fragments {
     let mut frag: Fragments = ([[[0; 4]; 2]; MAX_MT], [[0; 4]; MAX_G]);
-    let h = (step * K_STEP + lane_id() % 4 * 8) as usize;
+    let column = MaskedColumn::new::<T>(step * K_STEP + lane_id() % 4 * 8, hidden);
     unroll!(mt in [0, 1] {
         if mt < MT {
             unroll!(half in [0, 1] {
-                frag.0[mt][half] = load_vec_or_zero(w_rows[mt][half], h, hidden as usize);
+                frag.0[mt][half] = column.load(w_rows[mt][half]);
             });
         }
     });
     unroll!(grp in [0, 1, 2, 3] {
         if grp < G {
-            frag.1[grp] = load_vec_or_zero(x_rows[grp], h, hidden as usize);
+            frag.1[grp] = column.load(x_rows[grp]);
         }
     });
     frag

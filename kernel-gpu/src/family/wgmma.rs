@@ -38,7 +38,7 @@ use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
 use crate::mbarrier;
-use crate::qkv::{add_squares, destination, output_value, row_scale, Shape};
+use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
 use crate::thread::{block_idx_x, sync_threads, thread_idx_x};
 use crate::tma;
@@ -261,13 +261,11 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32>(
         let local_col = local_col0 + 8 * j as u32 + 2 * (lane % 4);
         let col = col0 - local_col0 + local_col;
         if (j as u32) < WN / 8 && col < n {
+            let b = [bias_at(bias, col), bias_at(bias, col + 1)];
             unroll!(half in [0, 1] {
                 let row = row0 - local_row0 + local_rows[half];
                 if row < shape.m {
-                    let y = |i: u32| {
-                        let y = output_value(acc[4 * j + 2 * half + i as usize], row_scales[half], bias, col + i);
-                        T::round_bits(y) as u32
-                    };
+                    let y = |i: usize| T::round_bits(output_value(acc[4 * j + 2 * half + i], row_scales[half], b[i])) as u32;
                     sink(row, col, local_rows[half], local_col, y(0) | (y(1) << 16));
                 }
             });
