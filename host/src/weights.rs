@@ -24,6 +24,11 @@ impl<T: Dtype> QkvWeights<T> {
     /// From the fused weight. The bias must be present exactly when `config.bias` is set.
     pub fn new(config: QkvConfig, gamma: Vec<T>, qkv_weight: Vec<T>, bias: Option<Vec<T>>) -> Result<Self> {
         config.validate()?;
+        Self::assemble(config, gamma, qkv_weight, bias)
+    }
+
+    /// [`QkvWeights::new`] for a config already validated.
+    fn assemble(config: QkvConfig, gamma: Vec<T>, qkv_weight: Vec<T>, bias: Option<Vec<T>>) -> Result<Self> {
         check_len("gamma", config.hidden, gamma.len())?;
         check_len("qkv_weight", config.weight_len(), qkv_weight.len())?;
         match (&bias, config.bias) {
@@ -57,7 +62,7 @@ impl<T: Dtype> QkvWeights<T> {
                 Some([q_bias, k_bias, v_bias].concat())
             }
         };
-        Self::new(config, gamma, qkv_weight, bias)
+        Self::assemble(config, gamma, qkv_weight, bias)
     }
 
     /// Seeded random weights with magnitudes like a trained layer's: gamma near 1, W uniform with
@@ -70,7 +75,7 @@ impl<T: Dtype> QkvWeights<T> {
         let gamma = (0..config.hidden).map(|_| T::from_f32(rng.gen_range(0.5..1.5))).collect();
         let qkv_weight = (0..config.weight_len()).map(|_| T::from_f32(rng.gen_range(-scale..scale))).collect();
         let bias = config.bias.then(|| (0..config.qkv_cols()).map(|_| T::from_f32(rng.gen_range(-0.5..0.5))).collect());
-        Self::new(config, gamma, qkv_weight, bias)
+        Self::assemble(config, gamma, qkv_weight, bias)
     }
 }
 

@@ -108,6 +108,8 @@ pub struct TmaParams {
 impl TmaParams {
     /// Size of the parameter, by which `ptx-builder` recognises it in the PTX.
     pub const BYTES: usize = core::mem::size_of::<TmaParams>();
+    /// The alignment the PTX must declare for the parameter (the tensor maps' 64 bytes).
+    pub const PARAM_ALIGN: usize = 64;
     /// Byte offset of `x_map` inside the parameter.
     pub const X_MAP_OFFSET: usize = core::mem::offset_of!(TmaParams, x_map);
     /// Byte offset of `w_map` inside the parameter.
@@ -115,7 +117,10 @@ impl TmaParams {
 }
 
 // The maps stay 64-byte aligned once the parameter is.
-const _: () = assert!(TmaParams::X_MAP_OFFSET.is_multiple_of(64) && TmaParams::W_MAP_OFFSET.is_multiple_of(64));
+const _: () = assert!(
+    TmaParams::X_MAP_OFFSET.is_multiple_of(TmaParams::PARAM_ALIGN)
+        && TmaParams::W_MAP_OFFSET.is_multiple_of(TmaParams::PARAM_ALIGN)
+);
 // Sizes both sides must agree on (a change here changes the kernels' signatures).
 const _: () = assert!(core::mem::size_of::<QkvParams>() == 72 && core::mem::align_of::<QkvParams>() == 8);
 const _: () = assert!(core::mem::size_of::<FallbackParams>() == 80);

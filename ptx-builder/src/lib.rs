@@ -279,11 +279,12 @@ fn run_capture(cmd: &mut Command) -> Result<String, BuildError> {
 /// their addresses, so nothing else changes.
 pub fn align_tma_params(ptx: &str) -> String {
     let suffix = format!("[{}]", kernel_abi::TmaParams::BYTES);
+    let raised = format!(".param .align {} ", kernel_abi::TmaParams::PARAM_ALIGN);
     let mut out = String::with_capacity(ptx.len());
     for line in ptx.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', ',']).trim();
         if body.starts_with(".param .align 16 .b8 ") && body.ends_with(&suffix) {
-            out.push_str(&line.replacen(".param .align 16 ", ".param .align 64 ", 1));
+            out.push_str(&line.replacen(".param .align 16 ", &raised, 1));
         } else {
             out.push_str(line);
         }

@@ -390,9 +390,13 @@ mod tests {
                 .filter(|k| is_built(k, hopper))
                 .map(|k| {
                     let (align, size) = match k.tile {
-                        Tile::Fallback(_) => (8, std::mem::size_of::<FallbackParams>()),
-                        Tile::Wgmma(kernel_abi::WgmmaTile { load: Load::Tma, .. }) => (64, TmaParams::BYTES),
-                        _ => (8, std::mem::size_of::<QkvParams>()),
+                        Tile::Fallback(_) => {
+                            (std::mem::align_of::<FallbackParams>() as u32, std::mem::size_of::<FallbackParams>())
+                        }
+                        Tile::Wgmma(kernel_abi::WgmmaTile { load: Load::Tma, .. }) => {
+                            (TmaParams::PARAM_ALIGN as u32, TmaParams::BYTES)
+                        }
+                        _ => (std::mem::align_of::<QkvParams>() as u32, std::mem::size_of::<QkvParams>()),
                     };
                     (k.name.to_string(), align, size)
                 })
