@@ -21,7 +21,7 @@
 //! - [`gpu::GpuLayer`]: device copies and the launch ([`gpu::Kernels`] holds the loaded PTX,
 //!   [`gpu::KernelPolicy`] the dispatch table); [`kernel_abi`] what the kernels and the launch share.
 //! - [`cpu::CpuLayer`]: the same API shape on the CPU, parallel with rayon.
-//! - [`reference`]: the float64 oracle the tests and the CLI compare against.
+//! - [`reference`](mod@reference): the float64 oracle the tests and the CLI compare against.
 
 pub mod checkpoint;
 pub mod config;

@@ -7,7 +7,8 @@
 //!
 //! Everything the launch and the kernels must agree on (parameter structs, tiles, shared memory,
 //! grids, kernel names) comes from the `kernel-abi` crate, which the device crate compiles too;
-//! [`dispatch`] chooses the kernel, [`launch`] is the only module that calls the driver directly.
+//! `dispatch` chooses the kernel ([`KernelPolicy`] documents its table), `launch` is the only
+//! module that calls the driver below `cust`'s safe API.
 
 mod dispatch;
 mod launch;
