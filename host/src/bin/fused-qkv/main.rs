@@ -398,15 +398,18 @@ fn print_header(args: &RunArgs, c: &QkvConfig) {
 fn print_table(rows: &[Row], bound: f64) {
     println!();
     println!(
-        "{:<5} {:>12} {:>12} {:>11} {:>8}  {:<5} {:>10}",
-        "path", "rel err (F)", "max abs err", "non-finite", "bound", "check", "time"
+        "{:<5} {:>12} {:>14} {:>16} {:>12} {:>11} {:>8}  {:<5} {:>10}",
+        "path", "rel err (F)", "worst row", "worst q/k/v", "max abs err", "non-finite", "bound", "check", "time"
     );
     for row in rows {
         let r = &row.report;
+        let block = ["q", "k", "v"][r.worst_block.1];
         println!(
-            "{:<5} {:>12.3e} {:>12.3e} {:>11} {:>8.1e}  {:<5} {:>10}",
+            "{:<5} {:>12.3e} {:>14} {:>16} {:>12.3e} {:>11} {:>8.1e}  {:<5} {:>10}",
             row.path,
             r.rel_frobenius,
+            format!("{:.3e} @{}", r.worst_row.1, r.worst_row.0),
+            format!("{:.3e} @{} {block}", r.worst_block.2, r.worst_block.0),
             r.max_abs,
             r.non_finite,
             bound,
@@ -418,7 +421,10 @@ fn print_table(rows: &[Row], bound: f64) {
 
 fn print_timing_notes<T: Dtype>(cpu: &CpuRun, gpu: Option<&GpuRun>, weights: &QkvWeights<T>, m: usize) {
     println!();
-    println!("rel err (F): ||out - ref||_F / ||ref||_F against the float64 reference; bound: the dtype's.");
+    println!(
+        "rel err (F): ||out - ref||_F / ||ref||_F against the float64 reference; worst row / q,k,v block of a \
+         row: the same per row and per block (@ row); each must be within the bound (the dtype's)."
+    );
     println!("cpu time: median wall clock of {} forward call(s), {} rayon threads.", cpu.calls, cpu.threads);
     let Some(gpu) = gpu else { return };
     let vs_cpu = reference::compare(&gpu.y, &cpu.y, &weights.config);
