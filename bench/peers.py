@@ -7,6 +7,14 @@ y = (x * rsqrt(mean(x^2) + eps) * gamma) @ W^T + bias with three peers:
   compiled  torch.compile of the same function (default mode, dynamic=False, once per shape)
   seed      a Triton kernel with one program per (token m, output n), fp32 arithmetic
 
+and, the way engines run decode, captured in a CUDA graph (one call per weight copy in one
+graph, replays timed with events, median per replay divided by the copies):
+
+  eager_graph     rms_norm + linear in a graph
+  linear_graph    linear alone (cuBLAS without the norm: the bar a fused kernel must pass at
+                  large M); checked against x @ W^T + bias
+  compiled_graph  torch.compile of rms_norm + linear, in a graph
+
 Method (the same as the Rust side): device-to-device copy bandwidth (1 GiB, read + write
 counted) and the bf16 8192^3 matmul rate are measured once; weights (gamma, W, bias) are
 rotated over enough copies to exceed 2 x L2 so that every call streams W from HBM; device time
@@ -46,9 +54,9 @@ MODELS = {
     "qwen2.5-0.5b": (896, 14, 2, 64, 1e-6, True),
     "llama-3-8b": (4096, 32, 8, 128, 1e-5, False),
 }
-DEFAULT_MODELS = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b"]
+DEFAULT_MODELS = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b", "qwen3-32b"]
 DEFAULT_TOKENS = "1,2,4,8,16,32,64,128,512,2048,8192"
-IMPLS = ["eager", "compiled", "seed"]
+IMPLS = ["eager", "compiled", "seed", "eager_graph", "linear_graph", "compiled_graph"]
 DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 DEFAULT_L2_BYTES = 50 * 1024 * 1024
 
@@ -119,7 +127,11 @@ def make_eager(eps):
 
 
 def make_impl(impl, eps):
-    """A fresh callable for one (impl, model, M) case."""
+    """A fresh callable for one (impl, model, M) case (for `*_graph`: the captured call)."""
+    if impl == "linear_graph":
+        return lambda x, gamma, w, bias: F.linear(x, w, bias)
+    if impl.endswith("_graph"):
+        return make_impl(impl[: -len("_graph")], eps)
     if impl == "eager":
         return make_eager(eps)
     if impl == "compiled":
@@ -272,8 +284,52 @@ def case_row(impl, model, m, h, n, bias, dtype, copy_gbs, tensor_tflops):
     }
 
 
+def run_graph_case(row, impl, eps, x, weights, ref, reps):
+    """Check one `*_graph` case, capture one call per weight copy in a CUDA graph, time replays."""
+    fn = make_impl(impl, eps)
+    y = fn(x, *weights[0])
+    torch.cuda.synchronize()
+    if impl == "linear_graph":
+        _, w, b = weights[0]
+        ref = x.double() @ w.double().t() + (b.double() if b is not None else 0.0)
+    row["rel_err"] = rel_err(y, ref)
+    if row["rel_err"] is None:
+        row["error"] = "non-finite rel_err (NaN or Inf in the output)"
+    del y
+    # Warm up (and compile) on a side stream before capturing, as torch.cuda.graphs asks.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            outs = [fn(x, *wc) for wc in weights]
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = [fn(x, *wc) for wc in weights]
+    layers = len(weights)
+    replays = max(30, reps["batches"] * reps["calls"] // layers)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    events = []
+    torch.cuda._sleep(int(HOLD_CYCLES_PER_CALL))
+    for _ in range(replays):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize()
+    row["device_us"] = statistics.median([s.elapsed_time(e) * 1e3 / layers for s, e in events])
+    row["host_us"] = time_host(graph.replay, reps["host"]) / layers
+    del graph, outs
+
+
 def run_case(row, impl, eps, x, weights, ref, reps):
     """Check and time one (impl, model, M) case, filling `row` in place."""
+    if impl.endswith("_graph"):
+        return run_graph_case(row, impl, eps, x, weights, ref, reps)
     fn = make_impl(impl, eps)
     # First call: compiles (torch.compile, Triton) and gives the correctness check.
     y = fn(x, *weights[0])
@@ -298,7 +354,7 @@ def fmt(v, spec=".2f"):
 def print_row(row):
     status = f"  ERROR {row['error']}" if row["error"] else ""
     print(
-        f"{row['impl']:8s} {row['model']:13s} M={row['M']:<5d} H={row['H']:<5d} N={row['N']:<6d}"
+        f"{row['impl']:14s} {row['model']:13s} M={row['M']:<5d} H={row['H']:<5d} N={row['N']:<6d}"
         f" floor {fmt(row['floor_us']):>8s} us  device {fmt(row['device_us']):>9s} us"
         f"  host {fmt(row['host_us']):>9s} us  rel_err {fmt(row['rel_err'], '.3e')}{status}",
         flush=True,
@@ -353,7 +409,7 @@ def parse_args():
                    help=f"repeatable (default: {', '.join(DEFAULT_MODELS)})")
     p.add_argument("--tokens", default=DEFAULT_TOKENS, help="comma list of M (default: %(default)s)")
     p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
-    p.add_argument("--impl", default=",".join(IMPLS), help="comma list of eager,compiled,seed")
+    p.add_argument("--impl", default=",".join(IMPLS), help=f"comma list of {','.join(IMPLS)}")
     p.add_argument("--json", required=True, metavar="FILE", help="where to write the results")
     p.add_argument("--seed-max-tokens", type=int, default=128,
                    help="skip the seed design above this M (default: %(default)s)")

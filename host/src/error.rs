@@ -32,6 +32,9 @@ pub enum Error {
     /// A CUDA driver call failed.
     #[error("CUDA error while {context}: {}", cuda_message(.source))]
     Cuda { context: String, source: cust::error::CudaError },
+    /// A driver call that `cust` does not wrap failed (graphs, fills, function attributes).
+    #[error("CUDA error while {context}: {status}")]
+    Driver { context: String, status: String },
     /// A checkpoint tensor is missing or not what the layer needs.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },

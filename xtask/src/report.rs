@@ -33,8 +33,18 @@ const FONT_PATHS: [&str; 3] = [
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 pub enum Impl {
+    /// `fused-qkv bench --mode graph`: calls captured in a CUDA graph.
+    #[serde(rename = "fused-qkv-graph")]
+    FusedQkvGraph,
+    /// `fused-qkv bench --mode launches`: calls launched from the host.
     #[serde(rename = "fused-qkv")]
     FusedQkv,
+    #[serde(rename = "eager_graph")]
+    EagerGraph,
+    #[serde(rename = "linear_graph")]
+    LinearGraph,
+    #[serde(rename = "compiled_graph")]
+    CompiledGraph,
     #[serde(rename = "eager")]
     Eager,
     #[serde(rename = "compiled")]
@@ -44,22 +54,47 @@ pub enum Impl {
 }
 
 impl Impl {
-    const ALL: [Impl; 4] = [Impl::FusedQkv, Impl::Eager, Impl::Compiled, Impl::Seed];
-    const PEERS: [Impl; 3] = [Impl::Eager, Impl::Compiled, Impl::Seed];
+    const ALL: [Impl; 8] = [
+        Impl::FusedQkvGraph,
+        Impl::FusedQkv,
+        Impl::EagerGraph,
+        Impl::LinearGraph,
+        Impl::CompiledGraph,
+        Impl::Eager,
+        Impl::Compiled,
+        Impl::Seed,
+    ];
+    const PEERS: [Impl; 6] =
+        [Impl::EagerGraph, Impl::LinearGraph, Impl::CompiledGraph, Impl::Eager, Impl::Compiled, Impl::Seed];
+    /// The peers the fused op's time is divided by, where present: the graph peers (how engines
+    /// run) first.
+    const RATIO_TO: [Impl; 4] = [Impl::EagerGraph, Impl::LinearGraph, Impl::Eager, Impl::Compiled];
 
     fn name(self) -> &'static str {
         match self {
+            Impl::FusedQkvGraph => "fused-qkv-graph",
             Impl::FusedQkv => "fused-qkv",
+            Impl::EagerGraph => "eager_graph",
+            Impl::LinearGraph => "linear_graph",
+            Impl::CompiledGraph => "compiled_graph",
             Impl::Eager => "eager",
             Impl::Compiled => "compiled",
             Impl::Seed => "seed",
         }
     }
 
+    fn is_fused(self) -> bool {
+        matches!(self, Impl::FusedQkvGraph | Impl::FusedQkv)
+    }
+
     fn color(self) -> RGBColor {
         match self {
-            Impl::FusedQkv => RGBColor(214, 39, 40),
-            Impl::Eager => RGBColor(31, 119, 180),
+            Impl::FusedQkvGraph => RGBColor(214, 39, 40),
+            Impl::FusedQkv => RGBColor(140, 20, 20),
+            Impl::EagerGraph => RGBColor(31, 119, 180),
+            Impl::LinearGraph => RGBColor(148, 103, 189),
+            Impl::CompiledGraph => RGBColor(23, 190, 207),
+            Impl::Eager => RGBColor(120, 170, 210),
             Impl::Compiled => RGBColor(44, 160, 44),
             Impl::Seed => RGBColor(255, 127, 14),
         }
@@ -265,7 +300,7 @@ pub fn merge(sources: &[Source]) -> Merged {
             });
             group.devices.insert(file.device.clone());
             let point = group.points.entry(row.m).or_default();
-            if point.rows.is_empty() || row.imp == Impl::FusedQkv {
+            if point.rows.is_empty() || row.imp.is_fused() {
                 point.floor_us = row.floor_us;
             }
             if point.rows.insert(row.imp, row.clone()).is_some() {
@@ -320,7 +355,9 @@ pub fn report(sources: &[Source], merged: &Merged) -> String {
 pub fn table(group: &Group) -> String {
     let present = |imp: Impl| group.points.values().any(|p| p.rows.contains_key(&imp));
     let peers: Vec<Impl> = Impl::PEERS.into_iter().filter(|&i| present(i)).collect();
-    let ratio_to: Vec<Impl> = [Impl::Eager, Impl::Compiled].into_iter().filter(|&i| present(i)).collect();
+    let ratio_to: Vec<Impl> = Impl::RATIO_TO.into_iter().filter(|&i| present(i)).collect();
+    // The fused op as engines run it (graph mode) where measured, else its launches mode.
+    let fused_impl = if present(Impl::FusedQkvGraph) { Impl::FusedQkvGraph } else { Impl::FusedQkv };
 
     let mut s = String::new();
     let shape = group.points.values().flat_map(|p| p.rows.values()).next();
@@ -330,8 +367,12 @@ pub fn table(group: &Group) -> String {
     }
     s.push_str("\n\n");
 
-    let mut header: Vec<String> =
-        ["M", "floor (us)", "fused-qkv device (us)", "fused-qkv host (us)"].map(String::from).into();
+    let mut header: Vec<String> = vec![
+        "M".into(),
+        "floor (us)".into(),
+        format!("{} device (us)", fused_impl.name()),
+        format!("{} host (us)", fused_impl.name()),
+    ];
     header.extend(peers.iter().map(|p| format!("{} device (us)", p.name())));
     header.push("fused/floor".into());
     header.extend(ratio_to.iter().map(|p| format!("fused/{}", p.name())));
@@ -340,7 +381,7 @@ pub fn table(group: &Group) -> String {
 
     let mut errors = Vec::new();
     for (&m, point) in &group.points {
-        let fused = point.rows.get(&Impl::FusedQkv);
+        let fused = point.rows.get(&fused_impl);
         let mut cells =
             vec![m.to_string(), fmt_us(point.floor_us), cell(fused, |r| r.device_us), cell(fused, |r| r.host_us)];
         cells.extend(peers.iter().map(|p| cell(point.rows.get(p), |r| r.device_us)));

@@ -65,10 +65,7 @@ pub(crate) fn fill_nan<T: Dtype>(stream: &Stream, buffer: &mut DeviceSlice<T>) -
             _ => cust::sys::cuMemsetD32Async(ptr, *(&nan as *const T as *const u32), len, raw_stream),
         }
     };
-    if status != cust::sys::cudaError_enum::CUDA_SUCCESS {
-        return Err(Error::InvalidConfig(format!("filling {len} {} elements with NaN failed: {status:?}", T::KIND)));
-    }
-    Ok(())
+    driver(status, &format!("filling {len} {} elements with NaN", T::KIND))
 }
 
 /// Address `count` elements past `ptr` (a kernel argument; never dereferenced on the host).
@@ -169,5 +166,71 @@ impl TmaEncoder {
             )));
         }
         Ok(TensorMap(map.0))
+    }
+}
+
+/// A CUDA graph captured from a stream and instantiated: replaying it enqueues all the captured
+/// work with one launch, as engines run decode (vLLM, nano-vllm).
+pub struct Graph {
+    graph: cust::sys::CUgraph,
+    exec: cust::sys::CUgraphExec,
+}
+
+/// A driver call's status as a `Result` with context.
+fn driver(status: cust::sys::CUresult, what: &str) -> Result<()> {
+    if status == cust::sys::cudaError_enum::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::Driver { context: what.to_string(), status: format!("{status:?}") })
+    }
+}
+
+impl Graph {
+    /// Captures what `enqueue` puts on `stream` (not the legacy default stream) into a graph and
+    /// instantiates it. Nothing runs during the capture; `enqueue` must only enqueue
+    /// (e.g. [`super::GpuLayer::forward_into`], which neither allocates nor synchronises).
+    pub fn capture(stream: &Stream, enqueue: impl FnOnce() -> Result<()>) -> Result<Graph> {
+        let raw = stream.as_inner();
+        let mode = cust::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        // SAFETY: a live stream; capture ends below on every path.
+        driver(unsafe { cust::sys::cuStreamBeginCapture_v2(raw, mode) }, "beginning a stream capture")?;
+        let enqueued = enqueue();
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: ends the capture begun above; `graph` receives the captured graph (or null).
+        let ended = driver(unsafe { cust::sys::cuStreamEndCapture(raw, &mut graph) }, "ending a stream capture");
+        let destroy_graph = |graph: cust::sys::CUgraph| {
+            if !graph.is_null() {
+                // SAFETY: a graph this function created and nobody else holds.
+                unsafe { cust::sys::cuGraphDestroy(graph) };
+            }
+        };
+        if let Err(e) = enqueued.and(ended) {
+            destroy_graph(graph);
+            return Err(e);
+        }
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: `graph` is a valid captured graph; `exec` receives the executable graph.
+        let status = unsafe { cust::sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) };
+        if let Err(e) = driver(status, "instantiating a captured graph") {
+            destroy_graph(graph);
+            return Err(e);
+        }
+        Ok(Graph { graph, exec })
+    }
+
+    /// Enqueues one replay of the graph on `stream`.
+    pub fn launch(&self, stream: &Stream) -> Result<()> {
+        // SAFETY: an instantiated graph and a live stream.
+        driver(unsafe { cust::sys::cuGraphLaunch(self.exec, stream.as_inner()) }, "launching a graph")
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: both handles were created by `capture` and are destroyed once, here.
+        unsafe {
+            cust::sys::cuGraphExecDestroy(self.exec);
+            cust::sys::cuGraphDestroy(self.graph);
+        }
     }
 }

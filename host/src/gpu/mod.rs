@@ -13,6 +13,8 @@
 mod dispatch;
 mod launch;
 
+pub use launch::Graph;
+
 use std::sync::Arc;
 
 use cust::device::DeviceAttribute;

@@ -3,9 +3,11 @@
 //!
 //! Per case: weights rotated through enough device copies to exceed twice the L2 size (so W
 //! streams from HBM); a correctness spot check against the float64 reference on sampled rows
-//! first (a wrong result records an error and no time); then device time (CUDA events around
-//! batches of back-to-back launches, median per launch) and host time per call
-//! (`forward_into` + synchronize, median).
+//! first (a wrong result records an error and no time); then, in the default `graph` mode (how
+//! engines run decode), one `forward_into` per weight copy captured in a CUDA graph, replays
+//! timed with CUDA events (median per replay, divided by the layers in it) and the host time of
+//! a replay + synchronize per layer; in `launches` mode, device time of batches of back-to-back
+//! launches (median per launch) and host time per call (`forward_into` + synchronize, median).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,16 +21,35 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use fused_qkv::dtype::{bf16, f16};
-use fused_qkv::gpu::{GpuLayer, KernelPolicy};
+use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
-use super::{cuda, random_input, time_gpu, Gpu, GpuTiming};
+use super::{cuda, median_duration, random_input, time_gpu, Gpu, GpuTiming};
+
+/// How the layer's calls are issued while timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// One `forward_into` per weight copy captured in a CUDA graph, the graph replayed (as
+    /// engines run decode); recorded as impl `fused-qkv-graph`.
+    Graph,
+    /// `forward_into` launched from the host, back to back; recorded as impl `fused-qkv`.
+    Launches,
+}
+
+impl Mode {
+    fn impl_name(self) -> &'static str {
+        match self {
+            Mode::Graph => "fused-qkv-graph",
+            Mode::Launches => "fused-qkv",
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// Model presets (repeatable).
-    #[arg(long = "model", value_name = "NAME", default_values = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b"])]
+    #[arg(long = "model", value_name = "NAME", default_values = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b", "qwen3-32b"])]
     models: Vec<String>,
     /// Token counts M, comma-separated.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,512,2048,8192")]
@@ -50,9 +71,14 @@ pub struct BenchArgs {
     /// apply to bf16 and f16, wgmma to compute capability 9.0 only.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
-    /// Timed launches per case (events every 10), also the host-timed calls.
+    /// Timed launches per case (events every 10), also the host-timed calls; in graph mode the
+    /// timed replays.
     #[arg(long, value_name = "N", default_value_t = 200)]
     iters: usize,
+    /// graph: a chain of one call per weight copy captured in a CUDA graph and replayed;
+    /// launches: calls launched from the host.
+    #[arg(long, value_enum, default_value_t = Mode::Graph)]
+    mode: Mode,
 }
 
 /// Rows of each case checked against the float64 reference.
@@ -84,7 +110,8 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let mut max_copies = 0;
     let mut all_ok = true;
     for (name, config) in &configs {
-        let env = Env { gpu: &gpu, stream: &stream, l2_bytes, copy_gbs, tensor_tflops: args.tensor_tflops };
+        let env =
+            Env { gpu: &gpu, stream: &stream, l2_bytes, copy_gbs, tensor_tflops: args.tensor_tflops, mode: args.mode };
         let (model_rows, copies, ok) = match args.dtype {
             DtypeKind::Bf16 => bench_model::<bf16>(&env, name, config, args, &progress)?,
             DtypeKind::F16 => bench_model::<f16>(&env, name, config, args, &progress)?,
@@ -97,7 +124,8 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     progress.finish_and_clear();
     let date = today();
     let doc = json!({
-        "schema": 1, "tool": "fused-qkv bench", "device": gpu.name(), "date": date, "dtype": args.dtype.name(),
+        "schema": 1, "tool": "fused-qkv bench", "mode": format!("{:?}", args.mode).to_lowercase(),
+        "device": gpu.name(), "date": date, "dtype": args.dtype.name(),
         "copy_gbs": copy_gbs, "tensor_tflops": args.tensor_tflops, "l2_bytes": l2_bytes,
         "empty_launch_us": empty_launch_us,
         "rotation_copies": max_copies, "rows": rows,
@@ -115,6 +143,7 @@ struct Env<'a> {
     l2_bytes: usize,
     copy_gbs: f64,
     tensor_tflops: Option<f64>,
+    mode: Mode,
 }
 
 /// All token counts of one model; returns the rows, the rotation depth and whether all checks passed.
@@ -184,12 +213,64 @@ fn bench_case<T: Dtype>(
         let msg = format!("wrong result: rel err {rel_err:e} on checked rows exceeds {:e}", T::KIND.error_bound());
         return Ok(case_row::<T>(name, config, m, env, None, Some(rel_err), Some(msg)));
     }
-    let mut next = 0usize;
-    let timing = time_gpu(&env.gpu.kernels, stream, iters, || {
-        next = (next + 1) % layers.len();
-        layers[next].forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v)
-    })?;
+    let timing = match env.mode {
+        Mode::Launches => {
+            let mut next = 0usize;
+            time_gpu(&env.gpu.kernels, stream, iters, || {
+                next = (next + 1) % layers.len();
+                layers[next].forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v)
+            })?
+        }
+        Mode::Graph => {
+            let graph = Graph::capture(stream, || {
+                layers.iter().try_for_each(|layer| layer.forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v))
+            })?;
+            time_graph(env, &graph, layers.len(), (iters / layers.len()).max(30))?
+        }
+    };
     Ok(case_row::<T>(name, config, m, env, Some(&timing), Some(rel_err), None))
+}
+
+/// Times `replays` replays of `graph` (`layers` calls each), each between two CUDA events, all
+/// enqueued behind a delay kernel so they run back to back; then `replays` replays with the host
+/// clock (launch + synchronize). Times are per layer.
+fn time_graph(env: &Env, graph: &Graph, layers: usize, replays: usize) -> Result<GpuTiming> {
+    let stream = env.stream;
+    for _ in 0..3 {
+        graph.launch(stream)?;
+    }
+    cuda(stream.synchronize(), "running the warm-up replays")?;
+    let new_event = || cuda(Event::new(EventFlags::DEFAULT), "creating an event");
+    let events = (0..replays).map(|_| Ok((new_event()?, new_event()?))).collect::<Result<Vec<_>>>()?;
+    env.gpu.kernels.enqueue_delay(stream, 100_000)?;
+    let mut enqueue = Vec::with_capacity(replays);
+    for (start, end) in &events {
+        cuda(start.record(stream), "recording an event")?;
+        let t = std::time::Instant::now();
+        graph.launch(stream)?;
+        enqueue.push(t.elapsed() / layers as u32);
+        cuda(end.record(stream), "recording an event")?;
+    }
+    cuda(stream.synchronize(), "running the timed replays")?;
+    let mut per_layer = Vec::with_capacity(replays);
+    for (start, end) in &events {
+        let ms = cuda(end.elapsed_time_f32(start), "reading an event time")?;
+        per_layer.push(Duration::from_secs_f64(f64::from(ms.max(0.0)) * 1e-3 / layers as f64));
+    }
+    let mut host = Vec::with_capacity(replays);
+    for _ in 0..replays {
+        let t = std::time::Instant::now();
+        graph.launch(stream)?;
+        cuda(stream.synchronize(), "running a timed replay")?;
+        host.push(t.elapsed() / layers as u32);
+    }
+    Ok(GpuTiming {
+        device_per_launch: median_duration(&mut per_layer),
+        batches: replays,
+        host_per_call: median_duration(&mut host),
+        enqueue_per_call: median_duration(&mut enqueue),
+        calls: replays * layers,
+    })
 }
 
 /// The largest relative Frobenius error (whole, per row, per q/k/v block of a row) of up to
@@ -236,7 +317,7 @@ fn case_row<T: Dtype>(
     let compute_us = env.tensor_tflops.map_or(0.0, |t| flops as f64 / (t * 1e6));
     let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
     json!({
-        "impl": "fused-qkv", "model": name, "M": m, "H": h, "N": n, "bias": c.bias,
+        "impl": env.mode.impl_name(), "model": name, "M": m, "H": h, "N": n, "bias": c.bias,
         "bytes": bytes, "flops": flops, "floor_us": memory_us.max(compute_us),
         "device_us": us(timing.map(|t| t.device_per_launch)), "host_us": us(timing.map(|t| t.host_per_call)),
         "enqueue_us": us(timing.map(|t| t.enqueue_per_call)),
