@@ -18,8 +18,10 @@ use crate::Result;
 pub const SCHEMA: u64 = 1;
 
 /// How the producers measure; printed in the report header.
-pub const METHOD: &str = "device time: CUDA events around batches of back-to-back launches, median over batches, \
-                          weights rotated through copies > 2x L2";
+pub const METHOD: &str = "device time, weights rotated through copies > 2x L2: `*-graph`/`*_graph`, one call per \
+                          copy captured in a CUDA graph, CUDA events around each replay, median per replay / copies \
+                          (how engines run decode); the others, CUDA events around batches of back-to-back \
+                          launches, median over batches";
 
 /// Environment variable naming a TrueType font for the plots (checked before the system paths).
 pub const FONT_ENV: &str = "FUSED_QKV_FONT";
@@ -81,10 +83,6 @@ impl Impl {
             Impl::Compiled => "compiled",
             Impl::Seed => "seed",
         }
-    }
-
-    fn is_fused(self) -> bool {
-        matches!(self, Impl::FusedQkvGraph | Impl::FusedQkv)
     }
 
     fn color(self) -> RGBColor {
@@ -300,9 +298,9 @@ pub fn merge(sources: &[Source]) -> Merged {
             });
             group.devices.insert(file.device.clone());
             let point = group.points.entry(row.m).or_default();
-            if point.rows.is_empty() || row.imp.is_fused() {
-                point.floor_us = row.floor_us;
-            }
+            // The larger floor of the files: one may know the compute floor (its measured tensor
+            // rate) where another has the memory floor only.
+            point.floor_us = point.floor_us.max(row.floor_us);
             if point.rows.insert(row.imp, row.clone()).is_some() {
                 merged.warnings.push(format!(
                     "{}: {} {} M={} {} is also in an earlier file; using this one",
