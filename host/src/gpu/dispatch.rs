@@ -14,8 +14,8 @@ use crate::{Error, Result};
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
 /// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 33 (from 160 if W' < 4 MB) | prefill on `wgmma` (tile: [`wgmma_tile`]) |
-/// | bf16, f16 | any | yes | 3 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
-/// | any | any | yes | up to 4 (bf16, f16: 1, 2) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
+/// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
+/// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
 ///
 /// The tensor cores multiply bf16/f16 exactly with fp32 accumulation; f32 never uses them (no tf32).
@@ -98,9 +98,12 @@ struct Rule {
     tokens: Tokens,
 }
 
-/// From this many tokens on, bf16 and f16 use the tensor-core kernel (measured crossover,
-/// bench/NOTES.md v4); below it the SIMT decode kernel.
-pub const TENSOR_CORE_MIN_TOKENS: usize = 3;
+/// From this many tokens on, bf16 and f16 use the tensor-core kernel; below it the SIMT decode
+/// kernel. Measured on the H200 in CUDA graphs (bench/results/h200-graph/sweep, NOTES "graph
+/// mode"): at M = 2 the 8-token mma.sync tile takes 29.2 us on qwen3-32b against gemv's 36.7, 5.1
+/// against 5.4 on qwen3-0.6b, and is within 2 % of gemv on qwen3-8b and qwen2.5-0.5b; at M = 1
+/// gemv is ahead on every model (27.6 vs 29.4 us on qwen3-32b, 3.7 vs 4.4 on qwen2.5-0.5b).
+pub const TENSOR_CORE_MIN_TOKENS: usize = 2;
 /// From this many tokens on, bf16 and f16 on Hopper use the `wgmma` prefill kernel (measured
 /// crossover, bench/NOTES.md v5: beyond 32 tokens the mma.sync kernel streams W once more per
 /// 32 tokens)...
@@ -340,7 +343,8 @@ mod tests {
     fn auto_follows_the_table() {
         let name = |m, dtype| KERNELS[choose(KernelPolicy::Auto, &call(m, dtype), |_| true).unwrap()].name;
         assert!(name(1, Dtype::Bf16).ends_with("gemv_m1"));
-        assert!(name(2, Dtype::F16).ends_with("gemv_m2"));
+        assert!(name(2, Dtype::F16).ends_with("mma_r16_t8_w8_d2"));
+        assert!(name(2, Dtype::F32).ends_with("gemv_m2"));
         assert!(name(3, Dtype::Bf16).ends_with("mma_r16_t8_w8_d2"));
         assert!(name(32, Dtype::Bf16).ends_with("mma_r16_t32_w8_d2"));
         assert!(name(33, Dtype::Bf16).contains("wgmma"));
