@@ -13,7 +13,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 33 (from 160 if W' < 4 MB) | prefill on `wgmma` (tile: [`wgmma_tile`]) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 33 (from 160 if W' < 4 MB, from 17 if N / 128 >= 0.6 x SMs) | prefill on `wgmma` (tile: [`wgmma_tile`]) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -114,6 +114,27 @@ pub const WGMMA_MIN_TOKENS: usize = 33;
 pub const SMALL_W_BYTES: usize = 4 << 20;
 /// The crossover for small W'.
 pub const WGMMA_MIN_TOKENS_SMALL_W: usize = 160;
+/// ...and from this many tokens on when W' is wide enough that the 64 x 128 `wgmma` tiles alone
+/// keep most multiprocessors streaming it ([`WIDE_W_BLOCKS_PER_SM`]).
+pub const WGMMA_MIN_TOKENS_WIDE_W: usize = 17;
+/// At M <= 64 the 64 x 128 `wgmma` kernel streams W' at about 4.3 TB/s times its blocks
+/// (`N / 128`) per multiprocessor, the mma.sync 16- and 32-token tiles at 2.2-2.6 TB/s whatever
+/// the shape (H200, graph mode, bench/results/h200-graph/sweep: qwen3-8b, 48 blocks on 132 SMs,
+/// 1.6 TB/s, mma ahead at M = 32, 22.6 vs 31.1 us; qwen3-32b, 80 blocks, 2.6 TB/s, `wgmma` ahead
+/// from M = 16, 40.7 vs 47.0 us at M = 32). So `wgmma` takes over below 33 tokens where
+/// `N / 128 >= 0.6 * SMs` (in tenths).
+pub const WIDE_W_BLOCKS_PER_SM: usize = 6;
+
+/// Where `Auto` moves from the mma.sync kernel to `wgmma` for `call`'s layer.
+fn wgmma_min_tokens(call: &Call) -> usize {
+    if call.weight_bytes < SMALL_W_BYTES {
+        WGMMA_MIN_TOKENS_SMALL_W
+    } else if call.n.div_ceil(128) * 10 >= WIDE_W_BLOCKS_PER_SM * call.multiprocessors {
+        WGMMA_MIN_TOKENS_WIDE_W
+    } else {
+        WGMMA_MIN_TOKENS
+    }
+}
 
 const AUTO: &[Rule] = &[
     Rule { family: Family::Wgmma, tokens: Tokens::WgmmaCrossover },
@@ -138,9 +159,7 @@ impl Tokens {
             Tokens::Any => true,
             Tokens::UpTo(max) => call.m <= max,
             Tokens::From(min) => call.m >= min,
-            Tokens::WgmmaCrossover => {
-                call.m >= if call.weight_bytes < SMALL_W_BYTES { WGMMA_MIN_TOKENS_SMALL_W } else { WGMMA_MIN_TOKENS }
-            }
+            Tokens::WgmmaCrossover => call.m >= wgmma_min_tokens(call),
         }
     }
 }
@@ -350,6 +369,12 @@ mod tests {
         assert!(name(33, Dtype::Bf16).contains("wgmma"));
         assert!(name(4, Dtype::F32).ends_with("gemv_m4"));
         assert!(name(5, Dtype::F32).ends_with("fallback_vec_m8"));
+        // qwen3-32b's N = 10240: 80 column tiles on 132 SMs, wgmma from 17 tokens; qwen3-8b's 6144: 48.
+        let wide = |m| Call { n: 10240, weight_bytes: 100 << 20, ..call(m, Dtype::Bf16) };
+        assert!(KERNELS[choose(KernelPolicy::Auto, &wide(17), |_| true).unwrap()].name.contains("wgmma"));
+        assert!(KERNELS[choose(KernelPolicy::Auto, &wide(16), |_| true).unwrap()].name.contains("_mma_"));
+        let narrow = Call { n: 6144, ..call(32, Dtype::Bf16) };
+        assert!(KERNELS[choose(KernelPolicy::Auto, &narrow, |_| true).unwrap()].name.contains("_mma_"));
         let small_w = Call { weight_bytes: 2 << 20, ..call(100, Dtype::Bf16) };
         assert!(KERNELS[choose(KernelPolicy::Auto, &small_w, |_| true).unwrap()].name.contains("_mma_"));
         let unaligned = Call { vector: false, ..call(100, Dtype::Bf16) };
