@@ -60,6 +60,7 @@ impl FallbackTile {
             grid: (n.div_ceil(ROWS_PER_BLOCK), m.div_ceil(self.tokens), 1),
             block_threads: THREADS,
             shared_bytes: rows * chunk * 4,
+            cluster: 1,
         }
     }
 

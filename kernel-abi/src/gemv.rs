@@ -35,6 +35,7 @@ impl GemvTile {
             grid: (n.div_ceil(ROWS_PER_BLOCK), m.div_ceil(self.tokens), 1),
             block_threads: THREADS,
             shared_bytes: 0,
+            cluster: 1,
         }
     }
 

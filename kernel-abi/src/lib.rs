@@ -92,6 +92,8 @@ pub struct Launch {
     pub block_threads: u32,
     /// Dynamic shared memory, bytes.
     pub shared_bytes: u32,
+    /// Blocks per thread-block cluster along x (sm_90; 1: no cluster). `grid.0` is a multiple.
+    pub cluster: u32,
 }
 
 /// Expands `$callback! { [set family name: dtype { tile fields }] ... }` with every kernel entry
@@ -196,11 +198,15 @@ macro_rules! kernel_list {
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n128_s3: bf16 { tokens: 128, out_cols: 128, stages: 3, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s4: bf16 { tokens: 64, out_cols: 128, stages: 4, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: CpAsync }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: CpAsync }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s8: bf16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n256_s4: f16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n128_s4: f16 { tokens: 128, out_cols: 128, stages: 4, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n128_s3: f16 { tokens: 128, out_cols: 128, stages: 3, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n128_s4: f16 { tokens: 64, out_cols: 128, stages: 4, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n256_s4: f16 { tokens: 64, out_cols: 256, stages: 4, load: CpAsync }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n128_s6: f16 { tokens: 64, out_cols: 128, stages: 6, load: CpAsync }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n128_s8: f16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]
         }
     };
 }

@@ -60,6 +60,7 @@ impl MmaTile {
             grid: (n.div_ceil(self.weight_rows), m.div_ceil(self.tokens), 1),
             block_threads: WARP_SIZE * self.warps,
             shared_bytes: self.shared_bytes(),
+            cluster: 1,
         }
     }
 

@@ -1,7 +1,13 @@
-//! The Hopper prefill kernel (`kernel-gpu/src/fused_qkv_gemm.rs`, sm_90a): `tokens x out_cols`
+//! The Hopper prefill kernel (`kernel-gpu/src/family/wgmma.rs`, sm_90a): `tokens x out_cols`
 //! tiles of `y` on `wgmma`, two warpgroups per block, a ring of `stages` shared-memory stages
 //! filled by TMA or `cp.async`. bf16 and f16; needs `hidden % 8 == 0`, even `q_cols` and
 //! `kv_cols`, 16-byte aligned `x` and 4-byte aligned outputs.
+//!
+//! Split-K: launched in clusters of `splits` blocks (2 to [`MAX_SPLITS`]), the blocks of a
+//! cluster share one tile and each multiplies its share of `H` ([`k_range`]); their fp32
+//! partial tiles meet in distributed shared memory and are added in rank order, so the result
+//! does not depend on timing. This puts more multiprocessors on a tile where the tiles alone
+//! would leave them idle (few tokens) or end in a part-empty wave.
 
 use crate::Launch;
 
@@ -15,6 +21,15 @@ pub const SWIZZLE_ROW_BYTES: u32 = 128;
 pub const SWIZZLE_ATOM_BYTES: u32 = 1024;
 /// Row tiles per raster group (blocks walk `GROUP_M` row tiles per column tile).
 pub const GROUP_M: u32 = 16;
+/// Most blocks that split one tile's `H` (the portable cluster size).
+pub const MAX_SPLITS: u32 = 8;
+
+/// The k-blocks (`first`, `count`) that block `rank` of `splits` multiplies, of `k_blocks`:
+/// consecutive ranges, their sizes differing by at most one.
+pub const fn k_range(k_blocks: u32, rank: u32, splits: u32) -> (u32, u32) {
+    let first = rank * k_blocks / splits;
+    (first, (rank + 1) * k_blocks / splits - first)
+}
 
 /// How a `wgmma` kernel fills its stages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,7 +47,7 @@ pub struct WgmmaTile {
     pub tokens: u32,
     /// Columns of `y` per block: 128 or 256.
     pub out_cols: u32,
-    /// Shared-memory stages: 3 to 5.
+    /// Shared-memory stages: 3 to 8.
     pub stages: u32,
     pub load: Load,
 }
@@ -40,7 +55,7 @@ pub struct WgmmaTile {
 impl WgmmaTile {
     /// Whether the kernel is written for this tile.
     pub const fn is_valid(self) -> bool {
-        matches!(self.tokens, 64 | 128) && matches!(self.out_cols, 128 | 256) && self.stages >= 3 && self.stages <= 5
+        matches!(self.tokens, 64 | 128) && matches!(self.out_cols, 128 | 256) && self.stages >= 3 && self.stages <= 8
     }
 
     /// Columns of `y` per warpgroup: with 128 tokens each warpgroup owns 64 rows and all
@@ -80,18 +95,31 @@ impl WgmmaTile {
         self.out_cols * 2 + 16
     }
 
-    /// Grid: one block per tile, along x (row tiles and column tiles, walked in raster groups).
-    pub const fn launch(self, m: u32, n: u32) -> Launch {
+    /// Bytes per row of the fp32 partial tile a split-K block leaves in its freed stages: 32
+    /// more than the row, so that the 8 rows a warp's accumulators store start 8 banks apart.
+    pub const fn partial_pitch(self) -> u32 {
+        self.out_cols * 4 + 32
+    }
+
+    /// Tiles of `y` for `m` tokens and `n` columns.
+    pub const fn tiles(self, m: u32, n: u32) -> u32 {
+        m.div_ceil(self.tokens) * n.div_ceil(self.out_cols)
+    }
+
+    /// Grid: `splits` blocks per tile (1: no split), along x: the blocks of a tile are
+    /// consecutive and form one cluster; tiles are walked in raster groups.
+    pub const fn launch(self, m: u32, n: u32, splits: u32) -> Launch {
         Launch {
-            grid: (m.div_ceil(self.tokens) * n.div_ceil(self.out_cols), 1, 1),
+            grid: (self.tiles(m, n) * splits, 1, 1),
             block_threads: THREADS,
             shared_bytes: self.shared_bytes(),
+            cluster: splits,
         }
     }
 
-    /// Most tokens one launch covers (grid x is at most 2^31 - 1 blocks).
-    pub const fn max_tokens_per_launch(self, n: u32) -> u32 {
-        let per_row_tile = n.div_ceil(self.out_cols);
+    /// Most tokens one launch with `splits` blocks per tile covers (grid x is at most 2^31 - 1).
+    pub const fn max_tokens_per_launch(self, n: u32, splits: u32) -> u32 {
+        let per_row_tile = n.div_ceil(self.out_cols) * splits;
         let row_tiles = (i32::MAX as u32) / per_row_tile;
         let max = row_tiles as u64 * self.tokens as u64;
         if max > u32::MAX as u64 {
@@ -102,8 +130,17 @@ impl WgmmaTile {
     }
 }
 
-// The staged output tile fits in the stages it reuses.
+// The staged output tile, and a split-K block's fp32 partial tile, fit in the stages they reuse
+// (the smallest ring of each valid tile shape: 3 stages).
 const _: () = {
+    let t = WgmmaTile { tokens: 128, out_cols: 256, stages: 3, load: Load::Tma };
+    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
+    let t = WgmmaTile { tokens: 128, out_cols: 128, stages: 3, load: Load::Tma };
+    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
+    let t = WgmmaTile { tokens: 64, out_cols: 256, stages: 3, load: Load::CpAsync };
+    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
+    let t = WgmmaTile { tokens: 64, out_cols: 128, stages: 3, load: Load::CpAsync };
+    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
     let t = WgmmaTile { tokens: 128, out_cols: 256, stages: 3, load: Load::Tma };
     assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
     let t = WgmmaTile { tokens: 64, out_cols: 256, stages: 3, load: Load::CpAsync };

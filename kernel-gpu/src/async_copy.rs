@@ -35,7 +35,7 @@ pub unsafe fn commit_group() {
     asm!("cp.async.commit_group;", options(nostack));
 }
 
-/// Waits until at most `pending` (0..=3, a constant after inlining) of this thread's committed
+/// Waits until at most `pending` (0..=6, a constant after inlining) of this thread's committed
 /// groups are in flight.
 ///
 /// # Safety
@@ -46,6 +46,9 @@ pub unsafe fn wait_group(pending: u32) {
         0 => asm!("cp.async.wait_group 0;", options(nostack)),
         1 => asm!("cp.async.wait_group 1;", options(nostack)),
         2 => asm!("cp.async.wait_group 2;", options(nostack)),
-        _ => asm!("cp.async.wait_group 3;", options(nostack)),
+        3 => asm!("cp.async.wait_group 3;", options(nostack)),
+        4 => asm!("cp.async.wait_group 4;", options(nostack)),
+        5 => asm!("cp.async.wait_group 5;", options(nostack)),
+        _ => asm!("cp.async.wait_group 6;", options(nostack)),
     }
 }

@@ -7,8 +7,8 @@
 //! [`qkv`] holds the steps every kernel shares (masked load, sum of squares, row scale,
 //! epilogue). The kernel families are in [`family`]: `gemv` (decode, SIMT), `mma` (a few to 32
 //! tokens per block, tensor cores), `fallback` (any shape, SIMT) and, built for sm_90a
-//! (`-C target-cpu=sm_90a`, which also brings Hopper's [`mbarrier`], [`tma`] and [`wgmma`]
-//! modules), `wgmma` (prefill). [`kernels`] declares the entry points from the kernel ABI's list
+//! (`-C target-cpu=sm_90a`, which also brings Hopper's [`mbarrier`], [`tma`], [`cluster`] and
+//! [`wgmma`] modules), `wgmma` (prefill). [`kernels`] declares the entry points from the kernel ABI's list
 //! (`kernel-abi`), which also defines their parameter structs, tiles and launch geometry.
 #![no_std]
 #![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch)]
@@ -27,6 +27,8 @@ macro_rules! unroll {
 }
 
 pub mod async_copy;
+#[cfg(target_feature = "sm_90a")]
+pub mod cluster;
 pub mod delay;
 pub mod element;
 pub mod family;

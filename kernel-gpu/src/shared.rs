@@ -119,6 +119,19 @@ impl SharedPtr {
         );
     }
 
+    /// Stores two consecutive f32 in one 8-byte access.
+    ///
+    /// # Safety
+    /// As [`SharedPtr::store_f32`], and the address must be 8-byte aligned.
+    #[inline(always)]
+    pub unsafe fn store_f32x2(self, v: [f32; 2]) {
+        asm!(
+            "st.shared.v2.f32 [{p}], {{{a}, {b}}};",
+            p = in(reg32) self.0, a = in(reg32) v[0], b = in(reg32) v[1],
+            options(nostack),
+        );
+    }
+
     /// Stores one 32-bit word.
     ///
     /// # Safety

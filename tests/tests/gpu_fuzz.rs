@@ -12,7 +12,7 @@ use cust::context::Context;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::stream::{Stream, StreamFlags};
 use fused_qkv::cpu::CpuLayer;
-use fused_qkv::gpu::{GpuLayer, KernelPolicy, Kernels};
+use fused_qkv::gpu::{GpuLayer, KernelPolicy, Kernels, SplitK};
 use fused_qkv::kernel_abi::{Kernel, Tile};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights};
@@ -82,20 +82,30 @@ fn policy_for<T: Dtype>(gpu: &Gpu, pick: u16, config: &QkvConfig, x_offset: usiz
     }
 }
 
+/// Split-K for a case: the measured rule, or 1 to 8 blocks per `wgmma` tile (more than the
+/// k-blocks of a small H leaves blocks with nothing to add; the result must not change).
+fn split_for(pick: u16) -> SplitK {
+    match pick / 64 % 2 {
+        0 => SplitK::Auto,
+        _ => SplitK::fixed(1 + u32::from(pick / 128 % 8)).unwrap(),
+    }
+}
+
 /// Runs one case on the GPU (x placed `x_offset` elements into its buffer, which moves it off
 /// 16-byte alignment and onto the scalar kernel) and checks it.
 fn check_case<T: Dtype>(gpu: &Gpu, c: Case, x_offset: usize, pick: u16) -> Result<(), TestCaseError> {
     let w = weights::<T>(c.config, c.seed);
     let x = hidden_states::<T>(&c.config, c.m, c.seed.wrapping_add(1));
     let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).expect("uploading weights");
-    let policy = policy_for::<T>(gpu, pick, &c.config, x_offset);
+    let (policy, split_k) = (policy_for::<T>(gpu, pick, &c.config, x_offset), split_for(pick));
     layer.set_kernel_policy(policy);
+    layer.set_split_k(split_k);
     let mut x_host = vec![T::from_f32(1.0); x_offset];
     x_host.extend_from_slice(&x);
     let x_buffer = DeviceBuffer::from_slice(&x_host).expect("uploading x");
     // SAFETY: a sub-range of a live allocation.
     let x_dev = unsafe { DeviceSlice::from_raw_parts(x_buffer.as_device_ptr().wrapping_add(x_offset), x.len()) };
-    let what = format!("{} {c:?} x_offset {x_offset} {policy:?}", T::KIND);
+    let what = format!("{} {c:?} x_offset {x_offset} {policy:?} {split_k:?}", T::KIND);
     let y_gpu = run_into(gpu, &layer, &x_dev, &w, c.m).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
     let y_ref = reference_f64(&w, &x, c.m);
     let bound = T::KIND.error_bound();
@@ -226,10 +236,17 @@ fn prefill_tiles_and_tails<T: Dtype>(gpu: &Gpu) {
                 let reference = reference_f64(&w, &x, m);
                 for &policy in &policies {
                     layer.set_kernel_policy(policy);
-                    let what = format!("{} {name} bias={bias} m={m} {policy:?}", T::KIND);
-                    let y = run_into(gpu, &layer, &x_dev, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
-                    let report = compare(&y, &reference, &config);
-                    assert!(report.passes(T::KIND.error_bound()), "{what}: {report:?}");
+                    // Split-K: none, the rule, 2 and 3 (uneven k ranges), 8 (more blocks than
+                    // the odd shape's 4 k-blocks).
+                    let splits = [SplitK::Fixed(1), SplitK::Auto, SplitK::Fixed(2), SplitK::Fixed(3), SplitK::Fixed(8)];
+                    let splits = if policy == KernelPolicy::Auto { &splits[1..2] } else { &splits[..] };
+                    for &split_k in splits {
+                        layer.set_split_k(split_k);
+                        let what = format!("{} {name} bias={bias} m={m} {policy:?} {split_k:?}", T::KIND);
+                        let y = run_into(gpu, &layer, &x_dev, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        let report = compare(&y, &reference, &config);
+                        assert!(report.passes(T::KIND.error_bound()), "{what}: {report:?}");
+                    }
                 }
             }
         }
@@ -300,7 +317,8 @@ fn gpu_graph_replay_matches_direct_launches() {
     let gpu = gpu();
     for (name, dtype_is_f32) in [("qwen3-0.6b", false), ("qwen2.5-0.5b", true)] {
         let config = QkvConfig::preset(name).unwrap();
-        for m in [1, 3, 32, 200] {
+        // 64 and 200 tokens split qwen3-0.6b's wgmma tiles (4 and 2 blocks per tile).
+        for m in [1, 3, 32, 64, 200] {
             if dtype_is_f32 {
                 graph_matches_direct::<f32>(&gpu, &config, m);
             } else {
@@ -332,5 +350,42 @@ fn graph_matches_direct<T: Dtype>(gpu: &Gpu, config: &QkvConfig, m: usize) {
     for (part, (a, b)) in ["q", "k", "v"].iter().zip(direct.iter().zip(&replayed)) {
         let same = a.iter().zip(b).all(|(a, b)| a.to_f32().to_bits() == b.to_f32().to_bits());
         assert!(same, "{} {config:?} m={m}: {part} differs between the graph replay and the direct launch", T::KIND);
+    }
+}
+
+/// The same input gives the same bits twice, for every loaded kernel of the list that applies
+/// (bf16, f16, f32) and for the `wgmma` kernels at 1, 2, 3 and 8 blocks per tile: split-K adds
+/// its partial tiles in a fixed order, so no result depends on which block finished first.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_every_kernel_is_deterministic() {
+    let gpu = gpu();
+    deterministic::<bf16>(&gpu);
+    deterministic::<f16>(&gpu);
+    deterministic::<f32>(&gpu);
+}
+
+fn deterministic<T: Dtype>(gpu: &Gpu) {
+    let config = QkvConfig { bias: true, ..QkvConfig::preset("qwen3-0.6b").unwrap() };
+    let w = weights::<T>(config, 41);
+    let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
+    let m = 150;
+    let x_host = hidden_states::<T>(&config, m, 42);
+    let x = DeviceBuffer::from_slice(&x_host).unwrap();
+    let reference = reference_f64(&w, &x_host, m);
+    let kernels: Vec<&'static Kernel> = gpu.kernels.loaded(T::KIND).filter(|k| applies(k, &config, 0)).collect();
+    assert!(!kernels.is_empty());
+    for kernel in kernels {
+        layer.set_kernel_policy(KernelPolicy::Kernel(kernel.name));
+        let splits: &[u32] = if matches!(kernel.tile, Tile::Wgmma(_)) { &[1, 2, 3, 8] } else { &[1] };
+        for &splits in splits {
+            layer.set_split_k(SplitK::fixed(splits).unwrap());
+            let what = format!("{} splits={splits}", kernel.name);
+            let first = run_into(gpu, &layer, &x, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let second = run_into(gpu, &layer, &x, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: two runs differ");
+            let report = compare(&first, &reference, &config);
+            assert!(report.passes(T::KIND.error_bound()), "{what}: {report:?}");
+        }
     }
 }

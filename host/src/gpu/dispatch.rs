@@ -2,8 +2,9 @@
 //!
 //! A [`KernelPolicy`] names an ordered table of [`Rule`]s; the first rule whose family can run
 //! the call and whose token range holds `m` picks the family, and the family's tile rule picks
-//! the kernel from the kernel ABI's list ([`kernel_abi::KERNELS`]). The tables and rules were
-//! measured on the H100 (bench/NOTES.md v4, v5).
+//! the kernel from the kernel ABI's list ([`kernel_abi::KERNELS`]); for `wgmma`, [`wgmma_splits`]
+//! picks the split-K blocks per tile. The tables and rules were measured on the H100
+//! (bench/NOTES.md v4, v5) and the H200 (graph mode, split-K).
 
 use kernel_abi::{Dtype, GemvTile, Kernel, Load, MmaTile, Tile, WgmmaTile, KERNELS};
 
@@ -13,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 33 (from 160 if W' < 4 MB, from 17 if N / 128 >= 0.6 x SMs) | prefill on `wgmma` (tile: [`wgmma_tile`]) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 | `wgmma` (tile: [`wgmma_tile`]; split-K while tiles are few: [`wgmma_splits`]) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -53,6 +54,31 @@ impl KernelPolicy {
     }
 }
 
+/// How many blocks split each `wgmma` tile's `H` (split-K: a cluster of blocks per tile whose
+/// fp32 partial tiles are added in a fixed order, see [`kernel_abi::wgmma`]). The other kernel
+/// families do not split; this setting does not apply to them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitK {
+    /// The measured rule, [`wgmma_splits`].
+    #[default]
+    Auto,
+    /// Exactly this many blocks per tile, 1 (no split) to [`kernel_abi::wgmma::MAX_SPLITS`]; for
+    /// measuring the rule.
+    Fixed(u32),
+}
+
+impl SplitK {
+    /// `Fixed(splits)`, or an error outside 1..=[`kernel_abi::wgmma::MAX_SPLITS`].
+    pub fn fixed(splits: u32) -> Result<Self> {
+        let max = kernel_abi::wgmma::MAX_SPLITS;
+        if (1..=max).contains(&splits) {
+            Ok(SplitK::Fixed(splits))
+        } else {
+            Err(Error::InvalidConfig(format!("split-K takes 1 to {max} blocks per tile, not {splits}")))
+        }
+    }
+}
+
 /// What the dispatch needs to know about one call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Call {
@@ -60,6 +86,8 @@ pub(crate) struct Call {
     pub dtype: Dtype,
     /// Output columns `N`.
     pub n: usize,
+    /// The row length `H`.
+    pub hidden: usize,
     /// `hidden % (16 B / dtype) == 0` and a 16-byte aligned `x`: the 16-byte loads apply.
     pub vector: bool,
     /// q and kv widths even and q, k, v 4-byte aligned: `wgmma`'s paired stores apply.
@@ -67,8 +95,6 @@ pub(crate) struct Call {
     /// The sm_90a PTX is loaded (compute capability 9.0).
     pub hopper: bool,
     pub multiprocessors: usize,
-    /// Bytes of `W'`.
-    pub weight_bytes: usize,
 }
 
 /// A kernel family as the dispatch sees it.
@@ -86,9 +112,6 @@ enum Tokens {
     Any,
     UpTo(usize),
     From(usize),
-    /// From [`WGMMA_MIN_TOKENS`], or [`WGMMA_MIN_TOKENS_SMALL_W`] when W' is smaller than
-    /// [`SMALL_W_BYTES`].
-    WgmmaCrossover,
 }
 
 /// One row of a dispatch table.
@@ -104,40 +127,17 @@ struct Rule {
 /// against 5.4 on qwen3-0.6b, and is within 2 % of gemv on qwen3-8b and qwen2.5-0.5b; at M = 1
 /// gemv is ahead on every model (27.6 vs 29.4 us on qwen3-32b, 3.7 vs 4.4 on qwen2.5-0.5b).
 pub const TENSOR_CORE_MIN_TOKENS: usize = 2;
-/// From this many tokens on, bf16 and f16 on Hopper use the `wgmma` prefill kernel (measured
-/// crossover, bench/NOTES.md v5: beyond 32 tokens the mma.sync kernel streams W once more per
-/// 32 tokens)...
-pub const WGMMA_MIN_TOKENS: usize = 33;
-/// ...unless W' is smaller than this: then its repeated reads hit L2 and the mma.sync kernel
-/// stays ahead up to [`WGMMA_MIN_TOKENS_SMALL_W`] tokens (Qwen2.5-0.5B, 2 MB: 9.5 vs 11.3 us at
-/// M = 128, 13.8 vs 11.2 at M = 192).
-pub const SMALL_W_BYTES: usize = 4 << 20;
-/// The crossover for small W'.
-pub const WGMMA_MIN_TOKENS_SMALL_W: usize = 160;
-/// ...and from this many tokens on when W' is wide enough that the 64 x 128 `wgmma` tiles alone
-/// keep most multiprocessors streaming it ([`WIDE_W_BLOCKS_PER_SM`]).
-pub const WGMMA_MIN_TOKENS_WIDE_W: usize = 17;
-/// At M <= 64 the 64 x 128 `wgmma` kernel streams W' at about 4.3 TB/s times its blocks
-/// (`N / 128`) per multiprocessor, the mma.sync 16- and 32-token tiles at 2.2-2.6 TB/s whatever
-/// the shape (H200, graph mode, bench/results/h200-graph/sweep: qwen3-8b, 48 blocks on 132 SMs,
-/// 1.6 TB/s, mma ahead at M = 32, 22.6 vs 31.1 us; qwen3-32b, 80 blocks, 2.6 TB/s, `wgmma` ahead
-/// from M = 16, 40.7 vs 47.0 us at M = 32). So `wgmma` takes over below 33 tokens where
-/// `N / 128 >= 0.6 * SMs` (in tenths).
-pub const WIDE_W_BLOCKS_PER_SM: usize = 6;
-
-/// Where `Auto` moves from the mma.sync kernel to `wgmma` for `call`'s layer.
-fn wgmma_min_tokens(call: &Call) -> usize {
-    if call.weight_bytes < SMALL_W_BYTES {
-        WGMMA_MIN_TOKENS_SMALL_W
-    } else if call.n.div_ceil(128) * 10 >= WIDE_W_BLOCKS_PER_SM * call.multiprocessors {
-        WGMMA_MIN_TOKENS_WIDE_W
-    } else {
-        WGMMA_MIN_TOKENS
-    }
-}
+/// From this many tokens on, bf16 and f16 on Hopper use the `wgmma` prefill kernel with split-K
+/// ([`wgmma_splits`]); below it the mma.sync kernel. Measured on the H200 in CUDA graphs
+/// (bench/results/h200-split-k, bench/NOTES.md "split-K"): at 32 tokens `wgmma` with split-K takes
+/// 5.2 us against mma.sync's 6.1 on qwen2.5-0.5b, 10.1 vs 11.5 on qwen3-1.7b, 21.9 vs 22.4 on
+/// qwen3-8b and 36.6 vs 40.7 on qwen3-32b (7.6 vs 7.4 on qwen3-0.6b); at 16 tokens mma.sync is
+/// ahead or level on every model but qwen3-32b (19.6 vs 20.9 us on qwen3-8b, 6.2 vs 7.2 on
+/// qwen3-0.6b).
+pub const WGMMA_MIN_TOKENS: usize = 17;
 
 const AUTO: &[Rule] = &[
-    Rule { family: Family::Wgmma, tokens: Tokens::WgmmaCrossover },
+    Rule { family: Family::Wgmma, tokens: Tokens::From(WGMMA_MIN_TOKENS) },
     Rule { family: Family::Mma, tokens: Tokens::From(TENSOR_CORE_MIN_TOKENS) },
     Rule { family: Family::Gemv, tokens: Tokens::UpTo(kernel_abi::gemv::MAX_TOKENS as usize) },
     Rule { family: Family::Fallback, tokens: Tokens::Any },
@@ -159,7 +159,6 @@ impl Tokens {
             Tokens::Any => true,
             Tokens::UpTo(max) => call.m <= max,
             Tokens::From(min) => call.m >= min,
-            Tokens::WgmmaCrossover => call.m >= wgmma_min_tokens(call),
         }
     }
 }
@@ -254,6 +253,31 @@ pub fn wgmma_tile(m: usize, n: usize, sms: usize) -> WgmmaTile {
     }
 }
 
+/// Blocks per tile for the `wgmma` `tile` at `m` tokens, `n` output columns and rows of `hidden`
+/// on `sms` multiprocessors that hold `slots` of its blocks at once (split-K; 1: none): the
+/// fewest that give at least [`SPLIT_K_FILL_TENTHS`] tenths of the multiprocessors a block,
+/// as long as every block fits at once and has a k-block to multiply.
+///
+/// Measured on the H200 (bench/results/h200-split-k, 64 x 128 tiles, 1 to 8 blocks per tile, five
+/// models): below about 0.7 x SMs blocks, the few blocks leave tensor cores and memory
+/// parallelism idle (qwen3-32b at 64 tokens: 80 tiles, 42.2 us unsplit, 37.0 in two); beyond it,
+/// more blocks only add partial tiles to reduce (qwen3-0.6b at 128 tokens: 64 tiles, 8.6 us in
+/// two, 9.7 in three, 10.2 unsplit). The rule is within 13 % of the best split in every
+/// measured case.
+pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> u32 {
+    let tiles = tile.tiles(m as u32, n as u32).max(1) as usize;
+    let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
+    let max = (slots / tiles).min(k_blocks).clamp(1, kernel_abi::wgmma::MAX_SPLITS as usize);
+    let mut splits = 1;
+    while splits < max && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms {
+        splits += 1;
+    }
+    splits as u32
+}
+
+/// Split-K gives this many tenths of the multiprocessors a block ([`wgmma_splits`]).
+pub const SPLIT_K_FILL_TENTHS: usize = 7;
+
 /// The kernel for `call` under `policy`: its index in [`KERNELS`]. `loaded` says whether an
 /// entry point is in the loaded PTX.
 pub(crate) fn choose(policy: KernelPolicy, call: &Call, loaded: impl Fn(usize) -> bool) -> Result<usize> {
@@ -322,16 +346,7 @@ mod tests {
     use super::*;
 
     fn call(m: usize, dtype: Dtype) -> Call {
-        Call {
-            m,
-            dtype,
-            n: 4096,
-            vector: true,
-            paired_outputs: true,
-            hopper: true,
-            multiprocessors: 132,
-            weight_bytes: 8 << 20,
-        }
+        Call { m, dtype, n: 4096, hidden: 4096, vector: true, paired_outputs: true, hopper: true, multiprocessors: 132 }
     }
 
     /// Every choice the dispatch can make is a shipped kernel of the list, for every dtype,
@@ -341,10 +356,8 @@ mod tests {
         for dtype in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
             for policy in [KernelPolicy::Auto, KernelPolicy::Simt, KernelPolicy::TensorCore, KernelPolicy::Wgmma] {
                 for m in [1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 159, 160, 512, 8192] {
-                    for (vector, hopper, weight_bytes) in
-                        [(true, true, 8 << 20), (false, true, 1 << 20), (true, false, 1)]
-                    {
-                        let c = Call { vector, hopper, weight_bytes, ..call(m, dtype) };
+                    for (vector, hopper) in [(true, true), (false, true), (true, false)] {
+                        let c = Call { vector, hopper, ..call(m, dtype) };
                         match choose(policy, &c, |_| true) {
                             Ok(i) => assert!(KERNELS[i].shipped && KERNELS[i].dtype == dtype, "{policy:?} {c:?}"),
                             Err(e) => assert!(
@@ -365,22 +378,34 @@ mod tests {
         assert!(name(2, Dtype::F16).ends_with("mma_r16_t8_w8_d2"));
         assert!(name(2, Dtype::F32).ends_with("gemv_m2"));
         assert!(name(3, Dtype::Bf16).ends_with("mma_r16_t8_w8_d2"));
-        assert!(name(32, Dtype::Bf16).ends_with("mma_r16_t32_w8_d2"));
-        assert!(name(33, Dtype::Bf16).contains("wgmma"));
+        assert!(name(16, Dtype::Bf16).ends_with("mma_r16_t16_w8_d2"));
+        assert!(name(17, Dtype::Bf16).contains("wgmma"));
         assert!(name(4, Dtype::F32).ends_with("gemv_m4"));
         assert!(name(5, Dtype::F32).ends_with("fallback_vec_m8"));
-        // qwen3-32b's N = 10240: 80 column tiles on 132 SMs, wgmma from 17 tokens; qwen3-8b's 6144: 48.
-        let wide = |m| Call { n: 10240, weight_bytes: 100 << 20, ..call(m, Dtype::Bf16) };
-        assert!(KERNELS[choose(KernelPolicy::Auto, &wide(17), |_| true).unwrap()].name.contains("wgmma"));
-        assert!(KERNELS[choose(KernelPolicy::Auto, &wide(16), |_| true).unwrap()].name.contains("_mma_"));
-        let narrow = Call { n: 6144, ..call(32, Dtype::Bf16) };
-        assert!(KERNELS[choose(KernelPolicy::Auto, &narrow, |_| true).unwrap()].name.contains("_mma_"));
-        let small_w = Call { weight_bytes: 2 << 20, ..call(100, Dtype::Bf16) };
-        assert!(KERNELS[choose(KernelPolicy::Auto, &small_w, |_| true).unwrap()].name.contains("_mma_"));
         let unaligned = Call { vector: false, ..call(100, Dtype::Bf16) };
         assert!(KERNELS[choose(KernelPolicy::Auto, &unaligned, |_| true).unwrap()]
             .name
             .ends_with("fallback_scalar_m8"));
+    }
+
+    #[test]
+    fn split_k_fills_idle_multiprocessors_only() {
+        let tile = wgmma_tile(64, 6144, 132);
+        assert_eq!((tile.tokens, tile.out_cols), (64, 128));
+        // qwen3-8b at 64 tokens: 48 tiles on 132 SMs (2 blocks fit per SM): 96 blocks.
+        assert_eq!(wgmma_splits(tile, 64, 6144, 4096, 132, 264), 2);
+        // qwen3-0.6b at 64 and 128 tokens: 32 and 64 tiles.
+        assert_eq!(wgmma_splits(tile, 64, 4096, 1024, 132, 264), 3);
+        assert_eq!(wgmma_splits(tile, 128, 4096, 1024, 132, 264), 2);
+        // Enough tiles: no split.
+        assert_eq!(wgmma_splits(tile, 256, 4096, 1024, 132, 264), 1);
+        assert_eq!(wgmma_splits(wgmma_tile(8192, 6144, 132), 8192, 6144, 4096, 132, 132), 1);
+        // Splits must fit at once: 40 tiles of one block per SM take 3, not 4.
+        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, 132, 132), 3);
+        // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
+        assert_eq!(wgmma_splits(tile, 16, 1152, 896, 132, 264), kernel_abi::wgmma::MAX_SPLITS);
+        assert_eq!(wgmma_splits(tile, 16, 1152, 128, 132, 264), 2);
+        assert!(SplitK::fixed(0).is_err() && SplitK::fixed(9).is_err() && SplitK::fixed(8).is_ok());
     }
 
     #[test]

@@ -25,11 +25,101 @@ pub(crate) unsafe fn launch<P: KernelParams>(
     launch: Launch,
     params: &P,
 ) -> Result<()> {
+    if launch.cluster != 1 {
+        return Err(Error::InvalidConfig(format!("{name}: a cluster launch needs cuLaunchKernelEx")));
+    }
     // The driver copies the parameter from this address while enqueueing: `params` outlives it.
     let args = [params as *const P as *mut c_void];
     stream
         .launch(function, launch.grid, (launch.block_threads, 1, 1), launch.shared_bytes, &args)
         .context(|| format!("launching {name} (grid {:?}, {} B shared)", launch.grid, launch.shared_bytes))
+}
+
+/// `cuLaunchKernelEx` (CUDA 12.0), which `cust` does not bind: launches with attributes, here
+/// the thread-block cluster shape of split-K `wgmma` launches.
+#[derive(Clone, Copy)]
+pub(crate) struct LaunchEx {
+    launch: LaunchKernelEx,
+}
+
+type LaunchKernelEx = unsafe extern "C" fn(
+    config: *const LaunchConfig,
+    function: cust::sys::CUfunction,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> cust::sys::CUresult;
+
+/// `CUlaunchConfig` (cuda.h).
+#[repr(C)]
+struct LaunchConfig {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    stream: cust::sys::CUstream,
+    attributes: *mut LaunchAttribute,
+    attribute_count: u32,
+}
+
+/// `CUlaunchAttribute` (cuda.h): an id, then a 64-byte, 8-byte aligned union of values.
+#[repr(C)]
+struct LaunchAttribute {
+    id: u32,
+    _pad: u32,
+    value: [u64; 8],
+}
+
+/// `CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`: the value holds the cluster's x, y, z as u32.
+const ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
+
+impl LaunchEx {
+    /// Looks `cuLaunchKernelEx` up in the driver. A context must be current.
+    pub(crate) fn load() -> Result<Self> {
+        let mut function: *mut c_void = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated name and a place for the pointer; 12000 = the CUDA 12.0 ABI.
+        let status = unsafe { cust::sys::cuGetProcAddress(c"cuLaunchKernelEx".as_ptr(), &mut function, 12000, 0) };
+        if status != cust::sys::cudaError_enum::CUDA_SUCCESS || function.is_null() {
+            return Err(Error::InvalidConfig(format!(
+                "the CUDA driver has no cuLaunchKernelEx ({status:?}); cluster launches need CUDA 12.0 or later"
+            )));
+        }
+        // SAFETY: the driver's function of that name has this signature (cuda.h, CUDA 12.0).
+        Ok(LaunchEx { launch: unsafe { std::mem::transmute::<*mut c_void, LaunchKernelEx>(function) } })
+    }
+
+    /// As [`launch`], in clusters of `launch.cluster` blocks along x.
+    ///
+    /// # Safety
+    /// As [`launch`]; the kernel must be written for the cluster shape.
+    pub(crate) unsafe fn launch<P: KernelParams>(
+        &self,
+        stream: &Stream,
+        function: &Function<'_>,
+        name: &str,
+        launch: Launch,
+        params: &P,
+    ) -> Result<()> {
+        let mut cluster = LaunchAttribute { id: ATTRIBUTE_CLUSTER_DIMENSION, _pad: 0, value: [0; 8] };
+        cluster.value[0] = launch.cluster as u64 | (1u64 << 32);
+        cluster.value[1] = 1;
+        let config = LaunchConfig {
+            grid: [launch.grid.0, launch.grid.1, launch.grid.2],
+            block: [launch.block_threads, 1, 1],
+            shared_bytes: launch.shared_bytes,
+            stream: stream.as_inner(),
+            attributes: &mut cluster,
+            attribute_count: 1,
+        };
+        let mut args = [params as *const P as *mut c_void];
+        // The driver copies the parameter and the config while enqueueing: both outlive it.
+        let status = (self.launch)(&config, function.to_raw(), args.as_mut_ptr(), std::ptr::null_mut());
+        driver(
+            status,
+            &format!(
+                "launching {name} (grid {:?}, clusters of {}, {} B shared)",
+                launch.grid, launch.cluster, launch.shared_bytes
+            ),
+        )
+    }
 }
 
 /// Lets `function` use `bytes` of dynamic shared memory (needed above 48 KB).
@@ -232,5 +322,20 @@ impl Drop for Graph {
             cust::sys::cuGraphExecDestroy(self.exec);
             cust::sys::cuGraphDestroy(self.graph);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The structs handed to `cuLaunchKernelEx` have cuda.h's layout (64-bit).
+    #[test]
+    fn launch_structs_match_cuda_h() {
+        assert_eq!(std::mem::size_of::<LaunchAttribute>(), 72);
+        assert_eq!(std::mem::align_of::<LaunchAttribute>(), 8);
+        assert_eq!(std::mem::size_of::<LaunchConfig>(), 56);
+        assert_eq!(std::mem::offset_of!(LaunchConfig, stream), 32);
+        assert_eq!(std::mem::offset_of!(LaunchConfig, attribute_count), 48);
     }
 }

@@ -25,14 +25,14 @@ use cust::prelude::Stream;
 use kernel_abi::{FallbackParams, Kernel, Load, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
 
 pub use dispatch::{
-    wgmma_tile, KernelPolicy, SMALL_W_BYTES, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_SMALL_W,
+    wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS,
 };
 
 use crate::error::CudaResultExt;
 use crate::weights::{check_input, check_outputs, FoldedWeights};
 use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 use dispatch::Call;
-use launch::{address, TmaEncoder};
+use launch::{address, LaunchEx, TmaEncoder};
 
 /// PTX built from `kernel-gpu` by `build.rs` (see `ptx-builder`), one file per architecture.
 pub const PTX_SM80: &str = include_str!(env!("FUSED_QKV_PTX_SM_80"));
@@ -55,6 +55,9 @@ pub struct Kernels {
     // Declared before `module`, so dropped before it: the handles borrow the module.
     /// One slot per entry of [`KERNELS`]; `None` where this build or device has no such kernel.
     functions: Vec<Option<Function<'static>>>,
+    /// Per entry of [`KERNELS`]: blocks of its launch shape that fit on one multiprocessor at
+    /// once (the occupancy calculator's answer for the wgmma kernels; 0 elsewhere).
+    resident: Vec<u32>,
     delay: Function<'static>,
     #[allow(dead_code)] // owns the loaded code the handles point into
     module: Module,
@@ -62,6 +65,8 @@ pub struct Kernels {
     multiprocessors: usize,
     /// The tensor-map encoder, on Hopper.
     tma: Option<TmaEncoder>,
+    /// Launches with attributes (split-K's clusters), on Hopper.
+    launch_ex: Option<LaunchEx>,
 }
 
 impl Kernels {
@@ -90,7 +95,8 @@ impl Kernels {
             Ok(unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(function) })
         };
         let mut functions = Vec::with_capacity(KERNELS.len());
-        for kernel in KERNELS {
+        let mut resident = vec![0; KERNELS.len()];
+        for (kernel, resident) in KERNELS.iter().zip(&mut resident) {
             if !is_built(kernel, hopper) {
                 functions.push(None);
                 continue;
@@ -98,12 +104,26 @@ impl Kernels {
             let function = lookup(kernel.name)?;
             if let Tile::Wgmma(tile) = kernel.tile {
                 launch::set_max_dynamic_shared(&function, kernel.name, tile.shared_bytes())?;
+                let block = cust::function::BlockSize::x(kernel_abi::wgmma::THREADS);
+                *resident = function
+                    .max_active_blocks_per_multiprocessor(block, tile.shared_bytes() as usize)
+                    .context(|| format!("querying the occupancy of {}", kernel.name))?;
             }
             functions.push(Some(function));
         }
         let delay = lookup(kernel_abi::DELAY_KERNEL)?;
         let tma = if hopper { Some(TmaEncoder::load()?) } else { None };
-        Ok(Kernels { functions, delay, module, compute_capability: (major, minor), multiprocessors, tma })
+        let launch_ex = if hopper { Some(LaunchEx::load()?) } else { None };
+        Ok(Kernels {
+            functions,
+            resident,
+            delay,
+            module,
+            compute_capability: (major, minor),
+            multiprocessors,
+            tma,
+            launch_ex,
+        })
     }
 
     /// The device's compute capability.
@@ -124,7 +144,7 @@ impl Kernels {
     /// For benchmarks: enqueues a one-thread kernel that waits `nanos` ns on `stream`, so work
     /// the host enqueues meanwhile runs back to back on the GPU, not at the host's launch rate.
     pub fn enqueue_delay(&self, stream: &Stream, nanos: u64) -> Result<()> {
-        let one = kernel_abi::Launch { grid: (1, 1, 1), block_threads: 1, shared_bytes: 0 };
+        let one = kernel_abi::Launch { grid: (1, 1, 1), block_threads: 1, shared_bytes: 0, cluster: 1 };
         // SAFETY: the delay kernel takes one u64 and runs as one thread.
         unsafe { launch::launch(stream, &self.delay, kernel_abi::DELAY_KERNEL, one, &nanos) }
     }
@@ -134,6 +154,7 @@ impl Kernels {
 pub struct GpuLayer<T: Dtype> {
     config: QkvConfig,
     kernels: Arc<Kernels>,
+    #[allow(dead_code)] // owns the memory `params.qkv_weight` points to
     qkv_weight: DeviceBuffer<T>,
     #[allow(dead_code)] // owns the memory `params.bias` points to
     bias: Option<DeviceBuffer<T>>,
@@ -143,6 +164,7 @@ pub struct GpuLayer<T: Dtype> {
     /// W's tensor maps for the TMA kernels, by box rows (the tile's `out_cols`); built once.
     w_maps: Vec<(u32, TensorMap)>,
     policy: KernelPolicy,
+    split_k: SplitK,
 }
 
 fn upload<T: Dtype>(what: &str, data: &[T]) -> Result<DeviceBuffer<T>> {
@@ -208,7 +230,16 @@ impl<T: Dtype> GpuLayer<T> {
                 }
             }
         }
-        Ok(GpuLayer { config: c, kernels, qkv_weight, bias, params, w_maps, policy: KernelPolicy::Auto })
+        Ok(GpuLayer {
+            config: c,
+            kernels,
+            qkv_weight,
+            bias,
+            params,
+            w_maps,
+            policy: KernelPolicy::Auto,
+            split_k: SplitK::Auto,
+        })
     }
 
     /// The layer's config.
@@ -262,21 +293,8 @@ impl<T: Dtype> GpuLayer<T> {
         if m == 0 {
             return Ok(());
         }
-        let call = Call {
-            m,
-            dtype: T::KIND.abi(),
-            n: c.qkv_cols(),
-            // W is a whole device allocation (256-byte aligned); x may be a view.
-            vector: c.hidden.is_multiple_of(T::KIND.abi().vector_elems() as usize)
-                && pointers[0].as_raw().is_multiple_of(16),
-            paired_outputs: c.q_cols().is_multiple_of(2)
-                && c.kv_cols().is_multiple_of(2)
-                && pointers[1..].iter().all(|p| p.as_raw().is_multiple_of(4)),
-            hopper: self.kernels.has_wgmma(),
-            multiprocessors: self.kernels.multiprocessors,
-            weight_bytes: self.qkv_weight.len() * T::KIND.size_bytes(),
-        };
-        let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
+        let aligned = |p: &DevicePointer<T>, to: u64| p.as_raw().is_multiple_of(to);
+        let (index, splits) = self.choose(m, aligned(&pointers[0], 16), pointers[1..].iter().all(|p| aligned(p, 4)))?;
         let (kernel, function) =
             (&KERNELS[index], self.kernels.functions[index].as_ref().expect("chosen kernels are loaded"));
         let n = self.params.shape.n();
@@ -284,7 +302,7 @@ impl<T: Dtype> GpuLayer<T> {
             Tile::Gemv(t) => t.max_tokens_per_launch(),
             Tile::Mma(t) => t.max_tokens_per_launch(),
             Tile::Fallback(t) => t.max_tokens_per_launch(),
-            Tile::Wgmma(t) => t.max_tokens_per_launch(n),
+            Tile::Wgmma(t) => t.max_tokens_per_launch(n, splits),
         } as usize;
         let mut row0 = 0;
         while row0 < m {
@@ -311,17 +329,74 @@ impl<T: Dtype> GpuLayer<T> {
                         launch::launch(stream, function, kernel.name, t.launch(m, n, chunk), &fallback)?
                     }
                     Tile::Wgmma(t) if t.load == Load::CpAsync => {
-                        launch::launch(stream, function, kernel.name, t.launch(m, n), &params)?
+                        self.launch_wgmma(stream, function, kernel.name, t.launch(m, n, splits), &params)?
                     }
                     Tile::Wgmma(t) => {
                         let tma = self.tma_params(params, t)?;
-                        launch::launch(stream, function, kernel.name, t.launch(m, n), &tma)?
+                        self.launch_wgmma(stream, function, kernel.name, t.launch(m, n, splits), &tma)?
                     }
                 }
             }
             row0 += rows;
         }
         Ok(())
+    }
+
+    /// The kernel (its index in [`KERNELS`]) and split-K blocks per tile for `m` tokens, with `x`
+    /// 16-byte aligned or not and q, k, v 4-byte aligned or not.
+    fn choose(&self, m: usize, x_aligned: bool, outputs_aligned: bool) -> Result<(usize, u32)> {
+        let c = &self.config;
+        let call = Call {
+            m,
+            dtype: T::KIND.abi(),
+            n: c.qkv_cols(),
+            hidden: c.hidden,
+            // W is a whole device allocation (256-byte aligned); x may be a view.
+            vector: c.hidden.is_multiple_of(T::KIND.abi().vector_elems() as usize) && x_aligned,
+            paired_outputs: c.q_cols().is_multiple_of(2) && c.kv_cols().is_multiple_of(2) && outputs_aligned,
+            hopper: self.kernels.has_wgmma(),
+            multiprocessors: self.kernels.multiprocessors,
+        };
+        let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
+        let splits = match (KERNELS[index].tile, self.split_k) {
+            (Tile::Wgmma(t), SplitK::Auto) => {
+                let slots = call.multiprocessors * self.kernels.resident[index].max(1) as usize;
+                wgmma_splits(t, m, call.n, call.hidden, call.multiprocessors, slots)
+            }
+            (Tile::Wgmma(_), SplitK::Fixed(splits)) => splits,
+            _ => 1,
+        };
+        Ok((index, splits))
+    }
+
+    /// Which kernel [`GpuLayer::forward_into`] launches for `m` tokens with aligned buffers (as
+    /// [`GpuLayer::forward`] allocates them), and its split-K blocks per tile (1: none).
+    pub fn kernel_for(&self, m: usize) -> Result<(&'static Kernel, u32)> {
+        let (index, splits) = self.choose(m, true, true)?;
+        Ok((&KERNELS[index], splits))
+    }
+
+    /// A `wgmma` launch: in clusters through `cuLaunchKernelEx` when split-K divides the tiles.
+    ///
+    /// # Safety
+    /// As [`launch::launch`].
+    unsafe fn launch_wgmma<P: kernel_abi::params::KernelParams>(
+        &self,
+        stream: &Stream,
+        function: &Function<'_>,
+        name: &str,
+        launch: kernel_abi::Launch,
+        params: &P,
+    ) -> Result<()> {
+        if launch.cluster == 1 {
+            return launch::launch(stream, function, name, launch, params);
+        }
+        let ex = self
+            .kernels
+            .launch_ex
+            .as_ref()
+            .ok_or_else(|| Error::InvalidConfig("split-K launches need compute capability 9.0".into()))?;
+        ex.launch(stream, function, name, launch, params)
     }
 
     /// The TMA kernels' parameters: the tensor map of this launch's `x` rows and W's (built once).
@@ -345,6 +420,12 @@ impl<T: Dtype> GpuLayer<T> {
     /// Which kernels [`GpuLayer::forward_into`] may use (default [`KernelPolicy::Auto`]).
     pub fn set_kernel_policy(&mut self, policy: KernelPolicy) {
         self.policy = policy;
+    }
+
+    /// How many blocks split each `wgmma` tile's `H` (default [`SplitK::Auto`]; other kernels
+    /// never split).
+    pub fn set_split_k(&mut self, split_k: SplitK) {
+        self.split_k = split_k;
     }
 
     /// Copies a device result back (synchronously): a convenience for tests and tools.

@@ -33,10 +33,11 @@
 //! 48 KB the host raises the function's limit); `hidden % 8 == 0`, `q_cols` and `kv_cols` even;
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
-use kernel_abi::wgmma::{GROUP_M, K_BLOCK, THREADS};
+use kernel_abi::wgmma::{k_range, GROUP_M, K_BLOCK, MAX_SPLITS, THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
+use crate::cluster::{self, ClusterPtr};
 use crate::mbarrier;
 use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
@@ -46,11 +47,11 @@ use crate::warp::{lane_id, shuffle_xor_f32};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
 use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 
-/// The first row and column of this block's tile (see the module docs for the order).
+/// The first row and column of tile number `tile` (see the module docs for the order).
 #[inline(always)]
-fn tile_origin<const BM: u32, const BN: u32>(m: u32, n: u32) -> (u32, u32) {
+fn tile_origin<const BM: u32, const BN: u32>(tile: u32, m: u32, n: u32) -> (u32, u32) {
     let (tiles_m, tiles_n) = (m.div_ceil(BM), n.div_ceil(BN));
-    let block = block_idx_x();
+    let block = tile;
     let per_group = GROUP_M * tiles_n;
     let first_m = block / per_group * GROUP_M;
     let group_rows = (tiles_m - first_m).min(GROUP_M);
@@ -67,10 +68,10 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// The `x` and `W'` tiles of the stage that holds `k_block`.
+    /// The `x` and `W'` tiles of the stage that holds the block's `step`-th k-block.
     #[inline(always)]
-    fn stage(self, k_block: u32) -> (SharedPtr, SharedPtr) {
-        let a = self.base.add(k_block % self.tile.stages * self.tile.stage_bytes());
+    fn stage(self, step: u32) -> (SharedPtr, SharedPtr) {
+        let a = self.base.add(step % self.tile.stages * self.tile.stage_bytes());
         (a, a.add(self.tile.tokens * SWIZZLE_ROW_BYTES))
     }
 
@@ -79,11 +80,19 @@ impl Ring {
         self.base.add(self.tile.row_scales_offset())
     }
 
-    /// The mbarrier that completes when the TMA copies into `k_block`'s stage have landed.
+    /// The mbarrier that completes when the TMA copies into `step`'s stage have landed.
     #[inline(always)]
-    fn full(self, k_block: u32) -> SharedPtr {
-        self.base.add(self.tile.barriers_offset() + k_block % self.tile.stages * 8)
+    fn full(self, step: u32) -> SharedPtr {
+        self.base.add(self.tile.barriers_offset() + step % self.tile.stages * 8)
     }
+}
+
+/// The k-blocks of `H` a block multiplies: `count` of them from `first` (all of them, or its
+/// share under split-K, [`kernel_abi::wgmma::k_range`]).
+#[derive(Clone, Copy)]
+pub struct KRange {
+    pub first: u32,
+    pub count: u32,
 }
 
 /// Step 1, and the wait for it: how the stages are filled.
@@ -95,17 +104,18 @@ pub trait StageLoader {
     /// # Safety
     /// Once per block, before any other use of the ring.
     unsafe fn init(&self, ring: Ring);
-    /// Issues the copies of k-block `k_block` (of `k_blocks`) of the block's tiles at (`row0`,
-    /// `col0`) into its stage; every thread calls it, also past the last k-block.
+    /// Issues the copies of the block's `step`-th k-block (k-block `k.first + step` of `H`, of
+    /// `k.count` this block multiplies) of its tiles at (`row0`, `col0`) into the step's stage;
+    /// every thread calls it, also past the last step.
     ///
     /// # Safety
     /// The stage must be free: every MMA that read it is done.
-    unsafe fn load(&self, ring: Ring, k_block: u32, k_blocks: u32, origin: (u32, u32));
-    /// Returns once `k_block`'s stage has landed, for every thread of the block.
+    unsafe fn load(&self, ring: Ring, step: u32, k: KRange, origin: (u32, u32));
+    /// Returns once `step`'s stage has landed, for every thread of the block.
     ///
     /// # Safety
-    /// Every thread calls it, once per k-block, in order.
-    unsafe fn wait(&self, ring: Ring, k_block: u32);
+    /// Every thread calls it, once per step, in order.
+    unsafe fn wait(&self, ring: Ring, step: u32);
 }
 
 /// The copy engine: thread 0 copies whole tiles described by tensor maps (in the kernel's
@@ -133,19 +143,20 @@ impl StageLoader for Tma {
     }
 
     #[inline(always)]
-    unsafe fn load(&self, ring: Ring, k_block: u32, k_blocks: u32, (row0, col0): (u32, u32)) {
-        if thread_idx_x() == 0 && k_block < k_blocks {
-            let (a, b) = ring.stage(k_block);
-            let full = ring.full(k_block);
+    unsafe fn load(&self, ring: Ring, step: u32, k: KRange, (row0, col0): (u32, u32)) {
+        if thread_idx_x() == 0 && step < k.count {
+            let (a, b) = ring.stage(step);
+            let full = ring.full(step);
+            let h = (k.first + step) * K_BLOCK;
             mbarrier::arrive_expect_tx(full, ring.tile.stage_bytes());
-            tma::load_2d(a, self.x_map, k_block * K_BLOCK, row0, full);
-            tma::load_2d(b, self.w_map, k_block * K_BLOCK, col0, full);
+            tma::load_2d(a, self.x_map, h, row0, full);
+            tma::load_2d(b, self.w_map, h, col0, full);
         }
     }
 
     #[inline(always)]
-    unsafe fn wait(&self, ring: Ring, k_block: u32) {
-        mbarrier::wait_parity(ring.full(k_block), k_block / ring.tile.stages % 2);
+    unsafe fn wait(&self, ring: Ring, step: u32) {
+        mbarrier::wait_parity(ring.full(step), step / ring.tile.stages % 2);
     }
 }
 
@@ -186,10 +197,11 @@ impl<T> StageLoader for CpAsync<T> {
     unsafe fn init(&self, _ring: Ring) {}
 
     #[inline(always)]
-    unsafe fn load(&self, ring: Ring, k_block: u32, k_blocks: u32, (row0, col0): (u32, u32)) {
-        if k_block < k_blocks {
-            let (a, b) = ring.stage(k_block);
+    unsafe fn load(&self, ring: Ring, step: u32, k: KRange, (row0, col0): (u32, u32)) {
+        if step < k.count {
+            let (a, b) = ring.stage(step);
             let tile = ring.tile;
+            let k_block = k.first + step;
             self.load_operand(self.x, tile.tokens, self.shape.m, row0, k_block, a);
             self.load_operand(self.qkv_weight, tile.out_cols, self.shape.n(), col0, k_block, b);
         }
@@ -198,7 +210,7 @@ impl<T> StageLoader for CpAsync<T> {
     }
 
     #[inline(always)]
-    unsafe fn wait(&self, ring: Ring, _k_block: u32) {
+    unsafe fn wait(&self, ring: Ring, _step: u32) {
         async_copy::wait_group(ring.tile.stages - 2);
         wgmma::fence_proxy_async_shared();
         sync_threads();
@@ -220,9 +232,10 @@ unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum
     }
 }
 
-/// Step 4: the row's `rms_inv * out_scale` into `scales[row]`, then a barrier.
+/// Step 4: the row's sum of squares (of this block's share of `H`) from its threads' shares,
+/// handed to `sink(local row, sum)` by the row's first thread, then a barrier.
 #[inline(always)]
-unsafe fn store_row_scale<const BM: u32>(sum_sq: f32, params: &QkvParams, scales: SharedPtr) {
+unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
     let threads_per_row = THREADS / BM;
     let mut sum_sq = sum_sq;
     // The row's threads are adjacent lanes.
@@ -232,8 +245,7 @@ unsafe fn store_row_scale<const BM: u32>(sum_sq: f32, params: &QkvParams, scales
     sum_sq += shuffle_xor_f32(sum_sq, 1);
     let tid = thread_idx_x();
     if tid % threads_per_row == 0 {
-        let scale = row_scale(sum_sq, params.shape.hidden, params.eps, params.out_scale);
-        scales.offset_f32(tid / threads_per_row).store_f32(scale);
+        sink(tid / threads_per_row, sum_sq);
     }
     sync_threads();
 }
@@ -294,6 +306,87 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
     }
 }
 
+/// Split-K, step 5a: this thread's fp32 accumulators of the warpgroup tile at local
+/// (`row0`, `col0`) into the block's partial tile (`partial_pitch` bytes per row).
+#[inline(always)]
+unsafe fn store_partial<const WN: u32>(acc: &Acc, partial: SharedPtr, tile: WgmmaTile, (row0, col0): (u32, u32)) {
+    let (warp, lane) = (thread_idx_x() / 32 % 4, lane_id());
+    let rows = [row0 + 16 * warp + lane / 4, row0 + 16 * warp + lane / 4 + 8];
+    unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+        if (j as u32) < WN / 8 {
+            let col = col0 + 8 * j as u32 + 2 * (lane % 4);
+            unroll!(half in [0, 1] {
+                let at = partial.add(rows[half] * tile.partial_pitch() + col * 4);
+                at.store_f32x2([acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]]);
+            });
+        }
+    });
+}
+
+/// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its share of the tile's
+/// rows: per 4 columns, the partial tiles and row sums of every block of the cluster added in
+/// rank order (so the bits do not depend on which block finished first), then the row scale,
+/// bias and rounding of [`for_each_pair`], stored to q, k and v.
+#[inline(always)]
+unsafe fn reduce_partials<T: WgmmaElement>(
+    ring: Ring,
+    (rank, splits): (u32, u32),
+    (row0, col0): (u32, u32),
+    params: &QkvParams,
+) {
+    let tile = ring.tile;
+    let (partial, row_sums) = (ring.base, ring.row_scales());
+    let (first_row, end_row) = (rank * tile.tokens / splits, (rank + 1) * tile.tokens / splits);
+    let quads_per_row = tile.out_cols / 4;
+    let (shape, bias, out) = (params.shape, params.bias::<T>(), params.outputs::<T>());
+    let n = shape.n();
+    let mut i = first_row * quads_per_row + thread_idx_x();
+    while i < end_row * quads_per_row {
+        let (r, quad) = (i / quads_per_row, i % quads_per_row);
+        let (row, col) = (row0 + r, col0 + quad * 4);
+        if row < shape.m && col < n {
+            // Every block's share first (one round trip to the cluster, not one per block)...
+            let mut parts = [[0.0f32; 4]; MAX_SPLITS as usize];
+            let mut sums = [0.0f32; MAX_SPLITS as usize];
+            unroll!(peer in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if (peer as u32) < splits {
+                    let at = partial.add(r * tile.partial_pitch() + quad * 16);
+                    parts[peer] = ClusterPtr::map(at, peer as u32).load_f32x4();
+                    sums[peer] = ClusterPtr::map(row_sums.offset_f32(r), peer as u32).load_f32();
+                }
+            });
+            // ...then added in rank order.
+            let (mut dot, mut sum_sq) = ([0.0f32; 4], 0.0f32);
+            unroll!(peer in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if (peer as u32) < splits {
+                    unroll!(c in [0, 1, 2, 3] {
+                        dot[c] += parts[peer][c];
+                    });
+                    sum_sq += sums[peer];
+                }
+            });
+            let scale = row_scale(sum_sq, shape.hidden, params.eps, params.out_scale);
+            unroll!(pair in [0, 1] {
+                let c = col + 2 * pair as u32;
+                // n is even: a pair is wholly inside or wholly past the last column.
+                if c < n {
+                    let y = |e: usize| {
+                        let value = output_value(dot[2 * pair + e], scale, bias_at(bias, c + e as u32));
+                        T::round_bits(value) as u32
+                    };
+                    let (dst, cols, at) = destination(out, shape, c);
+                    crate::mem::store_u32(dst.add(row as usize * cols as usize + at as usize).cast(), y(0) | (y(1) << 16));
+                }
+            });
+        }
+        i += THREADS;
+    }
+}
+
+// `reduce_partials` unrolls its loads over this many blocks.
+const _: () = assert!(MAX_SPLITS == 8);
+
 /// The kernel body; see the module docs for the launch contract.
 ///
 /// # Safety
@@ -305,14 +398,17 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
 ) {
     let tile = WgmmaTile { tokens: BM, out_cols: BN, stages: S, load: L::LOAD };
     let shape = params.shape;
-    let origin = tile_origin::<BM, BN>(shape.m, shape.n());
+    // Split-K: the cluster's blocks share a tile (consecutive blocks, rank = block % splits).
+    let (rank, splits) = (cluster::block_rank(), cluster::cluster_blocks());
+    let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
     let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
-    let k_blocks = shape.hidden.div_ceil(K_BLOCK);
+    let (first, count) = k_range(shape.hidden.div_ceil(K_BLOCK), rank, splits);
+    let k = KRange { first, count };
     loader.init(ring);
-    let mut k_block = 0;
-    while k_block < S - 1 {
-        loader.load(ring, k_block, k_blocks, origin);
-        k_block += 1;
+    let mut step = 0;
+    while step < S - 1 {
+        loader.load(ring, step, k, origin);
+        step += 1;
     }
     // This warpgroup's 64 x WN share of the tile.
     let wg = thread_idx_x() / 128;
@@ -320,30 +416,43 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
     let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
     let mut acc: Acc = [0.0; 128];
     let mut sum_sq = 0.0f32;
-    let mut k_block = 0;
-    while k_block < k_blocks {
-        // Stage k_block has landed for every thread; the MMAs of k_block - 1 may still run.
-        loader.wait(ring, k_block);
-        let (a, b) = ring.stage(k_block);
+    let mut step = 0;
+    while step < k.count {
+        // The step's stage has landed for every thread; the previous step's MMAs may still run.
+        loader.wait(ring, step);
+        let (a, b) = ring.stage(step);
         let (desc_a, desc_b) = (descriptor_k_major_sw128(a.add(a_offset)), descriptor_k_major_sw128(b.add(b_offset)));
         wgmma::fence();
         // 16 elements of K are 32 bytes: 2 in the descriptors' address field.
-        unroll!(k in [0, 1, 2, 3] {
-            T::mma_async::<WN>(&mut acc, desc_a + 2 * k as u64, desc_b + 2 * k as u64);
+        unroll!(kk in [0, 1, 2, 3] {
+            T::mma_async::<WN>(&mut acc, desc_a + 2 * kk as u64, desc_b + 2 * kk as u64);
         });
         wgmma::commit_group();
         add_row_squares::<T, BM>(a, &mut sum_sq);
-        // Every warpgroup is done with the MMAs of k_block - 1: its slot takes k_block + S - 1
-        // while this k-block's MMAs run.
+        // Every warpgroup is done with the previous step's MMAs: its slot takes step + S - 1
+        // while this step's MMAs run.
         wgmma::wait_group::<WN, 1>(&mut acc);
         sync_threads();
-        loader.load(ring, k_block + S - 1, k_blocks, origin);
-        k_block += 1;
+        loader.load(ring, step + S - 1, k, origin);
+        step += 1;
     }
     wgmma::wait_group::<WN, 0>(&mut acc);
     let scales = ring.row_scales();
+    if splits > 1 {
+        // The barrier after the row sums: every MMA is done and the stages are free.
+        row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
+        store_partial::<WN>(&acc, ring.base, tile, local);
+        // Every block's partial tile and row sums are complete and visible cluster-wide...
+        cluster::sync_cluster();
+        reduce_partials::<T>(ring, (rank, splits), origin, params);
+        // ...and no block exits (freeing its shared memory) while another still reads it.
+        cluster::sync_cluster();
+        return;
+    }
     // Also the barrier after which every MMA is done and the stages are free.
-    store_row_scale::<BM>(sum_sq, params, scales);
+    row_sums::<BM>(sum_sq, |row, sum| {
+        scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
+    });
     let warpgroup_origin = (origin.0 + local.0, origin.1 + local.1);
     let out = params.outputs::<T>();
     let aligned = |p: *mut T| (p as usize).is_multiple_of(16);

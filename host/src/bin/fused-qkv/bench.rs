@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use fused_qkv::dtype::{bf16, f16};
-use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy};
+use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy, SplitK};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// apply to bf16 and f16, wgmma to compute capability 9.0 only.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
+    /// Blocks per tile of the wgmma kernels (split-K, 1 to 8; 1: no split), instead of the
+    /// measured rule; other kernels never split. For measuring the rule.
+    #[arg(long, value_name = "N")]
+    split_k: Option<u32>,
     /// Timed launches per case (events every 10), also the host-timed calls; in graph mode the
     /// timed replays.
     #[arg(long, value_name = "N", default_value_t = 200)]
@@ -159,11 +163,13 @@ fn bench_model<T: Dtype>(
     let weights: Vec<QkvWeights<T>> =
         (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
     let policy = parse_policy(&args.kernel, T::KIND)?;
+    let split_k = args.split_k.map_or(Ok(SplitK::Auto), SplitK::fixed)?;
     let layers: Vec<GpuLayer<T>> = weights
         .iter()
         .map(|w| {
             let mut layer = GpuLayer::new(env.gpu.kernels.clone(), w)?;
             layer.set_kernel_policy(policy);
+            layer.set_split_k(split_k);
             Ok(layer)
         })
         .collect::<Result<_>>()?;
@@ -172,13 +178,18 @@ fn bench_model<T: Dtype>(
     for &m in &args.tokens {
         progress.set_message(format!("{name} M={m}"));
         let row = bench_case(env, name, config, &weights[0], &layers, m, args.iters);
-        let row = match row {
+        let mut row = match row {
             Ok(row) => row,
             Err(e) => {
                 all_ok = false;
                 case_row::<T>(name, config, m, env, None, None, Some(format!("{e}")))
             }
         };
+        // Which kernel ran, and split-K's blocks per tile.
+        if let Ok((kernel, splits)) = layers[0].kernel_for(m) {
+            row["kernel"] = json!(kernel.name);
+            row["splits"] = json!(splits);
+        }
         all_ok &= row["error"].is_null();
         rows.push(row);
         progress.inc(1);
