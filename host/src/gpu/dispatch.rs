@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 | `wgmma` (tile: [`wgmma_tile`]; split-K while tiles are few: [`wgmma_splits`]) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`]; split-K while tiles are few: [`wgmma_splits`]) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -94,6 +94,9 @@ pub(crate) struct Call {
     pub paired_outputs: bool,
     /// The sm_90a PTX is loaded (compute capability 9.0).
     pub hopper: bool,
+    /// Every block of the mma.sync kernel `Auto` would pick ([`mma_tile`]) fits on the GPU at
+    /// once (the occupancy calculator's blocks per SM x SMs).
+    pub mma_fits_one_wave: bool,
     pub multiprocessors: usize,
 }
 
@@ -112,6 +115,9 @@ enum Tokens {
     Any,
     UpTo(usize),
     From(usize),
+    /// From [`WGMMA_MIN_TOKENS`], or from [`WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE`] where the mma.sync
+    /// kernel's grid would not fit on the GPU at once ([`Call::mma_fits_one_wave`]).
+    WgmmaCrossover,
 }
 
 /// One row of a dispatch table.
@@ -135,9 +141,14 @@ pub const TENSOR_CORE_MIN_TOKENS: usize = 2;
 /// ahead or level on every model but qwen3-32b (19.6 vs 20.9 us on qwen3-8b, 6.2 vs 7.2 on
 /// qwen3-0.6b).
 pub const WGMMA_MIN_TOKENS: usize = 17;
+/// ...and from this many where the mma.sync kernel's blocks (`N / 16`) do not all fit on the GPU
+/// at once: its last, partial wave then costs more than `wgmma`'s higher fixed cost (qwen3-32b,
+/// H200: 640 blocks of the 16-token tile, 4 per SM fit, 528: 41.6 us at 16 tokens against 30.4
+/// at 8 with the 8-token tile, of which 5 per SM fit; `wgmma` with split-K 35.5 at 17).
+pub const WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE: usize = 9;
 
 const AUTO: &[Rule] = &[
-    Rule { family: Family::Wgmma, tokens: Tokens::From(WGMMA_MIN_TOKENS) },
+    Rule { family: Family::Wgmma, tokens: Tokens::WgmmaCrossover },
     Rule { family: Family::Mma, tokens: Tokens::From(TENSOR_CORE_MIN_TOKENS) },
     Rule { family: Family::Gemv, tokens: Tokens::UpTo(kernel_abi::gemv::MAX_TOKENS as usize) },
     Rule { family: Family::Fallback, tokens: Tokens::Any },
@@ -159,6 +170,9 @@ impl Tokens {
             Tokens::Any => true,
             Tokens::UpTo(max) => call.m <= max,
             Tokens::From(min) => call.m >= min,
+            Tokens::WgmmaCrossover => {
+                call.m >= WGMMA_MIN_TOKENS || (call.m >= WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE && !call.mma_fits_one_wave)
+            }
         }
     }
 }
@@ -198,13 +212,18 @@ impl Family {
     fn tile(self, call: &Call) -> Tile {
         match self {
             Family::Gemv => Tile::Gemv(GemvTile { tokens: gemv_tokens(call.m), unroll: 0 }),
-            Family::Mma => Tile::Mma(MmaTile { tokens: mma_tokens(call.m), ..MMA_TILE }),
+            Family::Mma => Tile::Mma(mma_tile(call.m)),
             Family::Fallback => {
                 Tile::Fallback(kernel_abi::FallbackTile { tokens: fallback_tokens(call.m), vector: call.vector })
             }
             Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.multiprocessors)),
         }
     }
+}
+
+/// The mma.sync tile `Auto` uses for `m` tokens.
+pub fn mma_tile(m: usize) -> MmaTile {
+    MmaTile { tokens: mma_tokens(m), ..MMA_TILE }
 }
 
 /// gemv tokens per block: 1, 2, or 4 from 3 tokens on.
@@ -329,7 +348,7 @@ pub(crate) fn choose(policy: KernelPolicy, call: &Call, loaded: impl Fn(usize) -
 }
 
 /// The index of the shipped kernel of `dtype` with `tile` (for gemv: with its token count).
-fn find(dtype: Dtype, tile: &Tile) -> Option<usize> {
+pub(crate) fn find(dtype: Dtype, tile: &Tile) -> Option<usize> {
     KERNELS.iter().position(|k: &Kernel| {
         k.dtype == dtype
             && k.shipped
@@ -346,7 +365,17 @@ mod tests {
     use super::*;
 
     fn call(m: usize, dtype: Dtype) -> Call {
-        Call { m, dtype, n: 4096, hidden: 4096, vector: true, paired_outputs: true, hopper: true, multiprocessors: 132 }
+        Call {
+            m,
+            dtype,
+            n: 4096,
+            hidden: 4096,
+            vector: true,
+            paired_outputs: true,
+            hopper: true,
+            multiprocessors: 132,
+            mma_fits_one_wave: true,
+        }
     }
 
     /// Every choice the dispatch can make is a shipped kernel of the list, for every dtype,
@@ -382,6 +411,10 @@ mod tests {
         assert!(name(17, Dtype::Bf16).contains("wgmma"));
         assert!(name(4, Dtype::F32).ends_with("gemv_m4"));
         assert!(name(5, Dtype::F32).ends_with("fallback_vec_m8"));
+        // An mma.sync grid over one wave hands 9 to 16 tokens to wgmma.
+        let over = |m| Call { mma_fits_one_wave: false, ..call(m, Dtype::Bf16) };
+        assert!(KERNELS[choose(KernelPolicy::Auto, &over(9), |_| true).unwrap()].name.contains("wgmma"));
+        assert!(KERNELS[choose(KernelPolicy::Auto, &over(8), |_| true).unwrap()].name.contains("_mma_"));
         let unaligned = Call { vector: false, ..call(100, Dtype::Bf16) };
         assert!(KERNELS[choose(KernelPolicy::Auto, &unaligned, |_| true).unwrap()]
             .name

@@ -25,7 +25,8 @@ use cust::prelude::Stream;
 use kernel_abi::{FallbackParams, Kernel, Load, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
 
 pub use dispatch::{
-    wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS,
+    mma_tile, wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS,
+    WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE,
 };
 
 use crate::error::CudaResultExt;
@@ -56,7 +57,7 @@ pub struct Kernels {
     /// One slot per entry of [`KERNELS`]; `None` where this build or device has no such kernel.
     functions: Vec<Option<Function<'static>>>,
     /// Per entry of [`KERNELS`]: blocks of its launch shape that fit on one multiprocessor at
-    /// once (the occupancy calculator's answer for the wgmma kernels; 0 elsewhere).
+    /// once (the occupancy calculator's answer for the mma.sync and wgmma kernels; 0 elsewhere).
     resident: Vec<u32>,
     delay: Function<'static>,
     #[allow(dead_code)] // owns the loaded code the handles point into
@@ -102,11 +103,18 @@ impl Kernels {
                 continue;
             }
             let function = lookup(kernel.name)?;
-            if let Tile::Wgmma(tile) = kernel.tile {
-                launch::set_max_dynamic_shared(&function, kernel.name, tile.shared_bytes())?;
-                let block = cust::function::BlockSize::x(kernel_abi::wgmma::THREADS);
+            let shape = match kernel.tile {
+                Tile::Wgmma(tile) => {
+                    launch::set_max_dynamic_shared(&function, kernel.name, tile.shared_bytes())?;
+                    Some(tile.launch(1, 1, 1))
+                }
+                Tile::Mma(tile) => Some(tile.launch(1, 1)),
+                _ => None,
+            };
+            if let Some(shape) = shape {
+                let block = cust::function::BlockSize::x(shape.block_threads);
                 *resident = function
-                    .max_active_blocks_per_multiprocessor(block, tile.shared_bytes() as usize)
+                    .max_active_blocks_per_multiprocessor(block, shape.shared_bytes as usize)
                     .context(|| format!("querying the occupancy of {}", kernel.name))?;
             }
             functions.push(Some(function));
@@ -346,7 +354,7 @@ impl<T: Dtype> GpuLayer<T> {
     /// 16-byte aligned or not and q, k, v 4-byte aligned or not.
     fn choose(&self, m: usize, x_aligned: bool, outputs_aligned: bool) -> Result<(usize, u32)> {
         let c = &self.config;
-        let call = Call {
+        let mut call = Call {
             m,
             dtype: T::KIND.abi(),
             n: c.qkv_cols(),
@@ -356,7 +364,14 @@ impl<T: Dtype> GpuLayer<T> {
             paired_outputs: c.q_cols().is_multiple_of(2) && c.kv_cols().is_multiple_of(2) && outputs_aligned,
             hopper: self.kernels.has_wgmma(),
             multiprocessors: self.kernels.multiprocessors,
+            mma_fits_one_wave: true,
         };
+        let mma = dispatch::mma_tile(m);
+        if let Some(index) = dispatch::find(call.dtype, &Tile::Mma(mma)) {
+            let grid = mma.launch(m as u32, call.n as u32).grid;
+            let blocks = grid.0 as usize * grid.1 as usize;
+            call.mma_fits_one_wave = blocks <= call.multiprocessors * self.kernels.resident[index] as usize;
+        }
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
         let splits = match (KERNELS[index].tile, self.split_k) {
             (Tile::Wgmma(t), SplitK::Auto) => {
