@@ -35,6 +35,21 @@ pub(crate) unsafe fn launch<P: KernelParams>(
         .context(|| format!("launching {name} (grid {:?}, {} B shared)", launch.grid, launch.shared_bytes))
 }
 
+/// The driver's entry point `name` of the CUDA 12.0 ABI (one `cust` does not bind), or an error
+/// saying that `needed_for` needs it.
+fn driver_function(name: &std::ffi::CStr, needed_for: &str) -> Result<*mut c_void> {
+    let mut function: *mut c_void = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated name and a place for the pointer; 12000 = the CUDA 12.0 ABI.
+    let status = unsafe { cust::sys::cuGetProcAddress(name.as_ptr(), &mut function, 12000, 0) };
+    if status != cust::sys::cudaError_enum::CUDA_SUCCESS || function.is_null() {
+        return Err(Error::InvalidConfig(format!(
+            "the CUDA driver has no {} ({status:?}); {needed_for} need CUDA 12.0 or later",
+            name.to_string_lossy()
+        )));
+    }
+    Ok(function)
+}
+
 /// `cuLaunchKernelEx` (CUDA 12.0), which `cust` does not bind: launches with attributes, here
 /// the thread-block cluster shape of split-K `wgmma` launches.
 #[derive(Clone, Copy)]
@@ -74,14 +89,7 @@ const ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
 impl LaunchEx {
     /// Looks `cuLaunchKernelEx` up in the driver. A context must be current.
     pub(crate) fn load() -> Result<Self> {
-        let mut function: *mut c_void = std::ptr::null_mut();
-        // SAFETY: a NUL-terminated name and a place for the pointer; 12000 = the CUDA 12.0 ABI.
-        let status = unsafe { cust::sys::cuGetProcAddress(c"cuLaunchKernelEx".as_ptr(), &mut function, 12000, 0) };
-        if status != cust::sys::cudaError_enum::CUDA_SUCCESS || function.is_null() {
-            return Err(Error::InvalidConfig(format!(
-                "the CUDA driver has no cuLaunchKernelEx ({status:?}); cluster launches need CUDA 12.0 or later"
-            )));
-        }
+        let function = driver_function(c"cuLaunchKernelEx", "cluster launches")?;
         // SAFETY: the driver's function of that name has this signature (cuda.h, CUDA 12.0).
         Ok(LaunchEx { launch: unsafe { std::mem::transmute::<*mut c_void, LaunchKernelEx>(function) } })
     }
@@ -197,15 +205,7 @@ pub(crate) struct TmaEncoder {
 impl TmaEncoder {
     /// Looks `cuTensorMapEncodeTiled` up in the driver. A context must be current.
     pub(crate) fn load() -> Result<Self> {
-        let mut function: *mut c_void = std::ptr::null_mut();
-        // SAFETY: a NUL-terminated name and a place for the pointer; 12000 = the CUDA 12.0 ABI.
-        let status =
-            unsafe { cust::sys::cuGetProcAddress(c"cuTensorMapEncodeTiled".as_ptr(), &mut function, 12000, 0) };
-        if status != cust::sys::cudaError_enum::CUDA_SUCCESS || function.is_null() {
-            return Err(Error::InvalidConfig(format!(
-                "the CUDA driver has no cuTensorMapEncodeTiled ({status:?}); TMA needs CUDA 12.0 or later"
-            )));
-        }
+        let function = driver_function(c"cuTensorMapEncodeTiled", "TMA")?;
         // SAFETY: the driver's function of that name has this signature (cuda.h, CUDA 12.0).
         Ok(TmaEncoder { encode: unsafe { std::mem::transmute::<*mut c_void, EncodeTiled>(function) } })
     }
