@@ -130,19 +130,15 @@ impl WgmmaTile {
     }
 }
 
-// The staged output tile, and a split-K block's fp32 partial tile, fit in the stages they reuse
-// (the smallest ring of each valid tile shape: 3 stages).
+// The staged output tile, and a split-K block's fp32 partial tile, fit in the stages they reuse,
+// for every valid tile shape at its smallest ring (3 stages; the load does not change the layout).
 const _: () = {
-    let t = WgmmaTile { tokens: 128, out_cols: 256, stages: 3, load: Load::Tma };
-    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
-    let t = WgmmaTile { tokens: 128, out_cols: 128, stages: 3, load: Load::Tma };
-    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
-    let t = WgmmaTile { tokens: 64, out_cols: 256, stages: 3, load: Load::CpAsync };
-    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
-    let t = WgmmaTile { tokens: 64, out_cols: 128, stages: 3, load: Load::CpAsync };
-    assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
-    let t = WgmmaTile { tokens: 128, out_cols: 256, stages: 3, load: Load::Tma };
-    assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
-    let t = WgmmaTile { tokens: 64, out_cols: 256, stages: 3, load: Load::CpAsync };
-    assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
+    let shapes = [(128, 256), (128, 128), (64, 256), (64, 128)];
+    let mut i = 0;
+    while i < shapes.len() {
+        let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };
+        assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
+        assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
+        i += 1;
+    }
 };

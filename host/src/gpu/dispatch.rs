@@ -226,6 +226,23 @@ pub fn mma_tile(m: usize) -> MmaTile {
     MmaTile { tokens: mma_tokens(m), ..MMA_TILE }
 }
 
+/// Whether every block of the mma.sync kernel `Auto` picks for `m` tokens of `dtype` and `n`
+/// output columns fits on `sms` multiprocessors at once, `resident(index)` blocks of kernel
+/// `index` per multiprocessor ([`Call::mma_fits_one_wave`]). Only the crossover from
+/// [`WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE`] to [`WGMMA_MIN_TOKENS`] asks, so elsewhere (every decode
+/// call) this answers `true` without looking the kernel up.
+pub(crate) fn mma_fits_one_wave(m: usize, dtype: Dtype, n: usize, sms: usize, resident: impl Fn(usize) -> u32) -> bool {
+    if !(WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE..WGMMA_MIN_TOKENS).contains(&m) {
+        return true;
+    }
+    let tile = mma_tile(m);
+    let Some(index) = find(dtype, &Tile::Mma(tile)) else {
+        return true;
+    };
+    let grid = tile.launch(m as u32, n as u32).grid;
+    grid.0 as usize * grid.1 as usize <= sms * resident(index) as usize
+}
+
 /// gemv tokens per block: 1, 2, or 4 from 3 tokens on.
 fn gemv_tokens(m: usize) -> u32 {
     match m {
@@ -281,8 +298,8 @@ pub fn wgmma_tile(m: usize, n: usize, sms: usize) -> WgmmaTile {
 /// models): below about 0.7 x SMs blocks, the few blocks leave tensor cores and memory
 /// parallelism idle (qwen3-32b at 64 tokens: 80 tiles, 42.2 us unsplit, 37.0 in two); beyond it,
 /// more blocks only add partial tiles to reduce (qwen3-0.6b at 128 tokens: 64 tiles, 8.6 us in
-/// two, 9.7 in three, 10.2 unsplit). The rule is within 13 % of the best split in every
-/// measured case.
+/// two, 9.7 in three, 10.2 unsplit). The rule is within 16 % of the best split in every
+/// measured case (worst: qwen3-8b, which prefers 4 to the rule's 2 at 16-64 tokens).
 pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> u32 {
     let tiles = tile.tiles(m as u32, n as u32).max(1) as usize;
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
@@ -348,7 +365,7 @@ pub(crate) fn choose(policy: KernelPolicy, call: &Call, loaded: impl Fn(usize) -
 }
 
 /// The index of the shipped kernel of `dtype` with `tile` (for gemv: with its token count).
-pub(crate) fn find(dtype: Dtype, tile: &Tile) -> Option<usize> {
+fn find(dtype: Dtype, tile: &Tile) -> Option<usize> {
     KERNELS.iter().position(|k: &Kernel| {
         k.dtype == dtype
             && k.shipped
@@ -411,6 +428,13 @@ mod tests {
         assert!(name(17, Dtype::Bf16).contains("wgmma"));
         assert!(name(4, Dtype::F32).ends_with("gemv_m4"));
         assert!(name(5, Dtype::F32).ends_with("fallback_vec_m8"));
+        // qwen3-32b's N = 10240 at 12 tokens: 640 blocks of the 16-token tile fit at 5 per SM,
+        // not at 4; outside 9..=16 tokens the occupancy is not asked for.
+        let n = 10240;
+        assert!(mma_fits_one_wave(12, Dtype::Bf16, n, 132, |_| 5));
+        assert!(!mma_fits_one_wave(12, Dtype::Bf16, n, 132, |_| 4));
+        assert!(mma_fits_one_wave(8, Dtype::Bf16, n, 132, |_| unreachable!()));
+        assert!(mma_fits_one_wave(17, Dtype::Bf16, n, 132, |_| unreachable!()));
         // An mma.sync grid over one wave hands 9 to 16 tokens to wgmma.
         let over = |m| Call { mma_fits_one_wave: false, ..call(m, Dtype::Bf16) };
         assert!(KERNELS[choose(KernelPolicy::Auto, &over(9), |_| true).unwrap()].name.contains("wgmma"));

@@ -354,7 +354,8 @@ impl<T: Dtype> GpuLayer<T> {
     /// 16-byte aligned or not and q, k, v 4-byte aligned or not.
     fn choose(&self, m: usize, x_aligned: bool, outputs_aligned: bool) -> Result<(usize, u32)> {
         let c = &self.config;
-        let mut call = Call {
+        let resident = |index: usize| self.kernels.resident[index];
+        let call = Call {
             m,
             dtype: T::KIND.abi(),
             n: c.qkv_cols(),
@@ -364,14 +365,14 @@ impl<T: Dtype> GpuLayer<T> {
             paired_outputs: c.q_cols().is_multiple_of(2) && c.kv_cols().is_multiple_of(2) && outputs_aligned,
             hopper: self.kernels.has_wgmma(),
             multiprocessors: self.kernels.multiprocessors,
-            mma_fits_one_wave: true,
+            mma_fits_one_wave: dispatch::mma_fits_one_wave(
+                m,
+                T::KIND.abi(),
+                c.qkv_cols(),
+                self.kernels.multiprocessors,
+                resident,
+            ),
         };
-        let mma = dispatch::mma_tile(m);
-        if let Some(index) = dispatch::find(call.dtype, &Tile::Mma(mma)) {
-            let grid = mma.launch(m as u32, call.n as u32).grid;
-            let blocks = grid.0 as usize * grid.1 as usize;
-            call.mma_fits_one_wave = blocks <= call.multiprocessors * self.kernels.resident[index] as usize;
-        }
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
         let splits = match (KERNELS[index].tile, self.split_k) {
             (Tile::Wgmma(t), SplitK::Auto) => {

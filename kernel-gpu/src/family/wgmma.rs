@@ -51,11 +51,10 @@ use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 #[inline(always)]
 fn tile_origin<const BM: u32, const BN: u32>(tile: u32, m: u32, n: u32) -> (u32, u32) {
     let (tiles_m, tiles_n) = (m.div_ceil(BM), n.div_ceil(BN));
-    let block = tile;
     let per_group = GROUP_M * tiles_n;
-    let first_m = block / per_group * GROUP_M;
+    let first_m = tile / per_group * GROUP_M;
     let group_rows = (tiles_m - first_m).min(GROUP_M);
-    let in_group = block % per_group;
+    let in_group = tile % per_group;
     ((first_m + in_group % group_rows) * BM, in_group / group_rows * BN)
 }
 
