@@ -68,6 +68,18 @@ macro_rules! declare_kernel {
         });
     };
     (shipped wgmma $name:ident $dtype:ident
+        { tokens: 128, out_cols: $bn:literal, stages: $stages:literal, load: TmaProducer }) => {
+        #[cfg(target_feature = "sm_90a")]
+        entry!($name(params: kernel_abi::TmaParams) {
+            let base = crate::param_address!($name);
+            let loader = family::wgmma::Tma {
+                x_map: base + kernel_abi::TmaParams::X_MAP_OFFSET as u64,
+                w_map: base + kernel_abi::TmaParams::W_MAP_OFFSET as u64,
+            };
+            family::wgmma::run_persistent::<element!($dtype), $bn, $stages>(&params.qkv, loader)
+        });
+    };
+    (shipped wgmma $name:ident $dtype:ident
         { tokens: $bm:literal, out_cols: $bn:literal, stages: $stages:literal, load: CpAsync }) => {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: QkvParams) {

@@ -25,6 +25,16 @@ pub unsafe fn fence_init() {
     asm!("fence.mbarrier_init.release.cluster;", options(nostack));
 }
 
+/// Arrives once (release: this thread's earlier memory accesses happen before the phase
+/// completes for a waiter).
+///
+/// # Safety
+/// `bar` must be an initialised barrier that still expects an arrival in its current phase.
+#[inline(always)]
+pub unsafe fn arrive(bar: SharedPtr) {
+    asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(reg32) bar.0, options(nostack));
+}
+
 /// Arrives once and adds `bytes` to the transactions the current phase waits for.
 ///
 /// # Safety

@@ -17,6 +17,16 @@ pub fn warp_id() -> u32 {
     crate::thread::thread_idx_x() / WARP_SIZE
 }
 
+/// Waits for every lane of the warp (`bar.warp.sync`) and orders their memory accesses
+/// before what follows, as `__syncwarp()`.
+///
+/// # Safety
+/// All 32 lanes of the warp must execute this call together.
+#[inline(always)]
+pub unsafe fn sync_warp() {
+    asm!("bar.warp.sync -1;", options(nostack));
+}
+
 /// `shfl.sync.bfly`: the value of lane `lane ^ lane_mask`.
 ///
 /// # Safety

@@ -229,7 +229,8 @@ fn prefill_tiles_and_tails<T: Dtype>(gpu: &Gpu) {
             let w = weights::<T>(config, 21);
             let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
             // Fewer sizes when few cases are asked for (the sanitizer runs).
-            let sizes: &[usize] = if case_count(256) < 16 { &[65, 129] } else { &[63, 64, 129, 700] };
+            // 2500 tokens: more tiles than multiprocessors, so a persistent block takes several.
+            let sizes: &[usize] = if case_count(256) < 16 { &[65, 129] } else { &[63, 64, 129, 700, 2500] };
             for &m in sizes {
                 let x = hidden_states::<T>(&config, m, 22 + m as u64);
                 let x_dev = DeviceBuffer::from_slice(&x).unwrap();

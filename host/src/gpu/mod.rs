@@ -22,7 +22,7 @@ use cust::function::Function;
 use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::prelude::Stream;
-use kernel_abi::{FallbackParams, Kernel, Load, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
+use kernel_abi::{FallbackParams, Kernel, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
 
 pub use dispatch::{
     mma_tile, wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS,
@@ -106,7 +106,7 @@ impl Kernels {
             let shape = match kernel.tile {
                 Tile::Wgmma(tile) => {
                     launch::set_max_dynamic_shared(&function, kernel.name, tile.shared_bytes())?;
-                    Some(tile.launch(1, 1, 1))
+                    Some(tile.launch(1, 1, 1, 1))
                 }
                 Tile::Mma(tile) => Some(tile.launch(1, 1)),
                 _ => None,
@@ -223,8 +223,8 @@ impl<T: Dtype> GpuLayer<T> {
         let tma_rows = T::KIND.size_bytes() == 2 && c.hidden.is_multiple_of(8);
         if let (Some(encoder), true) = (&kernels.tma, tma_rows) {
             for kernel in KERNELS.iter().filter(|k| k.dtype == T::KIND.abi() && is_built(k, true)) {
-                if let Tile::Wgmma(tile @ kernel_abi::WgmmaTile { load: Load::Tma, .. }) = kernel.tile {
-                    if !w_maps.iter().any(|(rows, _)| *rows == tile.out_cols) {
+                if let Tile::Wgmma(tile) = kernel.tile {
+                    if tile.load.uses_tma() && !w_maps.iter().any(|(rows, _)| *rows == tile.out_cols) {
                         let map = encoder.encode_2d(
                             T::KIND,
                             params.qkv_weight,
@@ -336,12 +336,14 @@ impl<T: Dtype> GpuLayer<T> {
                         let fallback = FallbackParams { qkv: params, chunk, reserved: 0 };
                         launch::launch(stream, function, kernel.name, t.launch(m, n, chunk), &fallback)?
                     }
-                    Tile::Wgmma(t) if t.load == Load::CpAsync => {
-                        self.launch_wgmma(stream, function, kernel.name, t.launch(m, n, splits), &params)?
-                    }
                     Tile::Wgmma(t) => {
-                        let tma = self.tma_params(params, t)?;
-                        self.launch_wgmma(stream, function, kernel.name, t.launch(m, n, splits), &tma)?
+                        let launch = t.launch(m, n, splits, self.kernels.multiprocessors as u32);
+                        if t.load.uses_tma() {
+                            let tma = self.tma_params(params, t)?;
+                            self.launch_wgmma(stream, function, kernel.name, launch, &tma)?
+                        } else {
+                            self.launch_wgmma(stream, function, kernel.name, launch, &params)?
+                        }
                     }
                 }
             }
@@ -375,6 +377,8 @@ impl<T: Dtype> GpuLayer<T> {
         };
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
         let splits = match (KERNELS[index].tile, self.split_k) {
+            // One block per multiprocessor walks the tiles: nothing to split.
+            (Tile::Wgmma(t), _) if t.is_persistent() => 1,
             (Tile::Wgmma(t), SplitK::Auto) => {
                 let slots = call.multiprocessors * self.kernels.resident[index].max(1) as usize;
                 wgmma_splits(t, m, call.n, call.hidden, call.multiprocessors, slots)
@@ -493,9 +497,7 @@ mod tests {
                         Tile::Fallback(_) => {
                             (std::mem::align_of::<FallbackParams>() as u32, std::mem::size_of::<FallbackParams>())
                         }
-                        Tile::Wgmma(kernel_abi::WgmmaTile { load: Load::Tma, .. }) => {
-                            (TmaParams::PARAM_ALIGN as u32, TmaParams::BYTES)
-                        }
+                        Tile::Wgmma(tile) if tile.load.uses_tma() => (TmaParams::PARAM_ALIGN as u32, TmaParams::BYTES),
                         _ => (std::mem::align_of::<QkvParams>() as u32, std::mem::size_of::<QkvParams>()),
                     };
                     (k.name.to_string(), align, size)

@@ -33,7 +33,7 @@
 //! 48 KB the host raises the function's limit); `hidden % 8 == 0`, `q_cols` and `kv_cols` even;
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
-use kernel_abi::wgmma::{k_range, GROUP_M, K_BLOCK, MAX_SPLITS, THREADS};
+use kernel_abi::wgmma::{k_range, CONSUMER_WARPS, GROUP_M, K_BLOCK, MAX_SPLITS, THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
@@ -41,9 +41,10 @@ use crate::cluster::{self, ClusterPtr};
 use crate::mbarrier;
 use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
-use crate::thread::{block_idx_x, sync_threads, thread_idx_x};
+// Every thread index here is read at its use (see `thread_idx_x_unhoisted`).
+use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x_unhoisted as tid};
 use crate::tma;
-use crate::warp::{lane_id, shuffle_xor_f32};
+use crate::warp::{shuffle_xor_f32, sync_warp, WARP_SIZE};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
 use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 
@@ -83,6 +84,19 @@ impl Ring {
     #[inline(always)]
     fn full(self, step: u32) -> SharedPtr {
         self.base.add(self.tile.barriers_offset() + step % self.tile.stages * 8)
+    }
+
+    /// The persistent kernel's mbarrier that completes when every multiplying warp is done with
+    /// `step`'s stage (its MMAs and its row sums), so that the producer may refill it.
+    #[inline(always)]
+    fn empty(self, step: u32) -> SharedPtr {
+        self.base.add(self.tile.barriers_offset() + (self.tile.stages + step % self.tile.stages) * 8)
+    }
+
+    /// The persistent kernel's staged output tile.
+    #[inline(always)]
+    fn out_tile(self) -> SharedPtr {
+        self.base.add(self.tile.out_tile_offset())
     }
 }
 
@@ -125,12 +139,29 @@ pub struct Tma {
     pub w_map: u64,
 }
 
+impl Tma {
+    /// Copies k-block `k_block` of the `x` and `W'` tiles at (`row0`, `col0`) into `step`'s
+    /// stage, completing on its "full" mbarrier.
+    ///
+    /// # Safety
+    /// One thread; the stage must be free (every MMA and row sum that read it is done).
+    #[inline(always)]
+    unsafe fn issue(&self, ring: Ring, step: u32, k_block: u32, (row0, col0): (u32, u32)) {
+        let (a, b) = ring.stage(step);
+        let full = ring.full(step);
+        let h = k_block * K_BLOCK;
+        mbarrier::arrive_expect_tx(full, ring.tile.stage_bytes());
+        tma::load_2d(a, self.x_map, h, row0, full);
+        tma::load_2d(b, self.w_map, h, col0, full);
+    }
+}
+
 impl StageLoader for Tma {
     const LOAD: Load = Load::Tma;
 
     #[inline(always)]
     unsafe fn init(&self, ring: Ring) {
-        if thread_idx_x() == 0 {
+        if tid() == 0 {
             let mut slot = 0;
             while slot < ring.tile.stages {
                 mbarrier::init(ring.full(slot), 1);
@@ -142,14 +173,9 @@ impl StageLoader for Tma {
     }
 
     #[inline(always)]
-    unsafe fn load(&self, ring: Ring, step: u32, k: KRange, (row0, col0): (u32, u32)) {
-        if thread_idx_x() == 0 && step < k.count {
-            let (a, b) = ring.stage(step);
-            let full = ring.full(step);
-            let h = (k.first + step) * K_BLOCK;
-            mbarrier::arrive_expect_tx(full, ring.tile.stage_bytes());
-            tma::load_2d(a, self.x_map, h, row0, full);
-            tma::load_2d(b, self.w_map, h, col0, full);
+    unsafe fn load(&self, ring: Ring, step: u32, k: KRange, origin: (u32, u32)) {
+        if tid() == 0 && step < k.count {
+            self.issue(ring, step, k.first + step, origin);
         }
     }
 
@@ -171,7 +197,7 @@ impl<T> CpAsync<T> {
     /// `k_block`, into `tile`.
     #[inline(always)]
     unsafe fn load_operand(&self, src: *const T, rows: u32, rows_total: u32, row0: u32, k_block: u32, tile: SharedPtr) {
-        let tid = thread_idx_x();
+        let tid = tid();
         let chunk = tid % 8;
         let k = k_block * K_BLOCK + chunk * 8;
         // hidden % 8 == 0: a chunk is wholly inside or wholly past the row.
@@ -221,7 +247,7 @@ impl<T> StageLoader for CpAsync<T> {
 unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum_sq: &mut f32) {
     let threads_per_row = THREADS / BM;
     let chunks = 8 / threads_per_row;
-    let tid = thread_idx_x();
+    let tid = tid();
     let (row, part) = (tid / threads_per_row, tid % threads_per_row);
     let mut c = 0;
     while c < chunks {
@@ -232,7 +258,8 @@ unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum
 }
 
 /// Step 4: the row's sum of squares (of this block's share of `H`) from its threads' shares,
-/// handed to `sink(local row, sum)` by the row's first thread, then a barrier.
+/// handed to `sink(local row, sum)` by the row's first thread; a barrier must follow before
+/// other threads read what the sink stored.
 #[inline(always)]
 unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
     let threads_per_row = THREADS / BM;
@@ -242,11 +269,10 @@ unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
         sum_sq += shuffle_xor_f32(sum_sq, 2);
     }
     sum_sq += shuffle_xor_f32(sum_sq, 1);
-    let tid = thread_idx_x();
+    let tid = tid();
     if tid % threads_per_row == 0 {
         sink(tid / threads_per_row, sum_sq);
     }
-    sync_threads();
 }
 
 /// Step 5: `y = acc * row_scale + bias` for this thread's accumulators of the warpgroup tile at
@@ -254,7 +280,7 @@ unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
 /// of columns, handed to `sink(row, col, local row, local col, pair)` for in-range pairs.
 /// q_cols and kv_cols are even, so a pair never straddles q, k and v.
 #[inline(always)]
-unsafe fn for_each_pair<T: WgmmaElement, const WN: u32>(
+unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
     acc: &Acc,
     scales: SharedPtr,
     (local_row0, local_col0): (u32, u32),
@@ -262,7 +288,7 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32>(
     params: &QkvParams,
     mut sink: impl FnMut(u32, u32, u32, u32, u32),
 ) {
-    let (warp, lane) = (thread_idx_x() / 32 % 4, lane_id());
+    let (warp, lane) = (tid() / 32 % 4, tid() % WARP_SIZE);
     let local_rows = [local_row0 + 16 * warp + lane / 4, local_row0 + 16 * warp + lane / 4 + 8];
     let row_scales = [scales.offset_f32(local_rows[0]).load_f32(), scales.offset_f32(local_rows[1]).load_f32()];
     let (shape, bias) = (params.shape, params.bias::<T>());
@@ -272,7 +298,7 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32>(
         let local_col = local_col0 + 8 * j as u32 + 2 * (lane % 4);
         let col = col0 - local_col0 + local_col;
         if (j as u32) < WN / 8 && col < n {
-            let b = [bias_at(bias, col), bias_at(bias, col + 1)];
+            let b = if BIAS { [bias_at(bias, col), bias_at(bias, col + 1)] } else { [None, None] };
             unroll!(half in [0, 1] {
                 let row = row0 - local_row0 + local_rows[half];
                 if row < shape.m {
@@ -292,7 +318,7 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
     let pieces_per_row = tile.out_cols / 8;
     let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
-    let mut i = thread_idx_x();
+    let mut i = tid();
     while i < tile.tokens * pieces_per_row {
         let (r, piece) = (i / pieces_per_row, i % pieces_per_row);
         let (row, col) = (row0 + r, col0 + piece * 8);
@@ -309,7 +335,7 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
 /// (`row0`, `col0`) into the block's partial tile (`partial_pitch` bytes per row).
 #[inline(always)]
 unsafe fn store_partial<const WN: u32>(acc: &Acc, partial: SharedPtr, tile: WgmmaTile, (row0, col0): (u32, u32)) {
-    let (warp, lane) = (thread_idx_x() / 32 % 4, lane_id());
+    let (warp, lane) = (tid() / 32 % 4, tid() % WARP_SIZE);
     let rows = [row0 + 16 * warp + lane / 4, row0 + 16 * warp + lane / 4 + 8];
     unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
@@ -340,7 +366,7 @@ unsafe fn reduce_partials<T: WgmmaElement>(
     let quads_per_row = tile.out_cols / 4;
     let (shape, bias, out) = (params.shape, params.bias::<T>(), params.outputs::<T>());
     let n = shape.n();
-    let mut i = first_row * quads_per_row + thread_idx_x();
+    let mut i = first_row * quads_per_row + tid();
     while i < end_row * quads_per_row {
         let (r, quad) = (i / quads_per_row, i % quads_per_row);
         let (row, col) = (row0 + r, col0 + quad * 4);
@@ -410,7 +436,7 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         step += 1;
     }
     // This warpgroup's 64 x WN share of the tile.
-    let wg = thread_idx_x() / 128;
+    let wg = tid() / 128;
     let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
     let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
     let mut acc: Acc = [0.0; 128];
@@ -438,8 +464,9 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
     wgmma::wait_group::<WN, 0>(&mut acc);
     let scales = ring.row_scales();
     if splits > 1 {
-        // The barrier after the row sums: every MMA is done and the stages are free.
         row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
+        // Every MMA is done and the stages are free.
+        sync_threads();
         store_partial::<WN>(&acc, ring.base, tile, local);
         // Every block's partial tile and row sums are complete and visible cluster-wide...
         cluster::sync_cluster();
@@ -448,25 +475,194 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         cluster::sync_cluster();
         return;
     }
-    // Also the barrier after which every MMA is done and the stages are free.
-    row_sums::<BM>(sum_sq, |row, sum| {
-        scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
-    });
-    let warpgroup_origin = (origin.0 + local.0, origin.1 + local.1);
-    let out = params.outputs::<T>();
-    let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
-    let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
-    if coalesced {
-        let staged = ring.base;
-        for_each_pair::<T, WN>(&acc, scales, local, warpgroup_origin, params, |_, _, r, c, pair| {
-            staged.add(r * tile.out_pitch() + c * 2).store_u32(pair)
+    // The stages are free once every thread is past its last MMA wait: they hold the staged
+    // output tile.
+    let epilogue = Epilogue { tile, scales, staged: ring.base, origin, local, sync: || sync_threads() };
+    epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
+}
+
+/// Steps 4 and 5 of an unsplit tile: what the epilogue needs besides the accumulators.
+struct Epilogue<F: Fn()> {
+    tile: WgmmaTile,
+    /// The row scales, one f32 per row of the tile.
+    scales: SharedPtr,
+    /// Room for the staged output tile (`tokens` rows of `out_pitch` bytes).
+    staged: SharedPtr,
+    /// The tile's first row and column of `y`.
+    origin: (u32, u32),
+    /// This warpgroup's first row and column in the tile.
+    local: (u32, u32),
+    /// The barrier of the threads that multiply.
+    sync: F,
+}
+
+impl<F: Fn()> Epilogue<F> {
+    /// Row scales from the row sums, then `y` to q, k and v: through the staged tile in 16-byte
+    /// pieces where q_cols and kv_cols are multiples of 8 and q, k, v 16-byte aligned, else pair
+    /// by pair. Ends with a barrier, so the scales and the staged tile may be reused at once.
+    ///
+    /// # Safety
+    /// Every multiplying thread calls it, after its last MMA wait; the staged tile must not be
+    /// in use by anyone else.
+    #[inline(always)]
+    unsafe fn store<T: WgmmaElement, const BM: u32, const WN: u32>(&self, acc: &Acc, sum_sq: f32, params: &QkvParams) {
+        let (tile, scales, staged, origin, local) = (self.tile, self.scales, self.staged, self.origin, self.local);
+        let shape = params.shape;
+        row_sums::<BM>(sum_sq, |row, sum| {
+            scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
         });
-        sync_threads();
-        copy_out_tile::<T>(staged, tile, origin, params);
-    } else {
-        for_each_pair::<T, WN>(&acc, scales, local, warpgroup_origin, params, |row, col, _, _, pair| {
-            let (dst, cols, c) = destination(out, shape, col);
-            crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
-        });
+        (self.sync)();
+        let warpgroup_origin = (origin.0 + local.0, origin.1 + local.1);
+        let out = params.outputs::<T>();
+        let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
+        let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
+        let has_bias = !params.bias::<T>().is_null();
+        if coalesced {
+            let sink = |_, _, r: u32, c: u32, pair| staged.add(r * tile.out_pitch() + c * 2).store_u32(pair);
+            // One copy of step 5 per bias case: with the test inside, per column, the
+            // persistent 128 x 256 tile took 255 registers (168 this way).
+            if has_bias {
+                for_each_pair::<T, WN, true>(acc, scales, local, warpgroup_origin, params, sink);
+            } else {
+                for_each_pair::<T, WN, false>(acc, scales, local, warpgroup_origin, params, sink);
+            }
+            (self.sync)();
+            copy_out_tile::<T>(staged, tile, origin, params);
+        } else {
+            let sink = |row: u32, col, _, _, pair| {
+                let (dst, cols, c) = destination(out, shape, col);
+                crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
+            };
+            if has_bias {
+                for_each_pair::<T, WN, true>(acc, scales, local, warpgroup_origin, params, sink);
+            } else {
+                for_each_pair::<T, WN, false>(acc, scales, local, warpgroup_origin, params, sink);
+            }
+        }
+        (self.sync)();
     }
+}
+
+/// The barrier of the persistent kernel's multiplying threads (the producer warp never joins).
+const CONSUMERS_BARRIER: u32 = 1;
+
+/// Releases `step`'s stage to the producer: every lane of the warp is done with it (its MMAs
+/// waited for, its row sums added), then one arrival for the warp.
+///
+/// # Safety
+/// All lanes of a multiplying warp, once per step, after the step's MMAs are waited for.
+#[inline(always)]
+unsafe fn release(ring: Ring, step: u32) {
+    sync_warp();
+    if tid() % WARP_SIZE == 0 {
+        mbarrier::arrive(ring.empty(step));
+    }
+}
+
+/// The persistent kernel's producer: for every tile of this block, every k-block into the
+/// next stage once the multiplying warps have released it. Runs up to the whole ring ahead,
+/// across tiles (it loads the next tile while the block stores this one).
+///
+/// # Safety
+/// One thread; the ring's barriers initialised.
+#[inline(always)]
+unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
+    let stages = ring.tile.stages;
+    let (tiles, k_blocks) = (ring.tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
+    let mut step = 0;
+    let mut tile = block_idx_x();
+    while tile < tiles {
+        let origin = tile_origin::<128, BN>(tile, shape.m, shape.n());
+        let mut k_block = 0;
+        while k_block < k_blocks {
+            if step >= stages {
+                // The stage's previous use (phase step / stages - 1) is released.
+                mbarrier::wait_parity(ring.empty(step), (step / stages + 1) % 2);
+            }
+            loader.issue(ring, step, k_block, origin);
+            step += 1;
+            k_block += 1;
+        }
+        tile += grid_dim_x();
+    }
+}
+
+/// The persistent kernel's multiplying warps: per tile of this block, steps 2-5 as in [`run`]
+/// (128 rows, each warpgroup 64 of them), the stages waited for on their "full" mbarriers and
+/// released on their "empty" ones.
+///
+/// # Safety
+/// The 256 multiplying threads; the ring's barriers initialised.
+#[inline(always)]
+unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams) {
+    let (tile, shape, stages) = (ring.tile, params.shape, ring.tile.stages);
+    let (tiles, k_blocks) = (tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
+    let local = (tid() / 128 * 64, 0);
+    let a_offset = local.0 * SWIZZLE_ROW_BYTES;
+    let sync = || sync_named(CONSUMERS_BARRIER, THREADS);
+    let mut step = 0;
+    let mut tile_index = block_idx_x();
+    while tile_index < tiles {
+        let origin = tile_origin::<128, BN>(tile_index, shape.m, shape.n());
+        let mut acc: Acc = [0.0; 128];
+        let mut sum_sq = 0.0f32;
+        let mut k_block = 0;
+        while k_block < k_blocks {
+            mbarrier::wait_parity(ring.full(step), step / stages % 2);
+            let (a, b) = ring.stage(step);
+            let (desc_a, desc_b) = (descriptor_k_major_sw128(a.add(a_offset)), descriptor_k_major_sw128(b));
+            wgmma::fence();
+            unroll!(kk in [0, 1, 2, 3] {
+                T::mma_async::<BN>(&mut acc, desc_a + 2 * kk as u64, desc_b + 2 * kk as u64);
+            });
+            wgmma::commit_group();
+            add_row_squares::<T, 128>(a, &mut sum_sq);
+            // The previous step's MMAs are done: its stage goes back to the producer.
+            wgmma::wait_group::<BN, 1>(&mut acc);
+            if k_block > 0 {
+                release(ring, step - 1);
+            }
+            step += 1;
+            k_block += 1;
+        }
+        wgmma::wait_group::<BN, 0>(&mut acc);
+        if k_blocks > 0 {
+            release(ring, step - 1);
+        }
+        let (scales, staged) = (ring.row_scales(), ring.out_tile());
+        let epilogue = Epilogue { tile, scales, staged, origin, local, sync };
+        epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
+        tile_index += grid_dim_x();
+    }
+}
+
+/// The persistent kernel body ([`Load::TmaProducer`] tiles: 128 x `BN`, `S` stages): one block
+/// per multiprocessor walks the tiles `block, block + grid, ..` (the raster order of
+/// [`tile_origin`]); warps 0-7 multiply, warp 8's first lane produces. Launch contract as for
+/// [`run`], with the tile's threads and grid ([`kernel_abi::WgmmaTile::launch`]) and no cluster.
+///
+/// # Safety
+/// The launch contract.
+#[inline(always)]
+pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(params: &QkvParams, loader: Tma) {
+    let tile = WgmmaTile { tokens: 128, out_cols: BN, stages: S, load: Load::TmaProducer };
+    let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
+    if tid() == 0 {
+        let mut slot = 0;
+        while slot < S {
+            mbarrier::init(ring.full(slot), 1);
+            mbarrier::init(ring.empty(slot), CONSUMER_WARPS);
+            slot += 1;
+        }
+        mbarrier::fence_init();
+    }
+    sync_threads();
+    // From here on no block-wide barrier: the producer warp's other lanes leave at once.
+    if tid() >= THREADS {
+        if tid() == THREADS {
+            produce::<BN>(ring, &loader, params.shape);
+        }
+        return;
+    }
+    consume::<T, BN>(ring, params);
 }
