@@ -6,13 +6,13 @@
 //! Persistent tiles ([`Load::TmaProducer`]): one block per multiprocessor walks the tiles
 //! `block, block + grid, ..`; a producer warp of its own keeps a ring of stages full through TMA
 //! (per-stage "full" and "empty" mbarriers, no block-wide barrier in the mainloop) while the two
-//! consumer warpgroups multiply, and keeps loading the next tile while they store this one
-//! (straight from the accumulators: the ring stays the producer's).
+//! consumer warpgroups multiply, and keeps loading the next tile while they store this one (the
+//! output tile is staged in shared memory of its own, not in the ring).
 //!
 //! Split-K: launched in clusters of `splits` blocks (2 to [`MAX_SPLITS`]), the blocks of a
-//! cluster share one tile and each multiplies its share of `H` ([`k_range`]); each pushes its
-//! fp32 partial rows through distributed shared memory to the block that finishes them, which
-//! adds them in rank order, so the result does not depend on timing. This puts more multiprocessors on a tile where the tiles alone
+//! cluster share one tile and each multiplies its share of `H` ([`k_range`]); their fp32
+//! partial tiles meet in distributed shared memory and are added in rank order, so the result
+//! does not depend on timing. This puts more multiprocessors on a tile where the tiles alone
 //! would leave them idle (few tokens) or end in a part-empty wave.
 
 use crate::Launch;
@@ -76,7 +76,7 @@ pub struct WgmmaTile {
 
 impl WgmmaTile {
     /// Whether the kernel is written for this tile (the persistent kernel: 128 tokens, and its
-    /// ring within the 227 KB a block may have).
+    /// ring and staged output tile within the 227 KB a block may have).
     pub const fn is_valid(self) -> bool {
         let shape = matches!(self.tokens, 64 | 128) && matches!(self.out_cols, 128 | 256);
         let ring = self.stages >= 3 && self.stages <= 8;
@@ -124,10 +124,22 @@ impl WgmmaTile {
         self.row_scales_offset() + self.tokens * 4
     }
 
-    /// Dynamic shared memory: stages, row scales, barriers, and room to align the dynamic
-    /// shared base up to a swizzle atom. Above 48 KB: the host raises the function's limit.
+    /// Where the persistent kernel's staged output tile (`tokens` rows of [`Self::out_pitch`]
+    /// bytes) starts, after the barriers; the other kernels stage it in their freed stages.
+    pub const fn out_tile_offset(self) -> u32 {
+        (self.barriers_offset() + 2 * self.stages * 8).next_multiple_of(16)
+    }
+
+    /// Dynamic shared memory: stages, row scales, barriers, the persistent kernel's output
+    /// tile, and room to align the dynamic shared base up to a swizzle atom. Above 48 KB: the
+    /// host raises the function's limit.
     pub const fn shared_bytes(self) -> u32 {
-        self.barriers_offset() + 2 * self.stages * 8 + SWIZZLE_ATOM_BYTES
+        let end = if self.is_persistent() {
+            self.out_tile_offset() + self.tokens * self.out_pitch()
+        } else {
+            self.barriers_offset() + 2 * self.stages * 8
+        };
+        end + SWIZZLE_ATOM_BYTES
     }
 
     /// Bytes per row of the output tile staged in the freed stages for the coalesced store:
@@ -142,29 +154,6 @@ impl WgmmaTile {
         self.out_cols * 4 + 32
     }
 
-    /// Split-K: the first of the tile's rows that block `rank` of `splits` finishes.
-    pub const fn split_first_row(self, rank: u32, splits: u32) -> u32 {
-        rank * self.tokens / splits
-    }
-
-    /// Split-K: the block that finishes row `row` of the tile (the `rank` whose rows
-    /// `split_first_row(rank) ..  split_first_row(rank + 1)` hold it).
-    pub const fn split_row_owner(self, row: u32, splits: u32) -> u32 {
-        (row * splits + splits - 1) / self.tokens
-    }
-
-    /// Split-K: where, in the block that finishes row `first row + local_row`, the fp32 partial
-    /// row that block `peer` multiplied lands (`partial_pitch` bytes per row; one slab of
-    /// `tokens.div_ceil(splits)` rows per peer, in the freed stages).
-    pub const fn split_partial_offset(self, peer: u32, local_row: u32, splits: u32) -> u32 {
-        (peer * self.tokens.div_ceil(splits) + local_row) * self.partial_pitch()
-    }
-
-    /// Split-K: where that row's sum of squares from block `peer` lands, after the partials.
-    pub const fn split_sum_offset(self, peer: u32, local_row: u32, splits: u32) -> u32 {
-        self.split_partial_offset(splits, 0, splits) + (peer * self.tokens.div_ceil(splits) + local_row) * 4
-    }
-
     /// Tiles of `y` for `m` tokens and `n` columns.
     pub const fn tiles(self, m: u32, n: u32) -> u32 {
         m.div_ceil(self.tokens) * n.div_ceil(self.out_cols)
@@ -172,12 +161,11 @@ impl WgmmaTile {
 
     /// Grid: `splits` blocks per tile (1: no split), along x: the blocks of a tile are
     /// consecutive and form one cluster; tiles are walked in raster groups. A persistent tile
-    /// takes one block per tile up to `resident_blocks` (those that fit on the GPU at once),
-    /// and never splits.
-    pub const fn launch(self, m: u32, n: u32, splits: u32, resident_blocks: u32) -> Launch {
+    /// takes one block per tile up to `multiprocessors` blocks, and never splits.
+    pub const fn launch(self, m: u32, n: u32, splits: u32, multiprocessors: u32) -> Launch {
         let tiles = self.tiles(m, n);
         let (blocks, cluster) = if self.is_persistent() {
-            (if tiles < resident_blocks { tiles } else { resident_blocks }, 1)
+            (if tiles < multiprocessors { tiles } else { multiprocessors }, 1)
         } else {
             (tiles * splits, splits)
         };
@@ -197,8 +185,7 @@ impl WgmmaTile {
     }
 }
 
-// The staged output tile, and the fp32 partial rows and row sums a split-K block receives, fit
-// in the stages they reuse,
+// The staged output tile, and a split-K block's fp32 partial tile, fit in the stages they reuse,
 // for every valid tile shape at its smallest ring (3 stages; the load does not change the layout).
 const _: () = {
     let shapes = [(128, 256), (128, 128), (64, 256), (64, 128)];
@@ -206,11 +193,7 @@ const _: () = {
     while i < shapes.len() {
         let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };
         assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
-        let mut splits = 2;
-        while splits <= MAX_SPLITS {
-            assert!(t.split_sum_offset(splits, 0, splits) <= t.row_scales_offset());
-            splits += 1;
-        }
+        assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
         i += 1;
     }
 };

@@ -57,34 +57,32 @@ impl ClusterPtr {
         ClusterPtr(mapped)
     }
 
-    /// `bytes` further on in the same block's shared memory.
-    #[inline(always)]
-    pub fn add(self, bytes: u32) -> ClusterPtr {
-        ClusterPtr(self.0 + bytes)
-    }
-
-    /// Stores one f32.
+    /// Loads one f32.
     ///
     /// # Safety
-    /// The address must lie in a shared array of the owning block, 4-byte aligned, that no one
-    /// else uses until a later [`sync_cluster`] that this store precedes (which makes it
-    /// visible to the owning block), and after a [`sync_cluster`] that every earlier use of the
-    /// memory precedes.
+    /// The address must lie in a shared array of the owning block, 4-byte aligned, written before
+    /// a [`sync_cluster`] that this load follows, and the owning block must not exit (nor reuse
+    /// the memory) until a later [`sync_cluster`] that this load precedes.
     #[inline(always)]
-    pub unsafe fn store_f32(self, value: f32) {
-        asm!("st.shared::cluster.f32 [{a}], {v};", a = in(reg32) self.0, v = in(reg32) value, options(nostack));
+    pub unsafe fn load_f32(self) -> f32 {
+        let out: f32;
+        asm!("ld.shared::cluster.f32 {o}, [{a}];", o = out(reg32) out, a = in(reg32) self.0, options(readonly, nostack));
+        out
     }
 
-    /// Stores two consecutive f32 in one 8-byte access.
+    /// Loads four consecutive f32 in one 16-byte access.
     ///
     /// # Safety
-    /// As [`ClusterPtr::store_f32`], and the address must be 8-byte aligned.
+    /// As [`ClusterPtr::load_f32`], and the address must be 16-byte aligned.
     #[inline(always)]
-    pub unsafe fn store_f32x2(self, value: [f32; 2]) {
+    pub unsafe fn load_f32x4(self) -> [f32; 4] {
+        let (a, b, c, d): (f32, f32, f32, f32);
         asm!(
-            "st.shared::cluster.v2.f32 [{p}], {{{a}, {b}}};",
-            p = in(reg32) self.0, a = in(reg32) value[0], b = in(reg32) value[1],
-            options(nostack),
+            "ld.shared::cluster.v4.f32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+            a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+            p = in(reg32) self.0,
+            options(readonly, nostack),
         );
+        [a, b, c, d]
     }
 }

@@ -337,8 +337,7 @@ impl<T: Dtype> GpuLayer<T> {
                         launch::launch(stream, function, kernel.name, t.launch(m, n, chunk), &fallback)?
                     }
                     Tile::Wgmma(t) => {
-                        let resident = self.kernels.multiprocessors as u32 * self.kernels.resident[index].max(1);
-                        let launch = t.launch(m, n, splits, resident);
+                        let launch = t.launch(m, n, splits, self.kernels.multiprocessors as u32);
                         if t.load.uses_tma() {
                             let tma = self.tma_params(params, t)?;
                             self.launch_wgmma(stream, function, kernel.name, launch, &tma)?

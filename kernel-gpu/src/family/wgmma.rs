@@ -93,6 +93,11 @@ impl Ring {
         self.base.add(self.tile.barriers_offset() + (self.tile.stages + step % self.tile.stages) * 8)
     }
 
+    /// The persistent kernel's staged output tile.
+    #[inline(always)]
+    fn out_tile(self) -> SharedPtr {
+        self.base.add(self.tile.out_tile_offset())
+    }
 }
 
 /// The k-blocks of `H` a block multiplies: `count` of them from `first` (all of them, or its
@@ -327,44 +332,25 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
 }
 
 /// Split-K, step 5a: this thread's fp32 accumulators of the warpgroup tile at local
-/// (`row0`, `col0`), pushed to the blocks of the cluster that finish their rows
-/// ([`kernel_abi::WgmmaTile::split_partial_offset`]). Remote stores, so that no thread waits
-/// on a round trip to another multiprocessor (loading the partials instead cost up to ~10 us
-/// per 128 x 256 tile).
+/// (`row0`, `col0`) into the block's partial tile (`partial_pitch` bytes per row).
 #[inline(always)]
-unsafe fn push_partial<const WN: u32>(acc: &Acc, ring: Ring, (rank, splits): (u32, u32), (row0, col0): (u32, u32)) {
-    let tile = ring.tile;
+unsafe fn store_partial<const WN: u32>(acc: &Acc, partial: SharedPtr, tile: WgmmaTile, (row0, col0): (u32, u32)) {
     let (warp, lane) = (tid() / 32 % 4, tid() % WARP_SIZE);
     let rows = [row0 + 16 * warp + lane / 4, row0 + 16 * warp + lane / 4 + 8];
-    let mut targets = [ClusterPtr::map(ring.base, 0); 2];
-    unroll!(half in [0, 1] {
-        let owner = tile.split_row_owner(rows[half], splits);
-        let local_row = rows[half] - tile.split_first_row(owner, splits);
-        targets[half] = ClusterPtr::map(ring.base.add(tile.split_partial_offset(rank, local_row, splits)), owner);
-    });
     unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
         if (j as u32) < WN / 8 {
             let col = col0 + 8 * j as u32 + 2 * (lane % 4);
             unroll!(half in [0, 1] {
-                targets[half].add(col * 4).store_f32x2([acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]]);
+                let at = partial.add(rows[half] * tile.partial_pitch() + col * 4);
+                at.store_f32x2([acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]]);
             });
         }
     });
 }
 
-/// Split-K, step 5a for the row sums: row `row`'s sum of squares of this block's share of `H`,
-/// pushed to the block that finishes the row.
-#[inline(always)]
-unsafe fn push_row_sum(ring: Ring, (rank, splits): (u32, u32), row: u32, sum_sq: f32) {
-    let tile = ring.tile;
-    let owner = tile.split_row_owner(row, splits);
-    let local_row = row - tile.split_first_row(owner, splits);
-    ClusterPtr::map(ring.base.add(tile.split_sum_offset(rank, local_row, splits)), owner).store_f32(sum_sq);
-}
-
 /// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its share of the tile's
-/// rows from the partial rows and row sums every block pushed to it: per 4 columns, added in
+/// rows: per 4 columns, the partial tiles and row sums of every block of the cluster added in
 /// rank order (so the bits do not depend on which block finished first), then the row scale,
 /// bias and rounding of [`for_each_pair`], stored to q, k and v.
 #[inline(always)]
@@ -375,26 +361,36 @@ unsafe fn reduce_partials<T: WgmmaElement>(
     params: &QkvParams,
 ) {
     let tile = ring.tile;
-    let first_row = tile.split_first_row(rank, splits);
-    let rows = tile.split_first_row(rank + 1, splits) - first_row;
+    let (partial, row_sums) = (ring.base, ring.row_scales());
+    let (first_row, end_row) = (rank * tile.tokens / splits, (rank + 1) * tile.tokens / splits);
     let quads_per_row = tile.out_cols / 4;
     let (shape, bias, out) = (params.shape, params.bias::<T>(), params.outputs::<T>());
     let n = shape.n();
-    let mut i = tid();
-    while i < rows * quads_per_row {
-        let (local_row, quad) = (i / quads_per_row, i % quads_per_row);
-        let (row, col) = (row0 + first_row + local_row, col0 + quad * 4);
+    let mut i = first_row * quads_per_row + tid();
+    while i < end_row * quads_per_row {
+        let (r, quad) = (i / quads_per_row, i % quads_per_row);
+        let (row, col) = (row0 + r, col0 + quad * 4);
         if row < shape.m && col < n {
+            // Every block's share first (one round trip to the cluster, not one per block)...
+            let mut parts = [[0.0f32; 4]; MAX_SPLITS as usize];
+            let mut sums = [0.0f32; MAX_SPLITS as usize];
+            unroll!(peer in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if (peer as u32) < splits {
+                    let at = partial.add(r * tile.partial_pitch() + quad * 16);
+                    parts[peer] = ClusterPtr::map(at, peer as u32).load_f32x4();
+                    sums[peer] = ClusterPtr::map(row_sums.offset_f32(r), peer as u32).load_f32();
+                }
+            });
+            // ...then added in rank order.
             let (mut dot, mut sum_sq) = ([0.0f32; 4], 0.0f32);
-            let mut peer = 0;
-            while peer < splits {
-                let part = ring.base.add(tile.split_partial_offset(peer, local_row, splits) + quad * 16).load_f32x4();
-                unroll!(c in [0, 1, 2, 3] {
-                    dot[c] += part[c];
-                });
-                sum_sq += ring.base.add(tile.split_sum_offset(peer, local_row, splits)).load_f32();
-                peer += 1;
-            }
+            unroll!(peer in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if (peer as u32) < splits {
+                    unroll!(c in [0, 1, 2, 3] {
+                        dot[c] += parts[peer][c];
+                    });
+                    sum_sq += sums[peer];
+                }
+            });
             let scale = row_scale(sum_sq, shape.hidden, params.eps, params.out_scale);
             unroll!(pair in [0, 1] {
                 let c = col + 2 * pair as u32;
@@ -412,6 +408,9 @@ unsafe fn reduce_partials<T: WgmmaElement>(
         i += THREADS;
     }
 }
+
+// `reduce_partials` unrolls its loads over this many blocks.
+const _: () = assert!(MAX_SPLITS == 8);
 
 /// The kernel body; see the module docs for the launch contract.
 ///
@@ -465,18 +464,20 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
     wgmma::wait_group::<WN, 0>(&mut acc);
     let scales = ring.row_scales();
     if splits > 1 {
-        // Every block of the cluster is past its last MMA: every stage of the cluster is free...
-        cluster::sync_cluster();
-        row_sums::<BM>(sum_sq, |row, sum| push_row_sum(ring, (rank, splits), row, sum));
-        push_partial::<WN>(&acc, ring, (rank, splits), local);
-        // ...and then every block's partial rows have landed where they are finished.
+        row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
+        // Every MMA is done and the stages are free.
+        sync_threads();
+        store_partial::<WN>(&acc, ring.base, tile, local);
+        // Every block's partial tile and row sums are complete and visible cluster-wide...
         cluster::sync_cluster();
         reduce_partials::<T>(ring, (rank, splits), origin, params);
+        // ...and no block exits (freeing its shared memory) while another still reads it.
+        cluster::sync_cluster();
         return;
     }
     // The stages are free once every thread is past its last MMA wait: they hold the staged
     // output tile.
-    let epilogue = Epilogue { tile, scales, staged: Some(ring.base), origin, local, sync: || sync_threads() };
+    let epilogue = Epilogue { tile, scales, staged: ring.base, origin, local, sync: || sync_threads() };
     epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
 }
 
@@ -485,9 +486,8 @@ struct Epilogue<F: Fn()> {
     tile: WgmmaTile,
     /// The row scales, one f32 per row of the tile.
     scales: SharedPtr,
-    /// Room for the staged output tile (`tokens` rows of `out_pitch` bytes), if any: the
-    /// persistent kernel's ring is the producer's, so it stores pair by pair.
-    staged: Option<SharedPtr>,
+    /// Room for the staged output tile (`tokens` rows of `out_pitch` bytes).
+    staged: SharedPtr,
     /// The tile's first row and column of `y`.
     origin: (u32, u32),
     /// This warpgroup's first row and column in the tile.
@@ -517,7 +517,7 @@ impl<F: Fn()> Epilogue<F> {
         let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
         let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
         let has_bias = !params.bias::<T>().is_null();
-        if let (Some(staged), true) = (staged, coalesced) {
+        if coalesced {
             let sink = |_, _, r: u32, c: u32, pair| staged.add(r * tile.out_pitch() + c * 2).store_u32(pair);
             // One copy of step 5 per bias case: with the test inside, per column, the
             // persistent 128 x 256 tile took 255 registers (168 this way).
@@ -629,7 +629,8 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
         if k_blocks > 0 {
             release(ring, step - 1);
         }
-        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged: None, origin, local, sync };
+        let (scales, staged) = (ring.row_scales(), ring.out_tile());
+        let epilogue = Epilogue { tile, scales, staged, origin, local, sync };
         epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
         tile_index += grid_dim_x();
     }
