@@ -216,7 +216,7 @@ impl Family {
             Family::Fallback => {
                 Tile::Fallback(kernel_abi::FallbackTile { tokens: fallback_tokens(call.m), vector: call.vector })
             }
-            Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.multiprocessors)),
+            Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.hidden, call.multiprocessors)),
         }
     }
 }
@@ -270,15 +270,22 @@ fn fallback_tokens(m: usize) -> u32 {
     }
 }
 
-/// The `wgmma` tile for `m` tokens and `n` output columns on `sms` multiprocessors (measured on
-/// the H100, bench/NOTES.md v5): 64 x 128 while 128 x 128 tiles would leave multiprocessors
-/// idle (small M is W-bound: more, smaller blocks stream it faster); 128 x 256 where N is a
-/// multiple of 256 and it still fills two thirds of the machine; else 128 x 128, with 3 stages
-/// (two blocks per multiprocessor) once there is more than one wave.
-pub fn wgmma_tile(m: usize, n: usize, sms: usize) -> WgmmaTile {
+/// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
+/// multiprocessors (measured on the H100, bench/NOTES.md v5, and the H200, NOTES "tiles x
+/// split-K"): 128 x 256 with split-K from [`LONG_K_MIN_TOKENS`] where `H` has at least
+/// [`LONG_K_BLOCKS`] k-blocks and N is a multiple of 256 (each block then multiplies enough
+/// k-blocks to pay for the partial-tile exchange, and W is read once per 128 tokens, not per
+/// 64); else 64 x 128 while 128 x 128 tiles would leave multiprocessors idle (small M is
+/// W-bound: more, smaller blocks stream it faster); 128 x 256 where N is a multiple of 256 and
+/// it still fills two thirds of the machine; else 128 x 128, with 3 stages (two blocks per
+/// multiprocessor) once there is more than one wave.
+pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize) -> WgmmaTile {
     let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
     let tile = |tokens, out_cols, stages, load| WgmmaTile { tokens, out_cols, stages, load };
-    if blocks(128, 128) < sms {
+    let long_k = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) >= LONG_K_BLOCKS;
+    if long_k && m >= LONG_K_MIN_TOKENS && n.is_multiple_of(256) {
+        tile(128, 256, 4, Load::Tma)
+    } else if blocks(128, 128) < sms {
         tile(64, 128, 4, Load::CpAsync)
     } else if n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms {
         tile(128, 256, 4, Load::Tma)
@@ -300,16 +307,33 @@ pub fn wgmma_tile(m: usize, n: usize, sms: usize) -> WgmmaTile {
 /// more blocks only add partial tiles to reduce (qwen3-0.6b at 128 tokens: 64 tiles, 8.6 us in
 /// two, 9.7 in three, 10.2 unsplit). The rule is within 16 % of the best split in every
 /// measured case (worst: qwen3-8b, which prefers 4 to the rule's 2 at 16-64 tokens).
+///
+/// Where one block fills a multiprocessor, the split is even: a cluster of 3 such blocks
+/// measured as slow as one of 4 or slower (qwen3-32b at 128 tokens, 128 x 256 tiles: 41.7 us in
+/// two, 59.3 in three, 49.3 in four), as if clusters were placed on whole pairs of
+/// multiprocessors.
 pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> u32 {
     let tiles = tile.tiles(m as u32, n as u32).max(1) as usize;
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
     let max = (slots / tiles).min(k_blocks).clamp(1, kernel_abi::wgmma::MAX_SPLITS as usize);
+    let step = |splits: usize| if slots <= sms && splits > 1 { 2 } else { 1 };
     let mut splits = 1;
-    while splits < max && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms {
-        splits += 1;
+    while splits + step(splits) <= max && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms {
+        splits += step(splits);
     }
     splits as u32
 }
+
+/// `H` of at least this many k-blocks (4096 elements) takes the 128 x 256 tile from
+/// [`LONG_K_MIN_TOKENS`] ([`wgmma_tile`]). Measured on the H200 in CUDA graphs
+/// (bench/results/h200-tiles, every tile at 1 to 8 splits): at 96 and 128 tokens qwen3-8b (64
+/// k-blocks) takes 22.7 and 23.2 us with 128 x 256 in four against 32.1 and 32.4 with 64 x 128,
+/// qwen3-32b (80) 41.4 and 41.7 in two against 54.5 and 55.2; at 256 tokens 32.2 (x2) against 45.1,
+/// and 56.4 (x1) against 85.7. With 32 k-blocks or fewer (qwen3-1.7b, qwen3-0.6b, qwen2.5-0.5b)
+/// 64 x 128 stays ahead up to 128-256 tokens (qwen3-1.7b at 128 tokens: 12.4 against 14.1).
+pub const LONG_K_BLOCKS: usize = 64;
+/// ...from this many tokens (at 64 tokens 64 x 128 in four is ahead on qwen3-8b: 19.4 against 22.3).
+pub const LONG_K_MIN_TOKENS: usize = 65;
 
 /// Split-K gives this many tenths of the multiprocessors a block ([`wgmma_splits`]).
 pub const SPLIT_K_FILL_TENTHS: usize = 7;
@@ -447,7 +471,7 @@ mod tests {
 
     #[test]
     fn split_k_fills_idle_multiprocessors_only() {
-        let tile = wgmma_tile(64, 6144, 132);
+        let tile = wgmma_tile(64, 6144, 4096, 132);
         assert_eq!((tile.tokens, tile.out_cols), (64, 128));
         // qwen3-8b at 64 tokens: 48 tiles on 132 SMs (2 blocks fit per SM): 96 blocks.
         assert_eq!(wgmma_splits(tile, 64, 6144, 4096, 132, 264), 2);
@@ -456,9 +480,19 @@ mod tests {
         assert_eq!(wgmma_splits(tile, 128, 4096, 1024, 132, 264), 2);
         // Enough tiles: no split.
         assert_eq!(wgmma_splits(tile, 256, 4096, 1024, 132, 264), 1);
-        assert_eq!(wgmma_splits(wgmma_tile(8192, 6144, 132), 8192, 6144, 4096, 132, 132), 1);
-        // Splits must fit at once: 40 tiles of one block per SM take 3, not 4.
-        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, 132, 132), 3);
+        assert_eq!(wgmma_splits(wgmma_tile(8192, 6144, 4096, 132), 8192, 6144, 4096, 132, 132), 1);
+        // Splits must fit at once, and one block per SM splits evenly: 40 tiles take 2, not 3.
+        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, 132, 132), 2);
+        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, 132, 264), 3);
+        // Long H from 65 tokens: 128 x 256, qwen3-8b at 128 tokens in 4, qwen3-32b in 2.
+        let long = wgmma_tile(128, 6144, 4096, 132);
+        assert_eq!((long.tokens, long.out_cols), (128, 256));
+        assert_eq!(wgmma_splits(long, 128, 6144, 4096, 132, 132), 4);
+        assert_eq!(wgmma_splits(long, 128, 10240, 5120, 132, 132), 2);
+        assert_eq!(wgmma_splits(long, 384, 6144, 4096, 132, 132), 1);
+        // Short H (qwen3-1.7b) keeps 64 x 128 at 128 tokens; 64 tokens keep it for any H.
+        assert_eq!(wgmma_tile(128, 4096, 2048, 132).tokens, 64);
+        assert_eq!(wgmma_tile(64, 10240, 5120, 132).tokens, 64);
         // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
         assert_eq!(wgmma_splits(tile, 16, 1152, 896, 132, 264), kernel_abi::wgmma::MAX_SPLITS);
         assert_eq!(wgmma_splits(tile, 16, 1152, 128, 132, 264), 2);
