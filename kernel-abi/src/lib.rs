@@ -194,7 +194,6 @@ macro_rules! kernel_list {
             // wgmma (sm_90a): 128-row tiles load through TMA, 64-row tiles through cp.async (with
             // TMA, ptxas serialises their MMAs: warning C7515).
             // Persistent (`ws`): a producer warp and one block per multiprocessor.
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n256_s3: bf16 { tokens: 128, out_cols: 256, stages: 3, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n128_s5: bf16 { tokens: 128, out_cols: 128, stages: 5, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n128_s4: bf16 { tokens: 128, out_cols: 128, stages: 4, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n256_s4: bf16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
@@ -204,7 +203,6 @@ macro_rules! kernel_list {
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s8: bf16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]
-            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n256_s3: f16 { tokens: 128, out_cols: 256, stages: 3, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n128_s5: f16 { tokens: 128, out_cols: 128, stages: 5, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n128_s4: f16 { tokens: 128, out_cols: 128, stages: 4, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n256_s4: f16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]

@@ -41,8 +41,9 @@ use crate::cluster::{self, ClusterPtr};
 use crate::mbarrier;
 use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
-// Every thread index here is read at its use (see `thread_idx_x_unhoisted`).
-use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x_unhoisted as tid};
+// The epilogue (steps 4 and 5) reads the thread index at each use: in the persistent kernel's
+// loop over tiles its addresses would otherwise stay in registers through the mainloop.
+use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x as tid, thread_idx_x_unhoisted};
 use crate::tma;
 use crate::warp::{shuffle_xor_f32, sync_warp, WARP_SIZE};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
@@ -269,7 +270,7 @@ unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
         sum_sq += shuffle_xor_f32(sum_sq, 2);
     }
     sum_sq += shuffle_xor_f32(sum_sq, 1);
-    let tid = tid();
+    let tid = thread_idx_x_unhoisted();
     if tid % threads_per_row == 0 {
         sink(tid / threads_per_row, sum_sq);
     }
@@ -288,7 +289,7 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
     params: &QkvParams,
     mut sink: impl FnMut(u32, u32, u32, u32, u32),
 ) {
-    let (warp, lane) = (tid() / 32 % 4, tid() % WARP_SIZE);
+    let (warp, lane) = (thread_idx_x_unhoisted() / 32 % 4, thread_idx_x_unhoisted() % WARP_SIZE);
     let local_rows = [local_row0 + 16 * warp + lane / 4, local_row0 + 16 * warp + lane / 4 + 8];
     let row_scales = [scales.offset_f32(local_rows[0]).load_f32(), scales.offset_f32(local_rows[1]).load_f32()];
     let (shape, bias) = (params.shape, params.bias::<T>());
@@ -318,7 +319,7 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
     let pieces_per_row = tile.out_cols / 8;
     let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
-    let mut i = tid();
+    let mut i = thread_idx_x_unhoisted();
     while i < tile.tokens * pieces_per_row {
         let (r, piece) = (i / pieces_per_row, i % pieces_per_row);
         let (row, col) = (row0 + r, col0 + piece * 8);
