@@ -55,12 +55,7 @@ macro_rules! declare_kernel {
         { tokens: $bm:literal, out_cols: $bn:literal, stages: $stages:literal, load: Tma }) => {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: kernel_abi::TmaParams) {
-            // The copy engine reads the maps in place, in the parameter space.
-            let base = crate::param_address!($name);
-            let loader = family::wgmma::Tma {
-                x_map: base + kernel_abi::TmaParams::X_MAP_OFFSET as u64,
-                w_map: base + kernel_abi::TmaParams::W_MAP_OFFSET as u64,
-            };
+            let loader = family::wgmma::Tma::in_params(crate::param_address!($name));
             family::wgmma::run::<element!($dtype), _, $bm, $bn, { if $bm == 128 { $bn } else { $bn / 2 } }, $stages>(
                 &params.qkv,
                 loader,
@@ -71,11 +66,7 @@ macro_rules! declare_kernel {
         { tokens: 128, out_cols: $bn:literal, stages: $stages:literal, load: TmaProducer }) => {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: kernel_abi::TmaParams) {
-            let base = crate::param_address!($name);
-            let loader = family::wgmma::Tma {
-                x_map: base + kernel_abi::TmaParams::X_MAP_OFFSET as u64,
-                w_map: base + kernel_abi::TmaParams::W_MAP_OFFSET as u64,
-            };
+            let loader = family::wgmma::Tma::in_params(crate::param_address!($name));
             family::wgmma::run_persistent::<element!($dtype), $bn, $stages>(&params.qkv, loader)
         });
     };

@@ -43,9 +43,9 @@ use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Sha
 use crate::shared::{dynamic_shared_base, SharedPtr};
 // The epilogue (steps 4 and 5) reads the thread index at each use: in the persistent kernel's
 // loop over tiles its addresses would otherwise stay in registers through the mainloop.
-use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x as tid, thread_idx_x_unhoisted};
+use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x, thread_idx_x_unhoisted};
 use crate::tma;
-use crate::warp::{shuffle_xor_f32, sync_warp, WARP_SIZE};
+use crate::warp::{lane_id, shuffle_xor_f32, sync_warp, WARP_SIZE};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
 use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 
@@ -141,6 +141,16 @@ pub struct Tma {
 }
 
 impl Tma {
+    /// The loader of a kernel whose parameter ([`kernel_abi::TmaParams`]) is at the generic
+    /// address `params` ([`crate::param_address!`]): the copy engine reads the maps in place.
+    #[inline(always)]
+    pub fn in_params(params: u64) -> Tma {
+        Tma {
+            x_map: params + kernel_abi::TmaParams::X_MAP_OFFSET as u64,
+            w_map: params + kernel_abi::TmaParams::W_MAP_OFFSET as u64,
+        }
+    }
+
     /// Copies k-block `k_block` of the `x` and `W'` tiles at (`row0`, `col0`) into `step`'s
     /// stage, completing on its "full" mbarrier.
     ///
@@ -162,7 +172,7 @@ impl StageLoader for Tma {
 
     #[inline(always)]
     unsafe fn init(&self, ring: Ring) {
-        if tid() == 0 {
+        if thread_idx_x() == 0 {
             let mut slot = 0;
             while slot < ring.tile.stages {
                 mbarrier::init(ring.full(slot), 1);
@@ -175,7 +185,7 @@ impl StageLoader for Tma {
 
     #[inline(always)]
     unsafe fn load(&self, ring: Ring, step: u32, k: KRange, origin: (u32, u32)) {
-        if tid() == 0 && step < k.count {
+        if thread_idx_x() == 0 && step < k.count {
             self.issue(ring, step, k.first + step, origin);
         }
     }
@@ -198,7 +208,7 @@ impl<T> CpAsync<T> {
     /// `k_block`, into `tile`.
     #[inline(always)]
     unsafe fn load_operand(&self, src: *const T, rows: u32, rows_total: u32, row0: u32, k_block: u32, tile: SharedPtr) {
-        let tid = tid();
+        let tid = thread_idx_x();
         let chunk = tid % 8;
         let k = k_block * K_BLOCK + chunk * 8;
         // hidden % 8 == 0: a chunk is wholly inside or wholly past the row.
@@ -248,7 +258,7 @@ impl<T> StageLoader for CpAsync<T> {
 unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum_sq: &mut f32) {
     let threads_per_row = THREADS / BM;
     let chunks = 8 / threads_per_row;
-    let tid = tid();
+    let tid = thread_idx_x();
     let (row, part) = (tid / threads_per_row, tid % threads_per_row);
     let mut c = 0;
     while c < chunks {
@@ -311,6 +321,22 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
     });
 }
 
+/// [`for_each_pair`] with the bias test made once, outside: with the test inside, per column,
+/// the persistent 128 x 256 tile took 255 registers (168 this way).
+#[inline(always)]
+unsafe fn for_each_pair_by_bias<T: WgmmaElement, const WN: u32>(
+    has_bias: bool,
+    (acc, scales, local, origin): (&Acc, SharedPtr, (u32, u32), (u32, u32)),
+    params: &QkvParams,
+    sink: impl FnMut(u32, u32, u32, u32, u32),
+) {
+    if has_bias {
+        for_each_pair::<T, WN, true>(acc, scales, local, origin, params, sink);
+    } else {
+        for_each_pair::<T, WN, false>(acc, scales, local, origin, params, sink);
+    }
+}
+
 /// Step 5, coalesced: copies the staged output tile (`out_pitch` bytes per row) to q, k and v in
 /// 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols multiples of 8 and
 /// 16-byte aligned q, k, v, so that a piece never straddles two of them.
@@ -336,7 +362,7 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
 /// (`row0`, `col0`) into the block's partial tile (`partial_pitch` bytes per row).
 #[inline(always)]
 unsafe fn store_partial<const WN: u32>(acc: &Acc, partial: SharedPtr, tile: WgmmaTile, (row0, col0): (u32, u32)) {
-    let (warp, lane) = (tid() / 32 % 4, tid() % WARP_SIZE);
+    let (warp, lane) = (thread_idx_x() / 32 % 4, lane_id());
     let rows = [row0 + 16 * warp + lane / 4, row0 + 16 * warp + lane / 4 + 8];
     unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
@@ -367,7 +393,7 @@ unsafe fn reduce_partials<T: WgmmaElement>(
     let quads_per_row = tile.out_cols / 4;
     let (shape, bias, out) = (params.shape, params.bias::<T>(), params.outputs::<T>());
     let n = shape.n();
-    let mut i = first_row * quads_per_row + tid();
+    let mut i = first_row * quads_per_row + thread_idx_x();
     while i < end_row * quads_per_row {
         let (r, quad) = (i / quads_per_row, i % quads_per_row);
         let (row, col) = (row0 + r, col0 + quad * 4);
@@ -437,7 +463,7 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         step += 1;
     }
     // This warpgroup's 64 x WN share of the tile.
-    let wg = tid() / 128;
+    let wg = thread_idx_x() / 128;
     let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
     let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
     let mut acc: Acc = [0.0; 128];
@@ -518,27 +544,18 @@ impl<F: Fn()> Epilogue<F> {
         let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
         let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
         let has_bias = !params.bias::<T>().is_null();
+        let pairs = (acc, scales, local, warpgroup_origin);
         if coalesced {
-            let sink = |_, _, r: u32, c: u32, pair| staged.add(r * tile.out_pitch() + c * 2).store_u32(pair);
-            // One copy of step 5 per bias case: with the test inside, per column, the
-            // persistent 128 x 256 tile took 255 registers (168 this way).
-            if has_bias {
-                for_each_pair::<T, WN, true>(acc, scales, local, warpgroup_origin, params, sink);
-            } else {
-                for_each_pair::<T, WN, false>(acc, scales, local, warpgroup_origin, params, sink);
-            }
+            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |_, _, r, c, pair| {
+                staged.add(r * tile.out_pitch() + c * 2).store_u32(pair)
+            });
             (self.sync)();
             copy_out_tile::<T>(staged, tile, origin, params);
         } else {
-            let sink = |row: u32, col, _, _, pair| {
+            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, _, _, pair| {
                 let (dst, cols, c) = destination(out, shape, col);
                 crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
-            };
-            if has_bias {
-                for_each_pair::<T, WN, true>(acc, scales, local, warpgroup_origin, params, sink);
-            } else {
-                for_each_pair::<T, WN, false>(acc, scales, local, warpgroup_origin, params, sink);
-            }
+            });
         }
         (self.sync)();
     }
@@ -555,7 +572,7 @@ const CONSUMERS_BARRIER: u32 = 1;
 #[inline(always)]
 unsafe fn release(ring: Ring, step: u32) {
     sync_warp();
-    if tid() % WARP_SIZE == 0 {
+    if lane_id() == 0 {
         mbarrier::arrive(ring.empty(step));
     }
 }
@@ -598,7 +615,7 @@ unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
 unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams) {
     let (tile, shape, stages) = (ring.tile, params.shape, ring.tile.stages);
     let (tiles, k_blocks) = (tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
-    let local = (tid() / 128 * 64, 0);
+    let local = (thread_idx_x() / 128 * 64, 0);
     let a_offset = local.0 * SWIZZLE_ROW_BYTES;
     let sync = || sync_named(CONSUMERS_BARRIER, THREADS);
     let mut step = 0;
@@ -648,7 +665,7 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
 pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(params: &QkvParams, loader: Tma) {
     let tile = WgmmaTile { tokens: 128, out_cols: BN, stages: S, load: Load::TmaProducer };
     let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
-    if tid() == 0 {
+    if thread_idx_x() == 0 {
         let mut slot = 0;
         while slot < S {
             mbarrier::init(ring.full(slot), 1);
@@ -659,8 +676,8 @@ pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(param
     }
     sync_threads();
     // From here on no block-wide barrier: the producer warp's other lanes leave at once.
-    if tid() >= THREADS {
-        if tid() == THREADS {
+    if thread_idx_x() >= THREADS {
+        if thread_idx_x() == THREADS {
             produce::<BN>(ring, &loader, params.shape);
         }
         return;
