@@ -22,7 +22,7 @@ pub use fallback::FallbackTile;
 pub use gemv::GemvTile;
 pub use mma::MmaTile;
 pub use params::{FallbackParams, QkvParams, Shape, TensorMap, TmaParams};
-pub use wgmma::{Load, WgmmaTile};
+pub use wgmma::{Load, WgmmaGrid, WgmmaTile};
 
 /// Threads per warp.
 pub const WARP_SIZE: u32 = 32;

@@ -45,6 +45,9 @@ pub struct QkvParams {
     pub eps: f32,
     /// `2^-s`, undoing the power of two folded into `W'` with gamma.
     pub out_scale: f32,
+    /// The `wgmma` kernels' stream-K workspace ([`crate::WgmmaTile::stream_workspace_bytes`]
+    /// for the launch's grid); 0 where no tile is shared between blocks. Other kernels ignore it.
+    pub workspace: u64,
 }
 
 impl QkvParams {
@@ -122,8 +125,8 @@ const _: () = assert!(
         && TmaParams::W_MAP_OFFSET.is_multiple_of(TmaParams::PARAM_ALIGN)
 );
 // Sizes both sides must agree on (a change here changes the kernels' signatures).
-const _: () = assert!(core::mem::size_of::<QkvParams>() == 72 && core::mem::align_of::<QkvParams>() == 8);
-const _: () = assert!(core::mem::size_of::<FallbackParams>() == 80);
+const _: () = assert!(core::mem::size_of::<QkvParams>() == 80 && core::mem::align_of::<QkvParams>() == 8);
+const _: () = assert!(core::mem::size_of::<FallbackParams>() == 88);
 
 /// A parameter struct a kernel takes by value, as its only parameter.
 ///

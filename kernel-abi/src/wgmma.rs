@@ -14,6 +14,17 @@
 //! partial tiles meet in distributed shared memory and are added in rank order, so the result
 //! does not depend on timing. This puts more multiprocessors on a tile where the tiles alone
 //! would leave them idle (few tokens) or end in a part-empty wave.
+//!
+//! Stream-K ([`WgmmaGrid::Stream`]): a grid of `blocks` blocks (no cluster, at most one per
+//! resident slot) takes the full waves' tiles whole and splits the last wave's tiles between
+//! the blocks that would otherwise idle ([`stream_tail`]). A block that multiplies a tile's
+//! k-blocks from the first on owns the tile: it adds the fp32 partials (and row sums) that the
+//! next blocks left in the workspace ([`WgmmaTile::stream_workspace_bytes`]) for the same tile,
+//! in block order, and stores it. The sum order is fixed by the grid, not by timing, so the bits
+//! repeat; every block of the grid must be resident at once (an owner waits for later blocks).
+//! (Sharing every step evenly, tile boundaries anywhere, measured slower: blocks sharing a `W'`
+//! tile then multiply different k ranges at one time, and W is read from DRAM once per row
+//! tile; bench/NOTES.md "stream-K".)
 
 use crate::Launch;
 
@@ -40,6 +51,58 @@ pub const MAX_SPLITS: u32 = 8;
 pub const fn k_range(k_blocks: u32, rank: u32, splits: u32) -> (u32, u32) {
     let first = rank * k_blocks / splits;
     (first, (rank + 1) * k_blocks / splits - first)
+}
+
+/// Most blocks one tile of a stream-K grid's last wave is split between: the owner adds the
+/// others' partials one after another.
+pub const MAX_TAIL_SPLITS: u32 = 4;
+
+/// How a stream-K grid of `blocks` blocks shares `tiles` tiles of `k_blocks` k-blocks: every
+/// full wave's tiles whole, one block per tile (`block, block + blocks, ..`), then the last,
+/// part-full wave's `tiles % blocks` tiles each split between `splits` consecutive blocks (as
+/// many as fit, up to [`MAX_TAIL_SPLITS`] and the k-blocks), which multiply the same k ranges
+/// ([`k_range`]) of every tile: blocks sharing an `x` or `W'` tile read it at the same time, so it
+/// comes from L2 once, as in the plain grid. Returns (`whole tiles`, `splits`).
+pub const fn stream_tail(tiles: u32, blocks: u32, k_blocks: u32) -> (u32, u32) {
+    let whole = tiles / blocks * blocks;
+    let rest = tiles - whole;
+    let mut splits = if rest == 0 { 1 } else { blocks / rest };
+    if splits > MAX_TAIL_SPLITS {
+        splits = MAX_TAIL_SPLITS;
+    }
+    if splits > k_blocks {
+        splits = k_blocks;
+    }
+    if splits == 0 {
+        splits = 1;
+    }
+    (whole, splits)
+}
+
+/// The multiply steps (step `u` is k-block `u % k_blocks` of tile `u / k_blocks`) of block
+/// `block`'s share of the last wave of a stream-K grid ([`stream_tail`]: `whole` tiles taken
+/// whole, the rest split `splits` ways): `[first, end)`, empty (at the end of the steps) for a
+/// block without one. Increasing with `block`.
+pub const fn stream_tail_units(tiles: u32, k_blocks: u32, (whole, splits): (u32, u32), block: u32) -> (u64, u64) {
+    let tile = whole + block / splits;
+    if tile >= tiles {
+        let end = tiles as u64 * k_blocks as u64;
+        return (end, end);
+    }
+    let (first, count) = k_range(k_blocks, block % splits, splits);
+    let start = tile as u64 * k_blocks as u64 + first as u64;
+    (start, start + count as u64)
+}
+
+/// How the blocks of a `wgmma` launch share the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WgmmaGrid {
+    /// `splits` blocks per tile in a cluster (1: one block per tile), their partial tiles added
+    /// through distributed shared memory.
+    Split(u32),
+    /// `blocks` blocks (at most one per resident slot) share every tile's k-blocks evenly, their
+    /// partial tiles added through the workspace.
+    Stream(u32),
 }
 
 /// How a `wgmma` kernel fills its stages.
@@ -154,6 +217,30 @@ impl WgmmaTile {
         self.out_cols * 4 + 32
     }
 
+    /// f32 values of one stream-K partial: the tile's accumulators, then each thread's share of
+    /// its row's sum of squares (both in the threads' own order: thread `t`'s `i`-th four
+    /// accumulators at `4 * (i * THREADS + t)`, its row share at `tokens * out_cols + t`).
+    pub const fn stream_partial_floats(self) -> u32 {
+        self.tokens * self.out_cols + THREADS
+    }
+
+    /// Bytes of the stream-K flags (one u32 per block, 0 when its partial is not ready), which
+    /// start the workspace; the partials follow, one per block.
+    pub const fn stream_flags_bytes(blocks: u32) -> u64 {
+        (blocks as u64 * 4).next_multiple_of(256)
+    }
+
+    /// Bytes of the workspace a stream-K grid of `blocks` blocks needs, zeroed before first use
+    /// (the kernel leaves every flag zero again).
+    pub const fn stream_workspace_bytes(self, blocks: u32) -> u64 {
+        Self::stream_flags_bytes(blocks) + blocks as u64 * self.stream_partial_floats() as u64 * 4
+    }
+
+    /// Whether the stream-K grid applies: the block-barrier kernels (not the persistent one).
+    pub const fn streams(self) -> bool {
+        !self.is_persistent()
+    }
+
     /// Tiles of `y` for `m` tokens and `n` columns.
     pub const fn tiles(self, m: u32, n: u32) -> u32 {
         m.div_ceil(self.tokens) * n.div_ceil(self.out_cols)
@@ -172,6 +259,11 @@ impl WgmmaTile {
         Launch { grid: (blocks, 1, 1), block_threads: self.threads(), shared_bytes: self.shared_bytes(), cluster }
     }
 
+    /// A stream-K grid of `blocks` blocks.
+    pub const fn launch_stream(self, blocks: u32) -> Launch {
+        Launch { grid: (blocks, 1, 1), block_threads: self.threads(), shared_bytes: self.shared_bytes(), cluster: 1 }
+    }
+
     /// Most tokens one launch with `splits` blocks per tile covers (grid x is at most 2^31 - 1).
     pub const fn max_tokens_per_launch(self, n: u32, splits: u32) -> u32 {
         let per_row_tile = n.div_ceil(self.out_cols) * splits;
@@ -185,7 +277,8 @@ impl WgmmaTile {
     }
 }
 
-// The staged output tile, and a split-K block's fp32 partial tile, fit in the stages they reuse,
+// The staged output tile, a split-K block's fp32 partial tile and a stream-K partial fit in the
+// stages they reuse,
 // for every valid tile shape at its smallest ring (3 stages; the load does not change the layout).
 const _: () = {
     let shapes = [(128, 256), (128, 128), (64, 256), (64, 128)];
@@ -194,6 +287,48 @@ const _: () = {
         let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };
         assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
         assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
+        // A stream-K partial lands in the stages in one piece.
+        assert!(t.stream_partial_floats() * 4 <= t.row_scales_offset());
         i += 1;
     }
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every multiply step of every tile is taken by exactly one block of a stream-K grid:
+    /// whole tiles by the full waves, the last wave's by the blocks of its splits, in order.
+    #[test]
+    fn stream_grid_takes_every_step_once() {
+        for (tiles, blocks, k_blocks) in [
+            (160, 132, 80),
+            (320, 132, 80),
+            (96, 132, 64),
+            (40, 132, 80),
+            (1, 132, 1),
+            (5, 3, 7),
+            (264, 132, 16),
+            (7, 7, 2),
+        ] {
+            let (whole, splits) = stream_tail(tiles, blocks, k_blocks);
+            assert!(whole % blocks == 0 && whole <= tiles && (1..=MAX_TAIL_SPLITS).contains(&splits));
+            let mut taken = [0u8; 40_000];
+            let units = |tile: u32| tile as usize * k_blocks as usize;
+            for tile in 0..whole {
+                taken[units(tile)..units(tile + 1)].iter_mut().for_each(|t| *t += 1);
+            }
+            let mut last_first = 0;
+            for block in 0..blocks {
+                let (first, end) = stream_tail_units(tiles, k_blocks, (whole, splits), block);
+                assert!(first <= end && first >= last_first, "{tiles} {blocks} {k_blocks}: block {block}");
+                last_first = first;
+                taken[first as usize..end as usize].iter_mut().for_each(|t| *t += 1);
+            }
+            assert!(
+                taken[..units(tiles)].iter().all(|&t| t == 1),
+                "{tiles} tiles, {blocks} blocks, {k_blocks} k-blocks"
+            );
+        }
+    }
+}

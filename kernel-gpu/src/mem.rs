@@ -78,3 +78,89 @@ pub unsafe fn store_v16(ptr: *mut u8, value: Vec16) {
         options(nostack),
     );
 }
+
+/// 16-byte store of four f32: `st.global.v4.f32`.
+///
+/// # Safety
+/// `ptr` must be a 16-byte aligned, writable global address whose 16 bytes no other thread
+/// accesses during the kernel without synchronising with this thread.
+#[inline(always)]
+pub unsafe fn store_f32x4(ptr: *mut f32, value: [f32; 4]) {
+    asm!(
+        "st.global.v4.f32 [{p}], {{{a}, {b}, {c}, {d}}};",
+        p = in(reg64) ptr,
+        a = in(reg32) value[0], b = in(reg32) value[1], c = in(reg32) value[2], d = in(reg32) value[3],
+        options(nostack),
+    );
+}
+
+/// Scalar f32 store: `st.global.f32`.
+///
+/// # Safety
+/// As [`store_f32x4`], 4-byte aligned.
+#[inline(always)]
+pub unsafe fn store_f32(ptr: *mut f32, value: f32) {
+    asm!("st.global.f32 [{p}], {v};", p = in(reg64) ptr, v = in(reg32) value, options(nostack));
+}
+
+/// 16-byte load of four f32 cached in L2 only (`ld.global.cg.v4.f32`): it sees what other
+/// blocks wrote before a release this thread's block has acquired, never a stale L1 line.
+///
+/// # Safety
+/// `ptr` must be a 16-byte aligned global address with 16 readable bytes, written (if at all)
+/// before such a release.
+#[inline(always)]
+pub unsafe fn load_cg_f32x4(ptr: *const f32) -> [f32; 4] {
+    let (a, b, c, d): (f32, f32, f32, f32);
+    asm!(
+        "ld.global.cg.v4.f32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+        a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+        p = in(reg64) ptr,
+        options(readonly, nostack),
+    );
+    [a, b, c, d]
+}
+
+/// Scalar f32 load cached in L2 only: `ld.global.cg.f32` (see [`load_cg_f32x4`]).
+///
+/// # Safety
+/// As [`load_cg_f32x4`], 4-byte aligned.
+#[inline(always)]
+pub unsafe fn load_cg_f32(ptr: *const f32) -> f32 {
+    let out: f32;
+    asm!("ld.global.cg.f32 {o}, [{p}];", o = out(reg32) out, p = in(reg64) ptr, options(readonly, nostack));
+    out
+}
+
+/// A flag's value as the GPU sees it now: `ld.relaxed.gpu.global.u32` (re-read at every call,
+/// so it may be polled).
+///
+/// # Safety
+/// `ptr` must be a 4-byte aligned global address.
+#[inline(always)]
+pub unsafe fn load_relaxed_gpu_u32(ptr: *const u32) -> u32 {
+    let out: u32;
+    asm!("ld.relaxed.gpu.global.u32 {o}, [{p}];", o = out(reg32) out, p = in(reg64) ptr, options(nostack));
+    out
+}
+
+/// Sets a flag for the whole GPU: `st.relaxed.gpu.global.u32`; a [`fence_acq_rel_gpu`] before
+/// it makes it a release of what this thread (and, after a barrier, its block) wrote.
+///
+/// # Safety
+/// `ptr` must be a 4-byte aligned, writable global address.
+#[inline(always)]
+pub unsafe fn store_relaxed_gpu_u32(ptr: *mut u32, value: u32) {
+    asm!("st.relaxed.gpu.global.u32 [{p}], {v};", p = in(reg64) ptr, v = in(reg32) value, options(nostack));
+}
+
+/// `fence.acq_rel.gpu`: orders this thread's memory accesses before it against those after it,
+/// for every thread of the GPU (with a relaxed flag store after it: a release; with a relaxed
+/// flag load before it: an acquire).
+///
+/// # Safety
+/// None beyond its cost; `unsafe` as the other memory primitives.
+#[inline(always)]
+pub unsafe fn fence_acq_rel_gpu() {
+    asm!("fence.acq_rel.gpu;", options(nostack));
+}

@@ -46,3 +46,22 @@ pub unsafe fn load_2d(dst: SharedPtr, map: u64, inner: u32, outer: u32, barrier:
         options(nostack),
     );
 }
+
+/// Copies `bytes` contiguous bytes from global memory at `src` into `dst` through the copy
+/// engine (a bulk copy, no tensor map); the transfer's bytes count towards `barrier`'s expected
+/// transactions.
+///
+/// # Safety
+/// `src` and `dst` 16-byte aligned and `bytes` a multiple of 16; `src` readable (written, if
+/// during the kernel, before a release this thread has acquired); `dst` not read or written by
+/// anyone until `barrier` completes, and every earlier generic-proxy access to it ordered before
+/// this by a proxy fence ([`crate::wgmma::fence_proxy_async_shared`]) and a barrier; `barrier` an
+/// initialised mbarrier expecting these bytes.
+#[inline(always)]
+pub unsafe fn load_bulk(dst: SharedPtr, src: *const u8, bytes: u32, barrier: SharedPtr) {
+    asm!(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [{d}], [{s}], {n}, [{b}];",
+        d = in(reg32) dst.0, s = in(reg64) src, n = in(reg32) bytes, b = in(reg32) barrier.0,
+        options(nostack),
+    );
+}

@@ -82,12 +82,16 @@ fn policy_for<T: Dtype>(gpu: &Gpu, pick: u16, config: &QkvConfig, x_offset: usiz
     }
 }
 
-/// Split-K for a case: the measured rule, or 1 to 8 blocks per `wgmma` tile (more than the
-/// k-blocks of a small H leaves blocks with nothing to add; the result must not change).
+/// Split-K for a case: the measured rule, 1 to 8 blocks per `wgmma` tile (more than the
+/// k-blocks of a small H leaves blocks with nothing to add; the result must not change), or a
+/// stream-K grid of one block per resident slot or of 1 to 300 blocks (few blocks walk many
+/// tiles; uneven ranges start and end mid-tile).
 fn split_for(pick: u16) -> SplitK {
-    match pick / 64 % 2 {
+    match pick / 64 % 4 {
         0 => SplitK::Auto,
-        _ => SplitK::fixed(1 + u32::from(pick / 128 % 8)).unwrap(),
+        1 => SplitK::fixed(1 + u32::from(pick / 256 % 8)).unwrap(),
+        2 => SplitK::Stream(0),
+        _ => SplitK::Stream(1 + u32::from(pick / 256 % 300)),
     }
 }
 
@@ -238,8 +242,18 @@ fn prefill_tiles_and_tails<T: Dtype>(gpu: &Gpu) {
                 for &policy in &policies {
                     layer.set_kernel_policy(policy);
                     // Split-K: none, the rule, 2 and 3 (uneven k ranges), 8 (more blocks than
-                    // the odd shape's 4 k-blocks).
-                    let splits = [SplitK::Fixed(1), SplitK::Auto, SplitK::Fixed(2), SplitK::Fixed(3), SplitK::Fixed(8)];
+                    // the odd shape's 4 k-blocks); stream-K: one block per slot, 7 blocks
+                    // (each walks many tiles), 1000 (capped at the slots).
+                    let splits = [
+                        SplitK::Fixed(1),
+                        SplitK::Auto,
+                        SplitK::Fixed(2),
+                        SplitK::Fixed(3),
+                        SplitK::Fixed(8),
+                        SplitK::Stream(0),
+                        SplitK::Stream(7),
+                        SplitK::Stream(1000),
+                    ];
                     let splits = if policy == KernelPolicy::Auto { &splits[1..2] } else { &splits[..] };
                     for &split_k in splits {
                         layer.set_split_k(split_k);
@@ -378,10 +392,12 @@ fn deterministic<T: Dtype>(gpu: &Gpu) {
     assert!(!kernels.is_empty());
     for kernel in kernels {
         layer.set_kernel_policy(KernelPolicy::Kernel(kernel.name));
-        let splits: &[u32] = if matches!(kernel.tile, Tile::Wgmma(_)) { &[1, 2, 3, 8] } else { &[1] };
-        for &splits in splits {
-            layer.set_split_k(SplitK::fixed(splits).unwrap());
-            let what = format!("{} splits={splits}", kernel.name);
+        let wgmma = [SplitK::Fixed(1), SplitK::Fixed(2), SplitK::Fixed(3), SplitK::Fixed(8)];
+        let wgmma = [&wgmma[..], &[SplitK::Stream(0), SplitK::Stream(5), SplitK::Stream(37)]].concat();
+        let splits = if matches!(kernel.tile, Tile::Wgmma(_)) { &wgmma[..] } else { &[SplitK::Fixed(1)] };
+        for &split_k in splits {
+            layer.set_split_k(split_k);
+            let what = format!("{} {split_k:?}", kernel.name);
             let first = run_into(gpu, &layer, &x, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
             let second = run_into(gpu, &layer, &x, &w, m).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: two runs differ");

@@ -6,7 +6,7 @@
 //! picks the split-K blocks per tile. The tables and rules were measured on the H100
 //! (bench/NOTES.md v4, v5) and the H200 (graph mode, split-K).
 
-use kernel_abi::{Dtype, GemvTile, Kernel, Load, MmaTile, Tile, WgmmaTile, KERNELS};
+use kernel_abi::{Dtype, GemvTile, Kernel, Load, MmaTile, Tile, WgmmaGrid, WgmmaTile, KERNELS};
 
 use crate::{Error, Result};
 
@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`]; split-K while tiles are few: [`wgmma_splits`]) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`]; grid: [`wgmma_grid`], split-K while tiles are few, the last part-full wave split stream-K style) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -65,6 +65,9 @@ pub enum SplitK {
     /// Exactly this many blocks per tile, 1 (no split) to [`kernel_abi::wgmma::MAX_SPLITS`]; for
     /// measuring the rule.
     Fixed(u32),
+    /// A stream-K grid ([`kernel_abi::WgmmaGrid::Stream`]) of this many blocks, at most one per
+    /// resident slot and one per multiply step (0: one per resident slot); for measuring the rule.
+    Stream(u32),
 }
 
 impl SplitK {
@@ -272,11 +275,15 @@ fn fallback_tokens(m: usize) -> u32 {
 
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
 /// multiprocessors (measured on the H100, bench/NOTES.md v5, and the H200, NOTES "tiles x
-/// split-K"): 128 x 256 with split-K from [`LONG_K_MIN_TOKENS`] where `H` has at least
-/// [`LONG_K_BLOCKS`] k-blocks and N is a multiple of 256 (each block then multiplies enough
-/// k-blocks to pay for the partial-tile exchange, and W is read once per 128 tokens, not per
-/// 64); else 64 x 128 while 128 x 128 tiles would leave multiprocessors idle (small M is
-/// W-bound: more, smaller blocks stream it faster); 128 x 256 where N is a multiple of 256 and
+/// split-K", "stream-K"): 128 x 256 with split-K from [`LONG_K_MIN_TOKENS`] where `H` has at
+/// least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of 256 (each block then multiplies
+/// enough k-blocks to pay for the partial-tile exchange, and W is read once per 128 tokens, not
+/// per 64); else 64 x 128 up to 64 tokens (one row tile: W is read once either way) and while
+/// 128 x 128 tiles would leave half the multiprocessors idle
+/// (small M is W-bound: more, smaller blocks stream it faster; from half, the 64-token tile's
+/// second read of W costs more: qwen3-0.6b at 384 and 512 tokens, 96 and 128 tiles, 12.4 and
+/// 12.7 us with 128 x 128 against 14.5 and 14.6 with 64 x 128, H200 sweep bench/results/h200-tiles;
+/// at 256 tokens, 64 tiles, 64 x 128 stays ahead, 10.5 against 11.3); 128 x 256 where N is a multiple of 256 and
 /// it still fills two thirds of the machine; else 128 x 128, with 3 stages (two blocks per
 /// multiprocessor) once there is more than one wave.
 pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize) -> WgmmaTile {
@@ -285,7 +292,7 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize) -> WgmmaTile {
     let long_k = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) >= LONG_K_BLOCKS;
     if long_k && m >= LONG_K_MIN_TOKENS && n.is_multiple_of(256) {
         tile(128, 256, 4, Load::Tma)
-    } else if blocks(128, 128) < sms {
+    } else if m <= 64 || 2 * blocks(128, 128) < sms {
         tile(64, 128, 4, Load::CpAsync)
     } else if n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms {
         tile(128, 256, 4, Load::Tma)
@@ -322,6 +329,24 @@ pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usi
         splits += step(splits);
     }
     splits as u32
+}
+
+/// How the blocks of a `wgmma` launch of `tile` share the tiles ([`wgmma_splits`] unless noted):
+/// where one block fills a multiprocessor (`slots == sms`) and the tiles end in a part-full
+/// wave after at least one full one, a stream-K grid of one block per multiprocessor, which
+/// splits the last wave's tiles between the blocks that would idle
+/// ([`kernel_abi::wgmma::stream_tail`]). Measured on the H200 in CUDA graphs
+/// (bench/results/h200-stream-k/tail, 128 x 256): qwen3-32b at 512 tokens (160 tiles) 115 -> 90
+/// us, at 1024 (320) 172 -> 155; qwen3-8b at 768 (144) 94 -> 74, at 1024 (192) 92 -> 80; within
+/// 1 % elsewhere from 2048 tokens. With two blocks per multiprocessor (128 x 128, 3 stages) the
+/// plain grid stays ahead (qwen2.5-0.5b at 4096 tokens: 30.9 against 34.9 us).
+pub fn wgmma_grid(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> WgmmaGrid {
+    let tiles = tile.tiles(m as u32, n as u32) as usize;
+    if tile.streams() && slots == sms && tiles > slots && !tiles.is_multiple_of(slots) {
+        WgmmaGrid::Stream(slots as u32)
+    } else {
+        WgmmaGrid::Split(wgmma_splits(tile, m, n, hidden, sms, slots))
+    }
 }
 
 /// `H` of at least this many k-blocks (4096 elements) takes the 128 x 256 tile from
@@ -490,9 +515,22 @@ mod tests {
         assert_eq!(wgmma_splits(long, 128, 6144, 4096, 132, 132), 4);
         assert_eq!(wgmma_splits(long, 128, 10240, 5120, 132, 132), 2);
         assert_eq!(wgmma_splits(long, 384, 6144, 4096, 132, 132), 1);
-        // Short H (qwen3-1.7b) keeps 64 x 128 at 128 tokens; 64 tokens keep it for any H.
+        // Short H (qwen3-1.7b) keeps 64 x 128 at 128 tokens; 64 tokens keep it for any H; from
+        // half the SMs' worth of 128 x 128 tiles (qwen3-0.6b at 384 tokens), 128 x 128.
         assert_eq!(wgmma_tile(128, 4096, 2048, 132).tokens, 64);
         assert_eq!(wgmma_tile(64, 10240, 5120, 132).tokens, 64);
+        assert_eq!(wgmma_tile(256, 4096, 1024, 132).tokens, 64);
+        let mid = wgmma_tile(384, 4096, 1024, 132);
+        assert_eq!((mid.tokens, mid.out_cols, mid.stages), (128, 128, 4));
+        // Stream-K where one block fills an SM and the last wave is part full: qwen3-32b at
+        // 512 tokens (160 tiles of 128 x 256); not on a whole wave, nor with two blocks per SM.
+        let big = wgmma_tile(512, 10240, 5120, 132);
+        assert_eq!(wgmma_grid(big, 512, 10240, 5120, 132, 132), WgmmaGrid::Stream(132));
+        assert_eq!(wgmma_grid(big, 1408, 6144, 4096, 132, 132), WgmmaGrid::Split(1));
+        assert_eq!(wgmma_grid(big, 256, 10240, 5120, 132, 132), WgmmaGrid::Split(1));
+        let two_per_sm = wgmma_tile(4096, 1152, 896, 132);
+        assert_eq!(two_per_sm.stages, 3);
+        assert_eq!(wgmma_grid(two_per_sm, 4096, 1152, 896, 132, 264), WgmmaGrid::Split(1));
         // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
         assert_eq!(wgmma_splits(tile, 16, 1152, 896, 132, 264), kernel_abi::wgmma::MAX_SPLITS);
         assert_eq!(wgmma_splits(tile, 16, 1152, 128, 132, 264), 2);

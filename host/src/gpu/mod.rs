@@ -13,6 +13,7 @@
 mod dispatch;
 mod launch;
 
+pub use kernel_abi::WgmmaGrid;
 pub use launch::Graph;
 
 use std::sync::Arc;
@@ -22,10 +23,11 @@ use cust::function::Function;
 use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::prelude::Stream;
+use kernel_abi::wgmma::K_BLOCK;
 use kernel_abi::{FallbackParams, Kernel, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
 
 pub use dispatch::{
-    mma_tile, wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS,
+    mma_tile, wgmma_grid, wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS,
     WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE,
 };
 
@@ -149,6 +151,22 @@ impl Kernels {
         KERNELS.iter().zip(&self.functions).filter(move |(k, f)| f.is_some() && k.dtype == dtype.abi()).map(|(k, _)| k)
     }
 
+    /// Bytes of the stream-K workspace a layer of `dtype` needs: the largest of the loaded
+    /// `wgmma` tiles' grids of one block per resident slot (0 where none is loaded).
+    pub(crate) fn stream_workspace_bytes(&self, dtype: kernel_abi::Dtype) -> u64 {
+        KERNELS
+            .iter()
+            .zip(self.functions.iter().zip(&self.resident))
+            .filter_map(|(kernel, (function, &resident))| match kernel.tile {
+                Tile::Wgmma(t) if kernel.dtype == dtype && function.is_some() && t.streams() => {
+                    Some(t.stream_workspace_bytes(self.multiprocessors as u32 * resident.max(1)))
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// For benchmarks: enqueues a one-thread kernel that waits `nanos` ns on `stream`, so work
     /// the host enqueues meanwhile runs back to back on the GPU, not at the host's launch rate.
     pub fn enqueue_delay(&self, stream: &Stream, nanos: u64) -> Result<()> {
@@ -171,6 +189,9 @@ pub struct GpuLayer<T: Dtype> {
     params: QkvParams,
     /// W's tensor maps for the TMA kernels, by box rows (the tile's `out_cols`); built once.
     w_maps: Vec<(u32, TensorMap)>,
+    /// The stream-K grids' workspace (flags zeroed; the kernels leave them so), sized for the
+    /// largest grid any shipped tile may take; `None` off Hopper.
+    workspace: Option<DeviceBuffer<u8>>,
     policy: KernelPolicy,
     split_k: SplitK,
 }
@@ -238,6 +259,15 @@ impl<T: Dtype> GpuLayer<T> {
                 }
             }
         }
+        let workspace = match kernels.stream_workspace_bytes(T::KIND.abi()) {
+            0 => None,
+            bytes => {
+                let buffer = DeviceBuffer::zeroed(bytes as usize)
+                    .context(|| format!("allocating the stream-K workspace ({bytes} bytes)"))?;
+                Some(buffer)
+            }
+        };
+        let params = QkvParams { workspace: workspace.as_ref().map_or(0, |w| w.as_device_ptr().as_raw()), ..params };
         Ok(GpuLayer {
             config: c,
             kernels,
@@ -245,6 +275,7 @@ impl<T: Dtype> GpuLayer<T> {
             bias,
             params,
             w_maps,
+            workspace,
             policy: KernelPolicy::Auto,
             split_k: SplitK::Auto,
         })
@@ -302,7 +333,7 @@ impl<T: Dtype> GpuLayer<T> {
             return Ok(());
         }
         let aligned = |p: &DevicePointer<T>, to: u64| p.as_raw().is_multiple_of(to);
-        let (index, splits) = self.choose(m, aligned(&pointers[0], 16), pointers[1..].iter().all(|p| aligned(p, 4)))?;
+        let (index, grid) = self.choose(m, aligned(&pointers[0], 16), pointers[1..].iter().all(|p| aligned(p, 4)))?;
         let (kernel, function) =
             (&KERNELS[index], self.kernels.functions[index].as_ref().expect("chosen kernels are loaded"));
         let n = self.params.shape.n();
@@ -310,7 +341,10 @@ impl<T: Dtype> GpuLayer<T> {
             Tile::Gemv(t) => t.max_tokens_per_launch(),
             Tile::Mma(t) => t.max_tokens_per_launch(),
             Tile::Fallback(t) => t.max_tokens_per_launch(),
-            Tile::Wgmma(t) => t.max_tokens_per_launch(n, splits),
+            Tile::Wgmma(t) => match grid {
+                WgmmaGrid::Split(splits) => t.max_tokens_per_launch(n, splits),
+                WgmmaGrid::Stream(_) => u32::MAX,
+            },
         } as usize;
         let mut row0 = 0;
         while row0 < m {
@@ -337,7 +371,10 @@ impl<T: Dtype> GpuLayer<T> {
                         launch::launch(stream, function, kernel.name, t.launch(m, n, chunk), &fallback)?
                     }
                     Tile::Wgmma(t) => {
-                        let launch = t.launch(m, n, splits, self.kernels.multiprocessors as u32);
+                        let launch = match grid {
+                            WgmmaGrid::Split(splits) => t.launch(m, n, splits, self.kernels.multiprocessors as u32),
+                            WgmmaGrid::Stream(blocks) => t.launch_stream(blocks),
+                        };
                         if t.load.uses_tma() {
                             let tma = self.tma_params(params, t)?;
                             self.launch_wgmma(stream, function, kernel.name, launch, &tma)?
@@ -352,9 +389,9 @@ impl<T: Dtype> GpuLayer<T> {
         Ok(())
     }
 
-    /// The kernel (its index in [`KERNELS`]) and split-K blocks per tile for `m` tokens, with `x`
+    /// The kernel (its index in [`KERNELS`]) and its `wgmma` grid for `m` tokens, with `x`
     /// 16-byte aligned or not and q, k, v 4-byte aligned or not.
-    fn choose(&self, m: usize, x_aligned: bool, outputs_aligned: bool) -> Result<(usize, u32)> {
+    fn choose(&self, m: usize, x_aligned: bool, outputs_aligned: bool) -> Result<(usize, WgmmaGrid)> {
         let c = &self.config;
         let resident = |index: usize| self.kernels.resident[index];
         let call = Call {
@@ -376,24 +413,38 @@ impl<T: Dtype> GpuLayer<T> {
             ),
         };
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
-        let splits = match (KERNELS[index].tile, self.split_k) {
+        let slots = call.multiprocessors * self.kernels.resident[index].max(1) as usize;
+        let grid = match (KERNELS[index].tile, self.split_k) {
             // One block per multiprocessor walks the tiles: nothing to split.
-            (Tile::Wgmma(t), _) if t.is_persistent() => 1,
-            (Tile::Wgmma(t), SplitK::Auto) => {
-                let slots = call.multiprocessors * self.kernels.resident[index].max(1) as usize;
-                wgmma_splits(t, m, call.n, call.hidden, call.multiprocessors, slots)
+            (Tile::Wgmma(t), _) if t.is_persistent() => WgmmaGrid::Split(1),
+            (Tile::Wgmma(t), SplitK::Auto) => wgmma_grid(t, m, call.n, call.hidden, call.multiprocessors, slots),
+            (Tile::Wgmma(_), SplitK::Fixed(splits)) => WgmmaGrid::Split(splits),
+            (Tile::Wgmma(t), SplitK::Stream(blocks)) => {
+                let units = t.tiles(m as u32, call.n as u32) as u64 * call.hidden.div_ceil(K_BLOCK as usize) as u64;
+                let wanted = if blocks == 0 { slots } else { blocks as usize };
+                let blocks = wanted.min(slots).min(units as usize).max(1) as u32;
+                if self.workspace.is_none() || t.stream_workspace_bytes(blocks) > self.workspace_bytes() {
+                    return Err(Error::InvalidConfig(format!(
+                        "{}: no stream-K workspace for {blocks} blocks",
+                        KERNELS[index].name
+                    )));
+                }
+                WgmmaGrid::Stream(blocks)
             }
-            (Tile::Wgmma(_), SplitK::Fixed(splits)) => splits,
-            _ => 1,
+            _ => WgmmaGrid::Split(1),
         };
-        Ok((index, splits))
+        Ok((index, grid))
+    }
+
+    fn workspace_bytes(&self) -> u64 {
+        self.workspace.as_ref().map_or(0, |w| w.len() as u64)
     }
 
     /// Which kernel [`GpuLayer::forward_into`] launches for `m` tokens with aligned buffers (as
-    /// [`GpuLayer::forward`] allocates them), and its split-K blocks per tile (1: none).
-    pub fn kernel_for(&self, m: usize) -> Result<(&'static Kernel, u32)> {
-        let (index, splits) = self.choose(m, true, true)?;
-        Ok((&KERNELS[index], splits))
+    /// [`GpuLayer::forward`] allocates them), and how a `wgmma` kernel's blocks share the tiles
+    /// (`Split(1)` for the other kernels).
+    pub fn kernel_for(&self, m: usize) -> Result<(&'static Kernel, WgmmaGrid)> {
+        self.choose(m, true, true).map(|(index, grid)| (&KERNELS[index], grid))
     }
 
     /// A `wgmma` launch: in clusters through `cuLaunchKernelEx` when split-K divides the tiles.

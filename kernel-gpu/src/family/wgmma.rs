@@ -33,7 +33,7 @@
 //! 48 KB the host raises the function's limit); `hidden % 8 == 0`, `q_cols` and `kv_cols` even;
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
-use kernel_abi::wgmma::{k_range, CONSUMER_WARPS, GROUP_M, K_BLOCK, MAX_SPLITS, THREADS};
+use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, CONSUMER_WARPS, GROUP_M, K_BLOCK, MAX_SPLITS, THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
@@ -107,6 +107,9 @@ impl Ring {
 pub struct KRange {
     pub first: u32,
     pub count: u32,
+    /// The ring step of the first: steps count on across a block's tiles, and the stages and
+    /// their mbarriers' phases follow them.
+    pub ring_step: u32,
 }
 
 /// Step 1, and the wait for it: how the stages are filled.
@@ -119,13 +122,13 @@ pub trait StageLoader {
     /// Once per block, before any other use of the ring.
     unsafe fn init(&self, ring: Ring);
     /// Issues the copies of the block's `step`-th k-block (k-block `k.first + step` of `H`, of
-    /// `k.count` this block multiplies) of its tiles at (`row0`, `col0`) into the step's stage;
+    /// `k.count` this block multiplies) of its tiles at (`row0`, `col0`) into the stage of ring step `k.ring_step + step`;
     /// every thread calls it, also past the last step.
     ///
     /// # Safety
     /// The stage must be free: every MMA that read it is done.
     unsafe fn load(&self, ring: Ring, step: u32, k: KRange, origin: (u32, u32));
-    /// Returns once `step`'s stage has landed, for every thread of the block.
+    /// Returns once ring step `step`'s stage has landed, for every thread of the block.
     ///
     /// # Safety
     /// Every thread calls it, once per step, in order.
@@ -186,7 +189,7 @@ impl StageLoader for Tma {
     #[inline(always)]
     unsafe fn load(&self, ring: Ring, step: u32, k: KRange, origin: (u32, u32)) {
         if thread_idx_x() == 0 && step < k.count {
-            self.issue(ring, step, k.first + step, origin);
+            self.issue(ring, k.ring_step + step, k.first + step, origin);
         }
     }
 
@@ -235,7 +238,7 @@ impl<T> StageLoader for CpAsync<T> {
     #[inline(always)]
     unsafe fn load(&self, ring: Ring, step: u32, k: KRange, (row0, col0): (u32, u32)) {
         if step < k.count {
-            let (a, b) = ring.stage(step);
+            let (a, b) = ring.stage(k.ring_step + step);
             let tile = ring.tile;
             let k_block = k.first + step;
             self.load_operand(self.x, tile.tokens, self.shape.m, row0, k_block, a);
@@ -439,40 +442,33 @@ unsafe fn reduce_partials<T: WgmmaElement>(
 // `reduce_partials` unrolls its loads over this many blocks.
 const _: () = assert!(MAX_SPLITS == 8);
 
-/// The kernel body; see the module docs for the launch contract.
+/// Steps 1-3 for the k-blocks `k` of the tile at `origin`: the ring's prologue, then per k-block
+/// this warpgroup's MMAs (its share at `local` in the tile) and the row squares. Returns the
+/// accumulators, every MMA waited for, and this thread's share of its row's sum of squares.
 ///
 /// # Safety
-/// The launch contract of this module.
+/// Every thread of the block calls it; the stages of `k`'s ring steps are free.
 #[inline(always)]
-pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32, const WN: u32, const S: u32>(
-    params: &QkvParams,
-    loader: L,
-) {
-    let tile = WgmmaTile { tokens: BM, out_cols: BN, stages: S, load: L::LOAD };
-    let shape = params.shape;
-    // Split-K: the cluster's blocks share a tile (consecutive blocks, rank = block % splits).
-    let (rank, splits) = (cluster::block_rank(), cluster::cluster_blocks());
-    let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
-    let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
-    let (first, count) = k_range(shape.hidden.div_ceil(K_BLOCK), rank, splits);
-    let k = KRange { first, count };
-    loader.init(ring);
+unsafe fn multiply<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32, const S: u32>(
+    ring: Ring,
+    loader: &L,
+    k: KRange,
+    origin: (u32, u32),
+    local: (u32, u32),
+) -> (Acc, f32) {
     let mut step = 0;
     while step < S - 1 {
         loader.load(ring, step, k, origin);
         step += 1;
     }
-    // This warpgroup's 64 x WN share of the tile.
-    let wg = thread_idx_x() / 128;
-    let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
     let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
     let mut acc: Acc = [0.0; 128];
     let mut sum_sq = 0.0f32;
     let mut step = 0;
     while step < k.count {
         // The step's stage has landed for every thread; the previous step's MMAs may still run.
-        loader.wait(ring, step);
-        let (a, b) = ring.stage(step);
+        loader.wait(ring, k.ring_step + step);
+        let (a, b) = ring.stage(k.ring_step + step);
         let (desc_a, desc_b) = (descriptor_k_major_sw128(a.add(a_offset)), descriptor_k_major_sw128(b.add(b_offset)));
         wgmma::fence();
         // 16 elements of K are 32 bytes: 2 in the descriptors' address field.
@@ -489,8 +485,134 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         step += 1;
     }
     wgmma::wait_group::<WN, 0>(&mut acc);
-    let scales = ring.row_scales();
+    (acc, sum_sq)
+}
+
+/// A stream-K grid's workspace ([`kernel_abi::WgmmaTile::stream_workspace_bytes`]): a flag per
+/// block, then a partial per block (see [`kernel_abi::WgmmaTile::stream_partial_floats`]).
+#[derive(Clone, Copy)]
+struct StreamWorkspace {
+    base: u64,
+    tile: WgmmaTile,
+    blocks: u32,
+    tiles: u32,
+    k_blocks: u32,
+    /// The tiles taken whole and the last wave's splits ([`kernel_abi::wgmma::stream_tail`]).
+    tail: (u32, u32),
+}
+
+impl StreamWorkspace {
+    #[inline(always)]
+    fn flag(self, block: u32) -> *mut u32 {
+        (self.base + block as u64 * 4) as usize as *mut u32
+    }
+
+    #[inline(always)]
+    fn partial(self, block: u32) -> *mut f32 {
+        let at = WgmmaTile::stream_flags_bytes(self.blocks) + block as u64 * self.tile.stream_partial_floats() as u64 * 4;
+        (self.base + at) as usize as *mut f32
+    }
+
+    /// Leaves this block's partial tile (accumulators and row-sum shares) in its slot, then
+    /// raises its flag (a release: the block's stores before it are visible to whoever sees it).
+    ///
+    /// # Safety
+    /// Every thread of the block, once per launch (a block's only partial is its first tile).
+    #[inline(always)]
+    unsafe fn leave<const WN: u32>(self, acc: &Acc, sum_sq: f32, block: u32) {
+        let tid = thread_idx_x_unhoisted();
+        let partial = self.partial(block);
+        unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+            if (i as u32) < WN / 8 {
+                let at = partial.add(4 * (i * THREADS as usize + tid as usize));
+                crate::mem::store_f32x4(at, [acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]]);
+            }
+        });
+        crate::mem::store_f32(partial.add((self.tile.tokens * self.tile.out_cols + tid) as usize), sum_sq);
+        sync_threads();
+        if tid == 0 {
+            crate::mem::fence_acq_rel_gpu();
+            crate::mem::store_relaxed_gpu_u32(self.flag(block), 1);
+        }
+    }
+
+    /// Adds, in block order, the partials that the blocks after `block` leave for the tile whose
+    /// steps end at `tile_end`, waiting for each; lowers their flags again for the next launch.
+    /// Each partial comes into the (free) stages in one bulk copy, completing on `landed`.
+    ///
+    /// # Safety
+    /// Every thread of the block, after its last MMA wait; every block of the grid resident at
+    /// once; `landed` an initialised mbarrier used only here, `uses` its completed phases so far.
+    #[inline(always)]
+    unsafe fn add_partials<const WN: u32>(
+        self,
+        (acc, sum_sq): (&mut Acc, &mut f32),
+        ring: Ring,
+        (landed, uses): (SharedPtr, &mut u32),
+        block: u32,
+        tile_end: u64,
+    ) {
+        let bytes = self.tile.stream_partial_floats() * 4;
+        let mut next = block + 1;
+        while next < self.blocks && stream_tail_units(self.tiles, self.k_blocks, self.tail, next).0 < tile_end {
+            let tid = thread_idx_x_unhoisted();
+            // Every generic access to the stages (row sums, an earlier partial) is done before
+            // the copy engine writes them.
+            wgmma::fence_proxy_async_shared();
+            sync_threads();
+            if tid == 0 {
+                while crate::mem::load_relaxed_gpu_u32(self.flag(next)) == 0 {}
+                crate::mem::fence_acq_rel_gpu();
+                crate::mem::store_relaxed_gpu_u32(self.flag(next), 0);
+                mbarrier::arrive_expect_tx(landed, bytes);
+                tma::load_bulk(ring.base, self.partial(next).cast(), bytes, landed);
+            }
+            mbarrier::wait_parity(landed, *uses % 2);
+            *uses += 1;
+            unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                          16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+                if (i as u32) < WN / 8 {
+                    let part = ring.base.add(16 * (i as u32 * THREADS + tid)).load_f32x4();
+                    unroll!(c in [0, 1, 2, 3] {
+                        acc[4 * i + c] += part[c];
+                    });
+                }
+            });
+            *sum_sq += ring.base.offset_f32(self.tile.tokens * self.tile.out_cols + tid).load_f32();
+            next += 1;
+        }
+        // The stages are read: the epilogue may stage the output tile in them.
+        sync_threads();
+    }
+}
+
+/// The kernel body; see the module docs for the launch contract. In clusters: split-K through
+/// distributed shared memory; else the stream-K grid (one block per tile: the plain grid).
+///
+/// # Safety
+/// The launch contract of this module.
+#[inline(always)]
+pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32, const WN: u32, const S: u32>(
+    params: &QkvParams,
+    loader: L,
+) {
+    let tile = WgmmaTile { tokens: BM, out_cols: BN, stages: S, load: L::LOAD };
+    let shape = params.shape;
+    let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
+    let k_blocks = shape.hidden.div_ceil(K_BLOCK);
+    loader.init(ring);
+    // This warpgroup's 64 x WN share of the tile.
+    let wg = thread_idx_x() / 128;
+    let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
+    let splits = cluster::cluster_blocks();
     if splits > 1 {
+        // Split-K: the cluster's blocks share a tile (consecutive blocks, rank = block % splits).
+        let rank = cluster::block_rank();
+        let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
+        let (first, count) = k_range(k_blocks, rank, splits);
+        let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, KRange { first, count, ring_step: 0 }, origin, local);
+        let scales = ring.row_scales();
         row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
         // Every MMA is done and the stages are free.
         sync_threads();
@@ -502,10 +624,58 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         cluster::sync_cluster();
         return;
     }
-    // The stages are free once every thread is past its last MMA wait: they hold the staged
-    // output tile.
-    let epilogue = Epilogue { tile, scales, staged: ring.base, origin, local, sync: || sync_threads() };
-    epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
+    let (tiles, blocks) = (tile.tiles(shape.m, shape.n()), grid_dim_x());
+    let tail = stream_tail(tiles, blocks, k_blocks);
+    let stream = StreamWorkspace { base: params.workspace, tile, blocks, tiles, k_blocks, tail };
+    // Whole tiles `block, block + blocks, ..` below `dp_tiles` first, then this block's steps.
+    let (dp_tiles, mut dp_tile) = (tail.0, block_idx_x());
+    let (mut unit, end) = stream_tail_units(tiles, k_blocks, tail, block_idx_x());
+    // Completes when a partial has landed in the stages (the ring's first "empty" barrier,
+    // which only the persistent kernel uses otherwise).
+    let landed = ring.empty(0);
+    let mut landed_uses = 0;
+    if thread_idx_x() == 0 {
+        mbarrier::init(landed, 1);
+        mbarrier::fence_init();
+    }
+    sync_threads();
+    let mut ring_step = 0;
+    loop {
+        let (tile_index, first, count) = if dp_tile < dp_tiles {
+            dp_tile += blocks;
+            (dp_tile - blocks, 0, k_blocks)
+        } else if unit < end {
+            let (tile_index, first) = ((unit / k_blocks as u64) as u32, (unit % k_blocks as u64) as u32);
+            let count = if end - unit < (k_blocks - first) as u64 { (end - unit) as u32 } else { k_blocks - first };
+            unit += count as u64;
+            (tile_index, first, count)
+        } else {
+            break;
+        };
+        let origin = tile_origin::<BM, BN>(tile_index, shape.m, shape.n());
+        if ring_step > 0 {
+            // The last tile's epilogue wrote the stages through the generic proxy; the copy
+            // engine writes them next.
+            wgmma::fence_proxy_async_shared();
+            sync_threads();
+        }
+        let k = KRange { first, count, ring_step };
+        let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, k, origin, local);
+        ring_step += count;
+        if first > 0 {
+            // Another block owns the tile (it multiplies its first k-block).
+            stream.leave::<WN>(&acc, sum_sq, block_idx_x());
+            continue;
+        }
+        if count < k_blocks {
+            let tile_end = (tile_index as u64 + 1) * k_blocks as u64;
+            stream.add_partials::<WN>((&mut acc, &mut sum_sq), ring, (landed, &mut landed_uses), block_idx_x(), tile_end);
+        }
+        // The stages are free once every thread is past its last MMA wait: they hold the staged
+        // output tile.
+        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged: ring.base, origin, local, sync: || sync_threads() };
+        epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
+    }
 }
 
 /// Steps 4 and 5 of an unsplit tile: what the epilogue needs besides the accumulators.

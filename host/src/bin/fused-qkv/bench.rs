@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use fused_qkv::dtype::{bf16, f16};
-use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy, SplitK};
+use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy, SplitK, WgmmaGrid};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
@@ -73,8 +73,12 @@ pub struct BenchArgs {
     kernel: String,
     /// Blocks per tile of the wgmma kernels (split-K, 1 to 8; 1: no split), instead of the
     /// measured rule; other kernels never split. For measuring the rule.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "stream_k")]
     split_k: Option<u32>,
+    /// A stream-K grid of this many blocks for the wgmma kernels (0: one per resident slot;
+    /// at most that many), instead of the measured rule. For measuring the rule.
+    #[arg(long, value_name = "BLOCKS")]
+    stream_k: Option<u32>,
     /// Timed launches per case (events every 10), also the host-timed calls; in graph mode the
     /// timed replays.
     #[arg(long, value_name = "N", default_value_t = 200)]
@@ -163,7 +167,11 @@ fn bench_model<T: Dtype>(
     let weights: Vec<QkvWeights<T>> =
         (0..copies as u64).map(|seed| QkvWeights::random(*config, seed)).collect::<Result<_>>()?;
     let policy = parse_policy(&args.kernel, T::KIND)?;
-    let split_k = args.split_k.map_or(Ok(SplitK::Auto), SplitK::fixed)?;
+    let split_k = match (args.split_k, args.stream_k) {
+        (_, Some(blocks)) => SplitK::Stream(blocks),
+        (Some(splits), None) => SplitK::fixed(splits)?,
+        (None, None) => SplitK::Auto,
+    };
     let layers: Vec<GpuLayer<T>> = weights
         .iter()
         .map(|w| {
@@ -185,10 +193,16 @@ fn bench_model<T: Dtype>(
                 case_row::<T>(name, config, m, env, None, None, Some(format!("{e}")))
             }
         };
-        // Which kernel ran, and split-K's blocks per tile.
-        if let Ok((kernel, splits)) = layers[0].kernel_for(m) {
+        // Which kernel ran, and split-K's blocks per tile or the stream-K grid.
+        if let Ok((kernel, grid)) = layers[0].kernel_for(m) {
             row["kernel"] = json!(kernel.name);
-            row["splits"] = json!(splits);
+            match grid {
+                WgmmaGrid::Split(splits) => row["splits"] = json!(splits),
+                WgmmaGrid::Stream(blocks) => {
+                    row["splits"] = json!(1);
+                    row["stream_blocks"] = json!(blocks);
+                }
+            }
         }
         all_ok &= row["error"].is_null();
         rows.push(row);
