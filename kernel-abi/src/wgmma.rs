@@ -66,7 +66,10 @@ pub const MAX_TAIL_SPLITS: u32 = 4;
 pub const fn stream_tail(tiles: u32, blocks: u32, k_blocks: u32) -> (u32, u32) {
     let whole = tiles / blocks * blocks;
     let rest = tiles - whole;
-    let mut splits = if rest == 0 { 1 } else { blocks / rest };
+    let mut splits = match blocks.checked_div(rest) {
+        Some(splits) => splits,
+        None => 1,
+    };
     if splits > MAX_TAIL_SPLITS {
         splits = MAX_TAIL_SPLITS;
     }
