@@ -313,6 +313,9 @@ impl<T: Dtype> GpuLayer<T> {
     /// Enqueues the fused RMSNorm + QKV for the first `m` rows of `x` (row-major `[m, H]`) on
     /// `stream`, writing the first `m` rows of q, k and v. Buffers may be longer than needed
     /// (preallocated for a larger batch). No allocation, no synchronisation; `m = 0` enqueues nothing.
+    ///
+    /// A layer's calls must not run on the GPU at the same time (enqueue them on one stream, or
+    /// order the streams): a stream-K launch uses the layer's own workspace.
     pub fn forward_into(
         &self,
         stream: &Stream,
