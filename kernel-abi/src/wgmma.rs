@@ -290,6 +290,9 @@ const _: () = {
         let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };
         assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
         assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
+        // Half the staged output tile fits in one stage (a stream-K block stages it in two
+        // stages while the next tile's first k-blocks load into the others).
+        assert!(t.tokens / 2 * t.out_pitch() <= t.stage_bytes());
         // A stream-K partial lands in the stages in one piece.
         assert!(t.stream_partial_floats() * 4 <= t.row_scales_offset());
         i += 1;

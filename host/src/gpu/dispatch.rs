@@ -332,17 +332,20 @@ pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usi
 }
 
 /// How the blocks of a `wgmma` launch of `tile` share the tiles ([`wgmma_splits`] unless noted):
-/// where one block fills a multiprocessor (`slots == sms`) and the tiles end in a part-full
-/// wave after at least one full one, a stream-K grid of one block per multiprocessor, which
-/// splits the last wave's tiles between the blocks that would idle
-/// ([`kernel_abi::wgmma::stream_tail`]). Measured on the H200 in CUDA graphs
-/// (bench/results/h200-stream-k/tail, 128 x 256): qwen3-32b at 512 tokens (160 tiles) 115 -> 90
-/// us, at 1024 (320) 172 -> 155; qwen3-8b at 768 (144) 94 -> 74, at 1024 (192) 92 -> 80; within
-/// 1 % elsewhere from 2048 tokens. With two blocks per multiprocessor (128 x 128, 3 stages) the
-/// plain grid stays ahead (qwen2.5-0.5b at 4096 tokens: 30.9 against 34.9 us).
+/// where one block fills a multiprocessor (`slots == sms`) and there are more tiles than
+/// multiprocessors, a stream-K grid of one block per multiprocessor: each block walks whole
+/// tiles, loading the next tile's first k-blocks while it stores one, and the last wave's tiles,
+/// if it is part full, are split between the blocks that would idle
+/// ([`kernel_abi::wgmma::stream_tail`]). Measured on the H200 in CUDA graphs, 128 x 256
+/// (bench/results/h200-stream-k): the split last wave, qwen3-32b at 512 tokens (160 tiles) 115
+/// -> 90 us, at 1024 (320) 172 -> 155, qwen3-8b at 768 (144) 94 -> 74, at 1024 (192) 92 -> 80
+/// (tail/); the walk's loads under the stores, against the plain grid in the same run, qwen3-8b
+/// at 8192 tokens 615 -> 573, qwen3-0.6b 138 -> 130, qwen3-32b 1178 -> 1160 (prefetch/). With
+/// two blocks per multiprocessor (128 x 128, 3 stages) the plain grid stays ahead (qwen2.5-0.5b
+/// at 4096 tokens: 30.3 against 33.0 us).
 pub fn wgmma_grid(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> WgmmaGrid {
     let tiles = tile.tiles(m as u32, n as u32) as usize;
-    if tile.streams() && slots == sms && tiles > slots && !tiles.is_multiple_of(slots) {
+    if tile.streams() && slots == sms && tiles > slots {
         WgmmaGrid::Stream(slots as u32)
     } else {
         WgmmaGrid::Split(wgmma_splits(tile, m, n, hidden, sms, slots))
@@ -522,11 +525,12 @@ mod tests {
         assert_eq!(wgmma_tile(256, 4096, 1024, 132).tokens, 64);
         let mid = wgmma_tile(384, 4096, 1024, 132);
         assert_eq!((mid.tokens, mid.out_cols, mid.stages), (128, 128, 4));
-        // Stream-K where one block fills an SM and the last wave is part full: qwen3-32b at
-        // 512 tokens (160 tiles of 128 x 256); not on a whole wave, nor with two blocks per SM.
+        // Stream-K where one block fills an SM and there is more than a wave: qwen3-32b at 512
+        // tokens (160 tiles of 128 x 256), qwen3-8b at 1408 (264); not within one wave, nor
+        // with two blocks per SM.
         let big = wgmma_tile(512, 10240, 5120, 132);
         assert_eq!(wgmma_grid(big, 512, 10240, 5120, 132, 132), WgmmaGrid::Stream(132));
-        assert_eq!(wgmma_grid(big, 1408, 6144, 4096, 132, 132), WgmmaGrid::Split(1));
+        assert_eq!(wgmma_grid(big, 1408, 6144, 4096, 132, 132), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 256, 10240, 5120, 132, 132), WgmmaGrid::Split(1));
         let two_per_sm = wgmma_tile(4096, 1152, 896, 132);
         assert_eq!(two_per_sm.stages, 3);

@@ -28,6 +28,12 @@
 //! Blocks walk the tiles in groups of [`GROUP_M`] row tiles, column tile after column tile, so
 //! that the blocks running at one time share `x` and `W'` tiles in L2.
 //!
+//! How blocks share the tiles ([`kernel_abi::WgmmaGrid`]): in clusters, split-K, the partial
+//! tiles meeting in distributed shared memory ([`reduce_partials`]); else a stream-K grid, each
+//! block taking whole tiles of the full waves, then its part of a tile of the last wave
+//! ([`kernel_abi::wgmma::stream_tail`]), the partials meeting in the workspace
+//! ([`StreamWorkspace`]). One block per tile is the plain grid.
+//!
 //! Launch contract: [`kernel_abi::WgmmaTile::launch`] for the kernel's tile (dynamic shared
 //! memory [`kernel_abi::WgmmaTile::shared_bytes`], laid out by its `*_offset` functions; above
 //! 48 KB the host raises the function's limit); `hidden % 8 == 0`, `q_cols` and `kv_cols` even;
@@ -340,11 +346,19 @@ unsafe fn for_each_pair_by_bias<T: WgmmaElement, const WN: u32>(
     }
 }
 
-/// Step 5, coalesced: copies the staged output tile (`out_pitch` bytes per row) to q, k and v in
-/// 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols multiples of 8 and
-/// 16-byte aligned q, k, v, so that a piece never straddles two of them.
+/// Row `r` of a staged output tile held in two halves ([`Epilogue::staged`]).
 #[inline(always)]
-unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u32, u32), params: &QkvParams) {
+fn staged_row(staged: [SharedPtr; 2], tile: WgmmaTile, r: u32) -> SharedPtr {
+    let half = tile.tokens / 2;
+    let part = if r < half { staged[0] } else { staged[1] };
+    part.add(r % half * tile.out_pitch())
+}
+
+/// Step 5, coalesced: copies the staged output tile (`out_pitch` bytes per row, in two halves)
+/// to q, k and v in 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols
+/// multiples of 8 and 16-byte aligned q, k, v, so that a piece never straddles two of them.
+#[inline(always)]
+unsafe fn copy_out_tile<T>(staged: [SharedPtr; 2], tile: WgmmaTile, (row0, col0): (u32, u32), params: &QkvParams) {
     let pieces_per_row = tile.out_cols / 8;
     let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
@@ -353,7 +367,7 @@ unsafe fn copy_out_tile<T>(staged: SharedPtr, tile: WgmmaTile, (row0, col0): (u3
         let (r, piece) = (i / pieces_per_row, i % pieces_per_row);
         let (row, col) = (row0 + r, col0 + piece * 8);
         if row < shape.m && col < n {
-            let value = staged.add(r * tile.out_pitch() + piece * 16).load_v16();
+            let value = staged_row(staged, tile, r).add(piece * 16).load_v16();
             let (dst, cols, c) = destination(out, shape, col);
             crate::mem::store_v16(dst.add(row as usize * cols as usize + c as usize).cast(), value);
         }
@@ -442,8 +456,23 @@ unsafe fn reduce_partials<T: WgmmaElement>(
 // `reduce_partials` unrolls its loads over this many blocks.
 const _: () = assert!(MAX_SPLITS == 8);
 
-/// Steps 1-3 for the k-blocks `k` of the tile at `origin`: the ring's prologue, then per k-block
-/// this warpgroup's MMAs (its share at `local` in the tile) and the row squares. Returns the
+/// Step 1 ahead of the mainloop: issues the loads of `k`'s steps `from..to` for the tile at
+/// `origin`.
+///
+/// # Safety
+/// Every thread of the block calls it; those steps' stages are free.
+#[inline(always)]
+unsafe fn load_ahead<L: StageLoader>(ring: Ring, loader: &L, k: KRange, origin: (u32, u32), (from, to): (u32, u32)) {
+    let mut step = from;
+    while step < to {
+        loader.load(ring, step, k, origin);
+        step += 1;
+    }
+}
+
+/// Steps 1-3 for the k-blocks `k` of the tile at `origin`: the rest of the ring's prologue
+/// (`prefetched` of its `S - 1` loads were issued before, [`load_ahead`]), then per k-block this
+/// warpgroup's MMAs (its share at `local` in the tile) and the row squares. Returns the
 /// accumulators, every MMA waited for, and this thread's share of its row's sum of squares.
 ///
 /// # Safety
@@ -452,11 +481,11 @@ const _: () = assert!(MAX_SPLITS == 8);
 unsafe fn multiply<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32, const S: u32>(
     ring: Ring,
     loader: &L,
-    k: KRange,
+    (k, prefetched): (KRange, u32),
     origin: (u32, u32),
     local: (u32, u32),
 ) -> (Acc, f32) {
-    let mut step = 0;
+    let mut step = prefetched;
     while step < S - 1 {
         loader.load(ring, step, k, origin);
         step += 1;
@@ -611,7 +640,8 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         let rank = cluster::block_rank();
         let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
         let (first, count) = k_range(k_blocks, rank, splits);
-        let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, KRange { first, count, ring_step: 0 }, origin, local);
+        let k = KRange { first, count, ring_step: 0 };
+        let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, (k, 0), origin, local);
         let scales = ring.row_scales();
         row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
         // Every MMA is done and the stages are free.
@@ -628,8 +658,8 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
     let tail = stream_tail(tiles, blocks, k_blocks);
     let stream = StreamWorkspace { base: params.workspace, tile, blocks, tiles, k_blocks, tail };
     // Whole tiles `block, block + blocks, ..` below `dp_tiles` first, then this block's steps.
-    let (dp_tiles, mut dp_tile) = (tail.0, block_idx_x());
-    let (mut unit, end) = stream_tail_units(tiles, k_blocks, tail, block_idx_x());
+    let dp_tiles = tail.0;
+    let (unit, end) = stream_tail_units(tiles, k_blocks, tail, block_idx_x());
     // Completes when a partial has landed in the stages (the ring's first "empty" barrier,
     // which only the persistent kernel uses otherwise).
     let landed = ring.empty(0);
@@ -639,19 +669,11 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
         mbarrier::fence_init();
     }
     sync_threads();
+    let mut walk = Walk { dp_tile: block_idx_x(), dp_tiles, blocks, unit, end, k_blocks };
+    let mut next = walk.next();
     let mut ring_step = 0;
-    loop {
-        let (tile_index, first, count) = if dp_tile < dp_tiles {
-            dp_tile += blocks;
-            (dp_tile - blocks, 0, k_blocks)
-        } else if unit < end {
-            let (tile_index, first) = ((unit / k_blocks as u64) as u32, (unit % k_blocks as u64) as u32);
-            let count = if end - unit < (k_blocks - first) as u64 { (end - unit) as u32 } else { k_blocks - first };
-            unit += count as u64;
-            (tile_index, first, count)
-        } else {
-            break;
-        };
+    let mut prefetched = 0;
+    while let Some((tile_index, first, count)) = next {
         let origin = tile_origin::<BM, BN>(tile_index, shape.m, shape.n());
         if ring_step > 0 {
             // The last tile's epilogue wrote the stages through the generic proxy; the copy
@@ -660,21 +682,64 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
             sync_threads();
         }
         let k = KRange { first, count, ring_step };
-        let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, k, origin, local);
+        let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, (k, prefetched), origin, local);
         ring_step += count;
+        prefetched = 0;
+        next = walk.next();
         if first > 0 {
             // Another block owns the tile (it multiplies its first k-block).
             stream.leave::<WN>(&acc, sum_sq, block_idx_x());
             continue;
         }
-        if count < k_blocks {
+        let staged = if count < k_blocks {
             let tile_end = (tile_index as u64 + 1) * k_blocks as u64;
             stream.add_partials::<WN>((&mut acc, &mut sum_sq), ring, (landed, &mut landed_uses), block_idx_x(), tile_end);
-        }
-        // The stages are free once every thread is past its last MMA wait: they hold the staged
-        // output tile.
-        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged: ring.base, origin, local, sync: || sync_threads() };
+            // The stages are free (every MMA waited for, the partials added): they hold the
+            // staged output tile.
+            [ring.base, ring.base.add(BM / 2 * tile.out_pitch())]
+        } else if let Some((next_tile, next_first, next_count)) = next {
+            // A whole tile and another after it: that one's first `S - 2` k-blocks load while
+            // this one is stored, the staged output tile in the two stages they leave free.
+            prefetched = S - 2;
+            let next_k = KRange { first: next_first, count: next_count, ring_step };
+            let next_origin = tile_origin::<BM, BN>(next_tile, shape.m, shape.n());
+            load_ahead(ring, &loader, next_k, next_origin, (0, prefetched));
+            [ring.stage(ring_step + prefetched).0, ring.stage(ring_step + prefetched + 1).0]
+        } else {
+            [ring.base, ring.base.add(BM / 2 * tile.out_pitch())]
+        };
+        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged, origin, local, sync: || sync_threads() };
         epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
+    }
+}
+
+/// A stream-K block's walk: whole tiles `block, block + blocks, ..` below `dp_tiles`, then the
+/// steps `unit..end`, as (tile, first k-block, k-blocks).
+struct Walk {
+    dp_tile: u32,
+    dp_tiles: u32,
+    blocks: u32,
+    unit: u64,
+    end: u64,
+    k_blocks: u32,
+}
+
+impl Walk {
+    #[inline(always)]
+    fn next(&mut self) -> Option<(u32, u32, u32)> {
+        let k_blocks = self.k_blocks;
+        if self.dp_tile < self.dp_tiles {
+            self.dp_tile += self.blocks;
+            Some((self.dp_tile - self.blocks, 0, k_blocks))
+        } else if self.unit < self.end {
+            let (tile, first) = ((self.unit / k_blocks as u64) as u32, (self.unit % k_blocks as u64) as u32);
+            let left = self.end - self.unit;
+            let count = if left < (k_blocks - first) as u64 { left as u32 } else { k_blocks - first };
+            self.unit += count as u64;
+            Some((tile, first, count))
+        } else {
+            None
+        }
     }
 }
 
@@ -683,8 +748,9 @@ struct Epilogue<F: Fn()> {
     tile: WgmmaTile,
     /// The row scales, one f32 per row of the tile.
     scales: SharedPtr,
-    /// Room for the staged output tile (`tokens` rows of `out_pitch` bytes).
-    staged: SharedPtr,
+    /// Room for the staged output tile, `out_pitch` bytes per row: its first `tokens / 2` rows
+    /// at the first, the others at the second.
+    staged: [SharedPtr; 2],
     /// The tile's first row and column of `y`.
     origin: (u32, u32),
     /// This warpgroup's first row and column in the tile.
@@ -717,7 +783,7 @@ impl<F: Fn()> Epilogue<F> {
         let pairs = (acc, scales, local, warpgroup_origin);
         if coalesced {
             for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |_, _, r, c, pair| {
-                staged.add(r * tile.out_pitch() + c * 2).store_u32(pair)
+                staged_row(staged, tile, r).add(c * 2).store_u32(pair)
             });
             (self.sync)();
             copy_out_tile::<T>(staged, tile, origin, params);
@@ -818,6 +884,7 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
             release(ring, step - 1);
         }
         let (scales, staged) = (ring.row_scales(), ring.out_tile());
+        let staged = [staged, staged.add(64 * tile.out_pitch())];
         let epilogue = Epilogue { tile, scales, staged, origin, local, sync };
         epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
         tile_index += grid_dim_x();
