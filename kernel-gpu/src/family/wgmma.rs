@@ -617,7 +617,8 @@ impl StreamWorkspace {
 }
 
 /// The kernel body; see the module docs for the launch contract. In clusters: split-K through
-/// distributed shared memory; else the stream-K grid (one block per tile: the plain grid).
+/// distributed shared memory ([`run_split_k`]); else the stream-K grid ([`run_stream`]; one block
+/// per tile: the plain grid).
 ///
 /// # Safety
 /// The launch contract of this module.
@@ -627,33 +628,63 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
     loader: L,
 ) {
     let tile = WgmmaTile { tokens: BM, out_cols: BN, stages: S, load: L::LOAD };
-    let shape = params.shape;
     let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
-    let k_blocks = shape.hidden.div_ceil(K_BLOCK);
     loader.init(ring);
     // This warpgroup's 64 x WN share of the tile.
     let wg = thread_idx_x() / 128;
     let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
-    let splits = cluster::cluster_blocks();
-    if splits > 1 {
-        // Split-K: the cluster's blocks share a tile (consecutive blocks, rank = block % splits).
-        let rank = cluster::block_rank();
-        let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
-        let (first, count) = k_range(k_blocks, rank, splits);
-        let k = KRange { first, count, ring_step: 0 };
-        let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, (k, 0), origin, local);
-        let scales = ring.row_scales();
-        row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
-        // Every MMA is done and the stages are free.
-        sync_threads();
-        store_partial::<WN>(&acc, ring.base, tile, local);
-        // Every block's partial tile and row sums are complete and visible cluster-wide...
-        cluster::sync_cluster();
-        reduce_partials::<T>(ring, (rank, splits), origin, params);
-        // ...and no block exits (freeing its shared memory) while another still reads it.
-        cluster::sync_cluster();
-        return;
+    if cluster::cluster_blocks() > 1 {
+        run_split_k::<T, L, BM, BN, WN, S>(params, &loader, ring, local);
+    } else {
+        run_stream::<T, L, BM, BN, WN, S>(params, &loader, ring, local);
     }
+}
+
+/// Split-K: the cluster's blocks share a tile (consecutive blocks, rank = block % splits), each
+/// multiplies its k range, and their partial tiles meet in distributed shared memory.
+///
+/// # Safety
+/// As [`run`], launched in clusters; the ring initialised.
+#[inline(always)]
+unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32, const WN: u32, const S: u32>(
+    params: &QkvParams,
+    loader: &L,
+    ring: Ring,
+    local: (u32, u32),
+) {
+    let shape = params.shape;
+    let (rank, splits) = (cluster::block_rank(), cluster::cluster_blocks());
+    let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
+    let (first, count) = k_range(shape.hidden.div_ceil(K_BLOCK), rank, splits);
+    let k = KRange { first, count, ring_step: 0 };
+    let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, 0), origin, local);
+    let scales = ring.row_scales();
+    row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
+    // Every MMA is done and the stages are free.
+    sync_threads();
+    store_partial::<WN>(&acc, ring.base, ring.tile, local);
+    // Every block's partial tile and row sums are complete and visible cluster-wide...
+    cluster::sync_cluster();
+    reduce_partials::<T>(ring, (rank, splits), origin, params);
+    // ...and no block exits (freeing its shared memory) while another still reads it.
+    cluster::sync_cluster();
+}
+
+/// The stream-K grid: this block's walk ([`Walk`]) of whole tiles, then its part of a tile of
+/// the last wave; a part that does not start the tile is left in the workspace, one that does
+/// adds the others' and stores the tile.
+///
+/// # Safety
+/// As [`run`], without clusters, every block resident at once; the ring initialised.
+#[inline(always)]
+unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32, const WN: u32, const S: u32>(
+    params: &QkvParams,
+    loader: &L,
+    ring: Ring,
+    local: (u32, u32),
+) {
+    let (tile, shape) = (ring.tile, params.shape);
+    let k_blocks = shape.hidden.div_ceil(K_BLOCK);
     let (tiles, blocks) = (tile.tiles(shape.m, shape.n()), grid_dim_x());
     let tail = stream_tail(tiles, blocks, k_blocks);
     let stream = StreamWorkspace { base: params.workspace, tile, blocks, tiles, k_blocks, tail };
@@ -682,7 +713,7 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
             sync_threads();
         }
         let k = KRange { first, count, ring_step };
-        let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, &loader, (k, prefetched), origin, local);
+        let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, prefetched), origin, local);
         ring_step += count;
         prefetched = 0;
         next = walk.next();
@@ -703,7 +734,7 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
             prefetched = S - 2;
             let next_k = KRange { first: next_first, count: next_count, ring_step };
             let next_origin = tile_origin::<BM, BN>(next_tile, shape.m, shape.n());
-            load_ahead(ring, &loader, next_k, next_origin, (0, prefetched));
+            load_ahead(ring, loader, next_k, next_origin, (0, prefetched));
             [ring.stage(ring_step + prefetched).0, ring.stage(ring_step + prefetched + 1).0]
         } else {
             [ring.base, ring.base.add(BM / 2 * tile.out_pitch())]
