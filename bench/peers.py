@@ -53,6 +53,10 @@ MODELS = {
     "qwen3-32b": (5120, 64, 8, 128, 1e-6, False),
     "qwen2.5-0.5b": (896, 14, 2, 64, 1e-6, True),
     "llama-3-8b": (4096, 32, 8, 128, 1e-5, False),
+    "qwen3-4b": (2560, 32, 8, 128, 1e-6, False),
+    "qwen3-14b": (5120, 40, 8, 128, 1e-6, False),
+    "llama-3.1-8b": (4096, 32, 8, 128, 1e-5, False),
+    "llama-3.1-70b": (8192, 64, 8, 128, 1e-5, False),
 }
 DEFAULT_MODELS = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b", "qwen3-32b"]
 DEFAULT_TOKENS = "1,2,4,8,16,32,64,128,512,2048,8192"

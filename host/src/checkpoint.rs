@@ -1,4 +1,7 @@
-//! Loading one layer's weights from a safetensors checkpoint with Hugging Face tensor names.
+//! Loading one layer's weights from a safetensors checkpoint with Hugging Face tensor names: from
+//! one file ([`load_layer`], [`layer_from_bytes`]) or from a model directory ([`ModelDir`]:
+//! `config.json`, and `model.safetensors` or `model.safetensors.index.json` with its shards,
+//! memory-mapped).
 //!
 //! For layer `i` the loader reads `model.layers.{i}.input_layernorm.weight [H]`,
 //! `model.layers.{i}.self_attn.{q,k,v}_proj.weight` (`[Hq, H]`, `[Hkv, H]`, `[Hkv, H]`) and, when
@@ -6,13 +9,14 @@
 //! be stored in the dtype asked for: nothing is converted, so what runs is what the file holds.
 
 use std::any::Any;
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype as FileDtype, SafeTensors};
 
 use crate::dtype::{bf16, f16};
-use crate::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
+use crate::{Dtype, DtypeKind, Error, ModelConfig, QkvConfig, QkvWeights, Result};
 
 /// Prefix shared by every tensor of every decoder layer.
 const LAYERS_PREFIX: &str = "model.layers.";
@@ -44,13 +48,46 @@ pub fn layer_from_bytes<T: Dtype>(
     config: &QkvConfig,
     layer: usize,
 ) -> Result<QkvWeights<T>> {
-    config.validate()?;
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
-    check_layer_tensors(&file, path, config, layer)?;
+    layer_from_source(&OneFile { file, path }, config, layer)
+}
+
+/// Where a layer's tensors come from: one parsed file, or a model directory's shards.
+trait TensorSource {
+    /// The tensor called `name` and the file that holds it, `None` if there is none.
+    fn find(&self, name: &str) -> Option<(TensorView<'_>, &Path)>;
+    /// Every tensor name.
+    fn names(&self) -> Vec<&str>;
+    /// What an error about the checkpoint as a whole names.
+    fn path(&self) -> &Path;
+}
+
+struct OneFile<'data, 'p> {
+    file: SafeTensors<'data>,
+    path: &'p Path,
+}
+
+impl TensorSource for OneFile<'_, '_> {
+    fn find(&self, name: &str) -> Option<(TensorView<'_>, &Path)> {
+        self.file.tensor(name).ok().map(|view| (view, self.path))
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.file.names().into_iter().map(String::as_str).collect()
+    }
+
+    fn path(&self) -> &Path {
+        self.path
+    }
+}
+
+fn layer_from_source<T: Dtype>(source: &impl TensorSource, config: &QkvConfig, layer: usize) -> Result<QkvWeights<T>> {
+    config.validate()?;
+    check_layer_tensors(source, config, layer)?;
 
     let (hidden, q_cols, kv_cols) = (config.hidden, config.q_cols(), config.kv_cols());
-    let reader = TensorReader { file: &file, path };
+    let reader = TensorReader { source };
     let gamma = reader.read::<T>(&norm_name(layer), &[hidden])?;
     let q_weight = reader.read::<T>(&projection_name(layer, "q_proj", "weight"), &[q_cols, hidden])?;
     let k_weight = reader.read::<T>(&projection_name(layer, "k_proj", "weight"), &[kv_cols, hidden])?;
@@ -66,6 +103,138 @@ pub fn layer_from_bytes<T: Dtype>(
     };
     let bias_slices = bias.as_ref().map(|[q, k, v]| [q.as_slice(), k.as_slice(), v.as_slice()]);
     QkvWeights::from_separate(*config, gamma, [&q_weight, &k_weight, &v_weight], bias_slices)
+}
+
+/// The single-file checkpoint of a model directory, and its sharded checkpoint's index.
+const SINGLE_FILE: &str = "model.safetensors";
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A Hugging Face model directory: `config.json` ([`ModelConfig`]) and either `model.safetensors`
+/// or `model.safetensors.index.json` with the shards it names. Every shard is memory-mapped and
+/// its header validated when the directory is opened (a truncated or corrupt shard, a shard the
+/// index names but the directory lacks, or a tensor the index places in a shard that does not
+/// hold it is an error then); tensor data is read from the maps only when a layer is loaded, so
+/// no shard is ever read whole.
+///
+/// The maps assume the files do not change while the `ModelDir` lives (as every
+/// memory-mapping loader does): do not rewrite a checkpoint that a running process has open.
+pub struct ModelDir {
+    dir: PathBuf,
+    config: ModelConfig,
+    /// The file holding each tensor.
+    weight_map: BTreeMap<String, String>,
+    /// The files, by name: their paths and maps.
+    shards: BTreeMap<String, (PathBuf, memmap2::Mmap)>,
+}
+
+impl ModelDir {
+    /// Opens the model directory `dir` (see the type's docs for what is checked).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_hf_config(dir)?;
+        let (index, single) = (dir.join(INDEX_FILE), dir.join(SINGLE_FILE));
+        let named: Option<BTreeMap<String, String>> = if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|source| Error::Io { path: index.clone(), source })?;
+            let parsed: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| checkpoint_error(&index, format!("not a safetensors index: {e}")))?;
+            let map = parsed.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+                checkpoint_error(&index, "no \"weight_map\" object (tensor name -> shard file)".into())
+            })?;
+            let mut weight_map = BTreeMap::new();
+            for (name, file) in map {
+                let file = file
+                    .as_str()
+                    .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && *f != "." && *f != "..")
+                    .ok_or_else(|| {
+                        checkpoint_error(&index, format!("tensor {name}: {file} is not a file name in the directory"))
+                    })?;
+                weight_map.insert(name.clone(), file.to_string());
+            }
+            Some(weight_map)
+        } else if single.is_file() {
+            None
+        } else {
+            return Err(checkpoint_error(dir, format!("neither {SINGLE_FILE} nor {INDEX_FILE} is in the directory")));
+        };
+        let files: BTreeSet<String> = match &named {
+            Some(weight_map) => weight_map.values().cloned().collect(),
+            None => [SINGLE_FILE.to_string()].into(),
+        };
+        let mut shards = BTreeMap::new();
+        let mut weight_map = named.clone().unwrap_or_default();
+        for file in files {
+            let path = dir.join(&file);
+            let handle = std::fs::File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            // SAFETY: the map is only read, and the type's docs ask that the file not change while
+            // it is mapped; a file truncated meanwhile could fault a read (as for any mmap loader).
+            let map =
+                unsafe { memmap2::Mmap::map(&handle) }.map_err(|source| Error::Io { path: path.clone(), source })?;
+            let tensors = SafeTensors::deserialize(&map).map_err(|e| {
+                checkpoint_error(&path, format!("not a valid safetensors file (truncated or corrupt?): {e:?}"))
+            })?;
+            if named.is_some() {
+                let absent: Vec<&str> = weight_map
+                    .iter()
+                    .filter(|(name, f)| **f == file && tensors.tensor(name).is_err())
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if !absent.is_empty() {
+                    return Err(checkpoint_error(
+                        &path,
+                        format!("the index places {} here, the file lacks them", absent.join(", ")),
+                    ));
+                }
+            } else {
+                weight_map.extend(tensors.names().into_iter().map(|name| (name.clone(), file.clone())));
+            }
+            drop(tensors);
+            shards.insert(file, (path, map));
+        }
+        Ok(ModelDir { dir: dir.to_path_buf(), config, weight_map, shards })
+    }
+
+    /// The model's config (from `config.json`).
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Layer `layer`'s weights in dtype `T` (stored as `T` in the checkpoint: nothing is
+    /// converted), checked as [`layer_from_bytes`] checks a file.
+    pub fn load_layer<T: Dtype>(&self, layer: usize) -> Result<QkvWeights<T>> {
+        if layer >= self.config.layers {
+            return Err(checkpoint_error(
+                &self.dir,
+                format!("layer {layer} is past the model's {} layers (config.json)", self.config.layers),
+            ));
+        }
+        layer_from_source(self, &self.config.qkv, layer)
+    }
+
+    /// Layers `layers` in order, each as [`ModelDir::load_layer`].
+    pub fn load_layers<T: Dtype>(&self, layers: std::ops::Range<usize>) -> Result<Vec<QkvWeights<T>>> {
+        layers.map(|layer| self.load_layer(layer)).collect()
+    }
+}
+
+impl TensorSource for ModelDir {
+    fn find(&self, name: &str) -> Option<(TensorView<'_>, &Path)> {
+        let (path, map) = self.shards.get(self.weight_map.get(name)?)?;
+        // Validated when the directory was opened; the view borrows the map, not the parse.
+        let view = SafeTensors::deserialize(map).ok()?.tensor(name).ok()?;
+        Some((view, path.as_path()))
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.weight_map.keys().map(String::as_str).collect()
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
 }
 
 /// The names of the tensors [`layer_from_bytes`] reads for `layer`: the norm weight, the q, k and
@@ -96,13 +265,14 @@ fn checkpoint_error(path: &Path, reason: String) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), reason }
 }
 
-fn has_tensor(file: &SafeTensors, name: &str) -> bool {
-    file.tensor(name).is_ok()
+fn has_tensor(source: &impl TensorSource, name: &str) -> bool {
+    source.find(name).is_some()
 }
 
 /// Checks, before decoding anything, that the layer exists and that its tensor set matches
 /// `config.bias`, so that one message can list every missing tensor at once.
-fn check_layer_tensors(file: &SafeTensors, path: &Path, config: &QkvConfig, layer: usize) -> Result<()> {
+fn check_layer_tensors(file: &impl TensorSource, config: &QkvConfig, layer: usize) -> Result<()> {
+    let path = file.path();
     let layer_prefix = format!("{LAYERS_PREFIX}{layer}.");
     if !file.names().iter().any(|name| name.starts_with(&layer_prefix)) {
         return Err(checkpoint_error(path, missing_layer_reason(file, layer)));
@@ -127,7 +297,7 @@ fn check_layer_tensors(file: &SafeTensors, path: &Path, config: &QkvConfig, laye
 }
 
 /// Says the layer is absent and, from the `model.layers.{i}.` names present, which layers exist.
-fn missing_layer_reason(file: &SafeTensors, layer: usize) -> String {
+fn missing_layer_reason(file: &impl TensorSource, layer: usize) -> String {
     let present: BTreeSet<usize> = file
         .names()
         .iter()
@@ -154,16 +324,16 @@ fn file_dtype(kind: DtypeKind) -> FileDtype {
     }
 }
 
-/// Reads named tensors of one parsed file, checking each against the shape the config implies.
-struct TensorReader<'a, 'data> {
-    file: &'a SafeTensors<'data>,
-    path: &'a Path,
+/// Reads named tensors of a checkpoint, checking each against the shape the config implies.
+struct TensorReader<'a, S> {
+    source: &'a S,
 }
 
-impl TensorReader<'_, '_> {
+impl<S: TensorSource> TensorReader<'_, S> {
     fn read<T: Dtype>(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<T>> {
-        let error = |reason: String| checkpoint_error(self.path, format!("tensor {name}: {reason}"));
-        let view = self.file.tensor(name).map_err(|_| error("missing".into()))?;
+        let missing = || checkpoint_error(self.source.path(), format!("tensor {name}: missing"));
+        let (view, path) = self.source.find(name).ok_or_else(missing)?;
+        let error = |reason: String| checkpoint_error(path, format!("tensor {name}: {reason}"));
         let wanted = file_dtype(T::KIND);
         if view.dtype() != wanted {
             return Err(error(format!("the file stores {:?}, wanted {wanted:?} ({})", view.dtype(), T::KIND)));

@@ -38,6 +38,9 @@ pub enum Error {
     /// A checkpoint tensor is missing or not what the layer needs.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// A model's `config.json` is not one this library can use.
+    #[error("model config {path}: {reason}")]
+    ModelConfig { path: PathBuf, reason: String },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -32,7 +32,7 @@ pub mod gpu;
 pub mod reference;
 pub mod weights;
 
-pub use config::QkvConfig;
+pub use config::{ModelConfig, QkvConfig};
 pub use dtype::{Dtype, DtypeKind};
 pub use error::{CudaResultExt, Error, Result};
 /// The `half` crate (1.x) whose `bf16` and `f16` the layer stores.

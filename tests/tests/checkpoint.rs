@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fused_qkv::checkpoint::{layer_from_bytes, load_layer, tensor_names};
+use fused_qkv::checkpoint::{layer_from_bytes, load_layer, tensor_names, ModelDir};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights};
 use half::{bf16, f16};
 use safetensors::tensor::TensorView;
@@ -331,4 +331,146 @@ fn invalid_config_is_rejected_before_reading_tensors() {
     let checkpoint = Checkpoint::default().with_layer(0, &random::<f32>(config(false), 12));
     let bad = QkvConfig { num_kv_heads: 3, ..config(false) };
     assert!(matches!(load::<f32>(&checkpoint, &bad, 0), Err(Error::InvalidConfig(_))));
+}
+
+/// A fresh directory under the system temp dir, removed (with its files) on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fused-qkv-model-{}-{n}-{label}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp model dir");
+        TempDir(dir)
+    }
+
+    fn put(&self, name: &str, bytes: impl AsRef<[u8]>) {
+        std::fs::write(self.0.join(name), bytes).expect("write temp model file");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Hugging Face config.json for `config` with `layers` layers.
+fn hf_config_json(model_type: &str, config: &QkvConfig, layers: usize) -> String {
+    format!(
+        r#"{{"model_type": "{model_type}", "hidden_size": {}, "num_attention_heads": {}, "num_key_value_heads": {},
+            "head_dim": {}, "rms_norm_eps": {}, "attention_bias": {}, "num_hidden_layers": {layers},
+            "max_position_embeddings": 4096, "rope_theta": 1000000.0, "torch_dtype": "bfloat16"}}"#,
+        config.hidden, config.num_heads, config.num_kv_heads, config.head_dim, config.eps, config.bias
+    )
+}
+
+/// A model directory of `layers` random layers in two shards and an index: shard 1 holds layer 0
+/// and all of layer 1 but its v projection, shard 2 the rest (a layer split across shards).
+fn sharded_model(model_type: &str, config: QkvConfig, layers: usize) -> (TempDir, Vec<QkvWeights<bf16>>) {
+    let dir = TempDir::new(model_type);
+    let weights: Vec<QkvWeights<bf16>> = (0..layers).map(|l| random(config, 100 + l as u64)).collect();
+    let all = weights.iter().enumerate().fold(Checkpoint::default(), |c, (l, w)| c.with_layer(l, w));
+    let in_first = |name: &str| {
+        name.starts_with("model.layers.0.") || (name.starts_with("model.layers.1.") && !name.contains("v_proj"))
+    };
+    let mut shards = [Checkpoint::default(), Checkpoint::default()];
+    let mut weight_map = serde_json::Map::new();
+    for (name, tensor) in &all.0 {
+        let (shard, file) = if in_first(name) {
+            (0, "model-00001-of-00002.safetensors")
+        } else {
+            (1, "model-00002-of-00002.safetensors")
+        };
+        shards[shard].0.insert(name.clone(), tensor.clone());
+        weight_map.insert(name.clone(), file.into());
+    }
+    dir.put("model-00001-of-00002.safetensors", shards[0].to_bytes());
+    dir.put("model-00002-of-00002.safetensors", shards[1].to_bytes());
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    dir.put("model.safetensors.index.json", index.to_string());
+    dir.put("config.json", hf_config_json(model_type, &config, layers));
+    (dir, weights)
+}
+
+#[test]
+fn sharded_model_dir_loads_every_layer_bit_for_bit() {
+    for (model_type, bias) in [("qwen3", false), ("qwen2", true), ("llama", false)] {
+        let (dir, weights) = sharded_model(model_type, config(bias), 3);
+        let model = ModelDir::open(&dir.0).expect("open");
+        assert_eq!(model.config().qkv, config(bias));
+        assert_eq!(model.config().layers, 3);
+        for (loaded, expected) in model.load_layers::<bf16>(0..3).expect("load").iter().zip(&weights) {
+            assert_bitwise_eq(loaded, expected);
+        }
+        assert_checkpoint_error(model.load_layer::<bf16>(3), &["layer 3", "3 layers"]);
+        assert_checkpoint_error(model.load_layer::<f16>(0), &["BF16"]);
+    }
+}
+
+#[test]
+fn single_file_model_dir_loads() {
+    let dir = TempDir::new("single");
+    let weights: QkvWeights<bf16> = random(config(false), 5);
+    dir.put("model.safetensors", Checkpoint::default().with_layer(0, &weights).to_bytes());
+    dir.put("config.json", hf_config_json("qwen3", &config(false), 1));
+    let model = ModelDir::open(&dir.0).expect("open");
+    assert_bitwise_eq(&model.load_layer::<bf16>(0).unwrap(), &weights);
+}
+
+/// Opening fails with an error that names what is wrong.
+fn assert_open_fails(dir: &TempDir, needles: &[&str]) {
+    let error = match ModelDir::open(&dir.0) {
+        Ok(_) => panic!("opened a broken model dir (expected {needles:?})"),
+        Err(e) => e.to_string(),
+    };
+    for needle in needles {
+        assert!(error.contains(needle), "error {error:?} does not mention {needle:?}");
+    }
+}
+
+#[test]
+fn broken_model_dirs_are_errors_naming_the_problem() {
+    let shard = "model-00002-of-00002.safetensors";
+    // Truncated shard: its header promises more bytes than the file has.
+    let (dir, _) = sharded_model("qwen3", config(false), 3);
+    let bytes = std::fs::read(dir.0.join(shard)).unwrap();
+    dir.put(shard, &bytes[..bytes.len() - 7]);
+    assert_open_fails(&dir, &[shard, "truncated or corrupt"]);
+    // Garbage in place of a shard.
+    dir.put(shard, b"not a safetensors file at all");
+    assert_open_fails(&dir, &[shard, "not a valid safetensors file"]);
+    // A shard the index names is missing.
+    std::fs::remove_file(dir.0.join(shard)).unwrap();
+    assert_open_fails(&dir, &[shard]);
+    // The index places a tensor in a shard that lacks it.
+    let (dir, _) = sharded_model("qwen3", config(false), 3);
+    let first = Checkpoint(
+        std::iter::once((
+            "model.layers.9.input_layernorm.weight".to_string(),
+            RawTensor { dtype: FileDtype::BF16, shape: vec![16], bytes: vec![0; 32] },
+        ))
+        .collect(),
+    );
+    dir.put("model-00001-of-00002.safetensors", first.to_bytes());
+    assert_open_fails(&dir, &["model-00001-of-00002.safetensors", "model.layers.0.input_layernorm.weight", "lacks"]);
+    // An index that is not JSON, or names a path outside the directory.
+    let (dir, _) = sharded_model("qwen3", config(false), 3);
+    dir.put("model.safetensors.index.json", "{ not json");
+    assert_open_fails(&dir, &["model.safetensors.index.json", "not a safetensors index"]);
+    dir.put("model.safetensors.index.json", r#"{"weight_map": {"a": "../elsewhere.safetensors"}}"#);
+    assert_open_fails(&dir, &["../elsewhere.safetensors", "not a file name"]);
+    // config.json without a field, with an unknown model type, or absent.
+    let (dir, _) = sharded_model("qwen3", config(false), 3);
+    dir.put("config.json", r#"{"model_type": "qwen3", "hidden_size": 16, "num_attention_heads": 4}"#);
+    assert_open_fails(&dir, &["config.json", "`rms_norm_eps` is missing"]);
+    dir.put("config.json", hf_config_json("gpt2", &config(false), 3));
+    assert_open_fails(&dir, &["gpt2"]);
+    std::fs::remove_file(dir.0.join("config.json")).unwrap();
+    assert_open_fails(&dir, &["config.json"]);
+    // Neither checkpoint form.
+    let dir = TempDir::new("empty");
+    dir.put("config.json", hf_config_json("qwen3", &config(false), 1));
+    assert_open_fails(&dir, &["neither model.safetensors nor model.safetensors.index.json"]);
 }

@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Model presets (repeatable).
     #[arg(long = "model", value_name = "NAME", default_values = ["qwen3-0.6b", "qwen2.5-0.5b", "qwen3-8b", "qwen3-32b"])]
     models: Vec<String>,
+    /// Hugging Face model directories (repeatable), benchmarked with their config.json's layer
+    /// shapes (random weights, as for presets) instead of --model's presets.
+    #[arg(long = "model-dir", value_name = "DIR")]
+    model_dirs: Vec<std::path::PathBuf>,
     /// Token counts M, comma-separated.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,512,2048,8192")]
     tokens: Vec<usize>,
@@ -93,8 +97,13 @@ pub struct BenchArgs {
 const CHECKED_ROWS: usize = 4;
 
 pub fn bench(args: &BenchArgs) -> Result<bool> {
-    let configs: Vec<(String, QkvConfig)> =
-        args.models.iter().map(|m| QkvConfig::preset(m).map(|c| (m.clone(), c))).collect::<Result<_>>()?;
+    let configs: Vec<(String, QkvConfig)> = if args.model_dirs.is_empty() {
+        args.models.iter().map(|m| QkvConfig::preset(m).map(|c| (m.clone(), c))).collect::<Result<_>>()?
+    } else {
+        let name =
+            |dir: &std::path::Path| dir.file_name().map_or(dir.display().to_string(), |n| n.to_string_lossy().into());
+        args.model_dirs.iter().map(|d| QkvConfig::from_hf_config(d).map(|c| (name(d), c))).collect::<Result<_>>()?
+    };
     let gpu = Gpu::init()?;
     let stream = cuda(Stream::new(StreamFlags::NON_BLOCKING, None), "creating a stream")?;
     let device = cuda(cust::context::CurrentContext::get_device(), "querying the device")?;

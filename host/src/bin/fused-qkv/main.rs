@@ -75,11 +75,17 @@ struct RunArgs {
     /// Storage dtype: bf16, f16 or f32.
     #[arg(long, value_name = "DTYPE", default_value = "bf16")]
     dtype: DtypeKind,
-    /// Load the layer's weights from this safetensors checkpoint instead of random ones.
-    #[arg(long, value_name = "FILE")]
+    /// Load the layer's weights from this safetensors checkpoint instead of random ones (shapes
+    /// from --model).
+    #[arg(long, value_name = "FILE", conflicts_with = "model_dir")]
     weights: Option<PathBuf>,
-    /// Layer to load from --weights.
-    #[arg(long, value_name = "I", default_value_t = 0, requires = "weights")]
+    /// A Hugging Face model directory (config.json, and model.safetensors or an index with its
+    /// shards): the layer's shapes from its config.json and its weights from its checkpoint,
+    /// instead of --model and random weights.
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Layer to load from --weights or --model-dir.
+    #[arg(long, value_name = "I", default_value_t = 0)]
     layer: usize,
     /// Seed of the random input x (and of the random weights).
     #[arg(long, value_name = "S", default_value_t = 0)]
@@ -115,8 +121,19 @@ fn main() -> ExitCode {
 
 /// Runs and checks every available path; `Ok(true)` when all are within the bound.
 fn run<T: Dtype>(args: &RunArgs) -> Result<bool> {
-    let config = QkvConfig::preset(&args.model)?;
-    let weights = build_weights::<T>(args, &config)?;
+    if args.layer != 0 && args.weights.is_none() && args.model_dir.is_none() {
+        return Err(Error::InvalidConfig("--layer needs --weights or --model-dir".into()));
+    }
+    let (config, weights) = match &args.model_dir {
+        Some(dir) => {
+            let model = checkpoint::ModelDir::open(dir)?;
+            (model.config().qkv, model.load_layer::<T>(args.layer)?)
+        }
+        None => {
+            let config = QkvConfig::preset(&args.model)?;
+            (config, build_weights::<T>(args, &config)?)
+        }
+    };
     let m = args.tokens;
     let x = random_input::<T>(config.hidden, m, args.seed)?;
     print_header(args, &config);
@@ -375,11 +392,12 @@ struct Row {
 }
 
 fn print_header(args: &RunArgs, c: &QkvConfig) {
-    let weights = match &args.weights {
-        Some(path) => format!("{}, layer {}", path.display(), args.layer),
-        None => format!("random (seed {})", args.seed),
+    let weights = match (&args.weights, &args.model_dir) {
+        (Some(path), _) | (None, Some(path)) => format!("{}, layer {}", path.display(), args.layer),
+        (None, None) => format!("random (seed {})", args.seed),
     };
-    println!("model:    {} (eps = {:e})", args.model, c.eps);
+    let model = args.model_dir.as_ref().map_or(args.model.clone(), |dir| dir.display().to_string());
+    println!("model:    {model} (eps = {:e})", c.eps);
     println!(
         "shapes:   M = {}, H = {}, N = {} (q {} + k {} + v {}), bias: {}",
         args.tokens,
