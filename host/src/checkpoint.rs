@@ -214,6 +214,12 @@ impl ModelDir {
         layer_from_source(self, &self.config.qkv, layer)
     }
 
+    /// Rank `rank`'s share of layer `layer` under tensor parallelism over `world_size` ranks
+    /// ([`QkvWeights::shard`]: query heads split, kv heads split or replicated).
+    pub fn load_layer_shard<T: Dtype>(&self, layer: usize, rank: usize, world_size: usize) -> Result<QkvWeights<T>> {
+        self.load_layer::<T>(layer)?.shard(rank, world_size)
+    }
+
     /// Layers `layers` in order, each as [`ModelDir::load_layer`].
     pub fn load_layers<T: Dtype>(&self, layers: std::ops::Range<usize>) -> Result<Vec<QkvWeights<T>>> {
         layers.map(|layer| self.load_layer(layer)).collect()

@@ -65,6 +65,52 @@ impl<T: Dtype> QkvWeights<T> {
         Self::assemble(config, gamma, qkv_weight, bias)
     }
 
+    /// Rank `rank`'s share of the layer under tensor parallelism over `world_size` ranks, as
+    /// engines shard QKV (column parallel, by heads; no communication for this op): query heads
+    /// `rank * Hq/world ..` and, when `world_size` divides the kv heads, kv heads
+    /// `rank * Hkv/world ..`; when `world_size` exceeds them (a multiple of them), each rank gets
+    /// one kv head, the one its query heads use, replicated across `world_size / Hkv` ranks (as
+    /// vLLM does). The norm weight is the whole of it on every rank; the bias is sliced as the
+    /// weight. Every column is computed as in the whole layer, so the ranks' q (and distinct
+    /// kv) outputs side by side are the whole layer's, bit for bit.
+    pub fn shard(&self, rank: usize, world_size: usize) -> Result<Self> {
+        let c = self.config;
+        let invalid = |msg: String| Err(Error::InvalidConfig(msg));
+        if world_size == 0 || rank >= world_size {
+            return invalid(format!("rank {rank} of {world_size} ranks"));
+        }
+        if !c.num_heads.is_multiple_of(world_size) {
+            return invalid(format!("{world_size} ranks do not divide the {} query heads", c.num_heads));
+        }
+        let (kv_first, kv_heads) = if world_size <= c.num_kv_heads {
+            if !c.num_kv_heads.is_multiple_of(world_size) {
+                return invalid(format!("{world_size} ranks do not divide the {} kv heads", c.num_kv_heads));
+            }
+            let per_rank = c.num_kv_heads / world_size;
+            (rank * per_rank, per_rank)
+        } else {
+            if !world_size.is_multiple_of(c.num_kv_heads) {
+                return invalid(format!(
+                    "{world_size} ranks are more than the {} kv heads but not a multiple of them",
+                    c.num_kv_heads
+                ));
+            }
+            (rank / (world_size / c.num_kv_heads), 1)
+        };
+        let q_heads = c.num_heads / world_size;
+        let shard = QkvConfig { num_heads: q_heads, num_kv_heads: kv_heads, ..c };
+        // Row ranges of the fused [N, H] weight (and of the bias): q, then k, then v.
+        let d = c.head_dim;
+        let q_rows = rank * q_heads * d..(rank + 1) * q_heads * d;
+        let k_rows = c.q_cols() + kv_first * d..c.q_cols() + (kv_first + kv_heads) * d;
+        let v_rows = k_rows.start + c.kv_cols()..k_rows.end + c.kv_cols();
+        let rows = [q_rows, k_rows, v_rows];
+        let weight =
+            rows.iter().flat_map(|r| &self.qkv_weight[r.start * c.hidden..r.end * c.hidden]).copied().collect();
+        let bias = self.bias.as_ref().map(|b| rows.iter().flat_map(|r| &b[r.clone()]).copied().collect());
+        QkvWeights::new(shard, self.gamma.clone(), weight, bias)
+    }
+
     /// Seeded random weights with magnitudes like a trained layer's: gamma near 1, W uniform with
     /// a 1/sqrt(H) scale, bias small. For demos, benchmarks and tests.
     pub fn random(config: QkvConfig, seed: u64) -> Result<Self> {

@@ -405,6 +405,9 @@ fn sharded_model_dir_loads_every_layer_bit_for_bit() {
             assert_bitwise_eq(loaded, expected);
         }
         assert_checkpoint_error(model.load_layer::<bf16>(3), &["layer 3", "3 layers"]);
+        // Tensor-parallel shards come from the same tensors.
+        let shard = model.load_layer_shard::<bf16>(1, 1, 2).expect("shard");
+        assert_bitwise_eq(&shard, &weights[1].shard(1, 2).unwrap());
         assert_checkpoint_error(model.load_layer::<f16>(0), &["BF16"]);
     }
 }
