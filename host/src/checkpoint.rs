@@ -53,6 +53,19 @@ pub fn layer_from_bytes<T: Dtype>(
     layer_from_source(&OneFile { file, path }, config, layer)
 }
 
+/// The tensor `name` of the safetensors file at `path`, stored as `T` (nothing is converted), and
+/// its shape: e.g. inputs and expected outputs written by another implementation.
+pub fn load_tensor<T: Dtype>(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<T>)> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
+    let source = OneFile { file, path };
+    let (view, _) = source.find(name).ok_or_else(|| checkpoint_error(path, format!("no tensor {name}")))?;
+    let shape = view.shape().to_vec();
+    let values = TensorReader { source: &source }.read::<T>(name, &shape)?;
+    Ok((shape, values))
+}
+
 /// Where a layer's tensors come from: one parsed file, or a model directory's shards.
 trait TensorSource {
     /// The tensor called `name` and the file that holds it, `None` if there is none.

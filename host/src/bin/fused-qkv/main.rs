@@ -87,6 +87,15 @@ struct RunArgs {
     /// Layer to load from --weights or --model-dir.
     #[arg(long, value_name = "I", default_value_t = 0)]
     layer: usize,
+    /// Take x from this safetensors file (tensor "x" [M, H], stored in --dtype) instead of random
+    /// rows; M is its row count.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Also compare every path (and the float64 reference) with the outputs in this safetensors
+    /// file: tensors "q" [M, Hq], "k" and "v" [M, Hkv], f32 (e.g. from another implementation,
+    /// bench/hf_check.py); each must be within the dtype's bound of them. Needs --input.
+    #[arg(long, value_name = "FILE", requires = "input")]
+    expect: Option<PathBuf>,
     /// Seed of the random input x (and of the random weights).
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
@@ -134,9 +143,24 @@ fn run<T: Dtype>(args: &RunArgs) -> Result<bool> {
             (config, build_weights::<T>(args, &config)?)
         }
     };
-    let m = args.tokens;
-    let x = random_input::<T>(config.hidden, m, args.seed)?;
-    print_header(args, &config);
+    let (m, x) = match &args.input {
+        Some(path) => {
+            let (shape, x) = checkpoint::load_tensor::<T>(path, "x")?;
+            match shape[..] {
+                [m, h] if h == config.hidden => (m, x),
+                _ => {
+                    return Err(Error::InvalidConfig(format!(
+                        "{}: x has shape {shape:?}, wanted [M, {}]",
+                        path.display(),
+                        config.hidden
+                    )))
+                }
+            }
+        }
+        None => (args.tokens, random_input::<T>(config.hidden, args.tokens, args.seed)?),
+    };
+    let expected = args.expect.as_ref().map(|path| expected_outputs(path, &config, m)).transpose()?;
+    print_header(args, &config, m);
     if m == 0 {
         println!("\nM = 0: nothing to compare.");
         return Ok(true);
@@ -163,6 +187,17 @@ fn run<T: Dtype>(args: &RunArgs) -> Result<bool> {
         let report = reference::compare(&g.y, &reference, &weights.config);
         rows.push(Row { path: "gpu", report, time: g.timing.as_ref().map(|t| t.device_per_launch) });
     }
+    if let Some(expected) = &expected {
+        rows.push(Row {
+            path: "reference vs expect",
+            report: reference::compare(&reference, expected, &config),
+            time: None,
+        });
+        rows.push(Row { path: "cpu vs expect", report: reference::compare(&cpu.y, expected, &config), time: None });
+        if let Some(g) = &gpu_result {
+            rows.push(Row { path: "gpu vs expect", report: reference::compare(&g.y, expected, &config), time: None });
+        }
+    }
     print_table(&rows, bound);
     print_timing_notes(&cpu, gpu_result.as_ref(), &weights, m);
     Ok(rows.iter().all(|row| row.report.passes(bound)))
@@ -170,6 +205,28 @@ fn run<T: Dtype>(args: &RunArgs) -> Result<bool> {
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
+
+/// `y [m, N]` (q | k | v columns) from the f32 tensors q, k and v of the safetensors file at `path`.
+fn expected_outputs(path: &std::path::Path, c: &QkvConfig, m: usize) -> Result<Vec<f64>> {
+    let mut parts = Vec::new();
+    for (name, cols) in [("q", c.q_cols()), ("k", c.kv_cols()), ("v", c.kv_cols())] {
+        let (shape, values) = checkpoint::load_tensor::<f32>(path, name)?;
+        if shape != [m, cols] {
+            return Err(Error::InvalidConfig(format!(
+                "{}: {name} has shape {shape:?}, wanted [{m}, {cols}]",
+                path.display()
+            )));
+        }
+        parts.push((values, cols));
+    }
+    let mut y = Vec::with_capacity(m * c.qkv_cols());
+    for row in 0..m {
+        for (values, cols) in &parts {
+            y.extend(values[row * cols..(row + 1) * cols].iter().map(|&v| v as f64));
+        }
+    }
+    Ok(y)
+}
 
 fn build_weights<T: Dtype>(args: &RunArgs, config: &QkvConfig) -> Result<QkvWeights<T>> {
     match &args.weights {
@@ -391,7 +448,7 @@ struct Row {
     time: Option<Duration>,
 }
 
-fn print_header(args: &RunArgs, c: &QkvConfig) {
+fn print_header(args: &RunArgs, c: &QkvConfig, m: usize) {
     let weights = match (&args.weights, &args.model_dir) {
         (Some(path), _) | (None, Some(path)) => format!("{}, layer {}", path.display(), args.layer),
         (None, None) => format!("random (seed {})", args.seed),
@@ -400,7 +457,7 @@ fn print_header(args: &RunArgs, c: &QkvConfig) {
     println!("model:    {model} (eps = {:e})", c.eps);
     println!(
         "shapes:   M = {}, H = {}, N = {} (q {} + k {} + v {}), bias: {}",
-        args.tokens,
+        m,
         c.hidden,
         c.qkv_cols(),
         c.q_cols(),
@@ -410,20 +467,27 @@ fn print_header(args: &RunArgs, c: &QkvConfig) {
     );
     println!("dtype:    {}", args.dtype);
     println!("weights:  {weights}");
-    println!("input:    random (seed {}), row magnitudes 1e-3 .. 1e3", args.seed);
+    match &args.input {
+        Some(path) => println!("input:    {}", path.display()),
+        None => println!("input:    random (seed {}), row magnitudes 1e-3 .. 1e3", args.seed),
+    }
+    if let Some(path) = &args.expect {
+        println!("expect:   {}", path.display());
+    }
 }
 
 fn print_table(rows: &[Row], bound: f64) {
     println!();
+    let width = rows.iter().map(|row| row.path.len()).max().unwrap_or(0).max(5);
     println!(
-        "{:<5} {:>12} {:>14} {:>16} {:>12} {:>11} {:>8}  {:<5} {:>10}",
+        "{:<width$} {:>12} {:>14} {:>16} {:>12} {:>11} {:>8}  {:<5} {:>10}",
         "path", "rel err (F)", "worst row", "worst q/k/v", "max abs err", "non-finite", "bound", "check", "time"
     );
     for row in rows {
         let r = &row.report;
         let block = ["q", "k", "v"][r.worst_block.1];
         println!(
-            "{:<5} {:>12.3e} {:>14} {:>16} {:>12.3e} {:>11} {:>8.1e}  {:<5} {:>10}",
+            "{:<width$} {:>12.3e} {:>14} {:>16} {:>12.3e} {:>11} {:>8.1e}  {:<5} {:>10}",
             row.path,
             r.rel_frobenius,
             format!("{:.3e} @{}", r.worst_row.1, r.worst_row.0),
