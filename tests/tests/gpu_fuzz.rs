@@ -12,7 +12,7 @@ use cust::context::Context;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::stream::{Stream, StreamFlags};
 use fused_qkv::cpu::CpuLayer;
-use fused_qkv::gpu::{GpuLayer, KernelPolicy, Kernels, SplitK};
+use fused_qkv::gpu::{GpuLayer, KernelPolicy, Kernels, SplitK, Workspace};
 use fused_qkv::kernel_abi::{Kernel, Tile};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights};
@@ -403,6 +403,40 @@ fn deterministic<T: Dtype>(gpu: &Gpu) {
             assert!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: two runs differ");
             let report = compare(&first, &reference, &config);
             assert!(report.passes(T::KIND.error_bound()), "{what}: {report:?}");
+        }
+    }
+}
+
+/// Layers sharing one stream-K workspace ([`GpuLayer::sharing_workspace`]), run one after another
+/// on one stream on stream-K grids, give the same bits as with workspaces of their own.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_layers_sharing_a_workspace() {
+    let gpu = gpu();
+    if !gpu.kernels.has_wgmma() {
+        return;
+    }
+    let config = QkvConfig::preset("qwen3-0.6b").unwrap();
+    let m = 2500;
+    let x_host = hidden_states::<bf16>(&config, m, 51);
+    let x = DeviceBuffer::from_slice(&x_host).unwrap();
+    let weights: Vec<QkvWeights<bf16>> = (0..3).map(|seed| weights::<bf16>(config, 60 + seed)).collect();
+    let mut own: Vec<GpuLayer<bf16>> = weights.iter().map(|w| GpuLayer::new(gpu.kernels.clone(), w).unwrap()).collect();
+    let shared = Workspace::new(&gpu.kernels, DtypeKind::Bf16).unwrap().expect("a workspace on Hopper");
+    let mut sharing: Vec<GpuLayer<bf16>> =
+        weights.iter().map(|w| GpuLayer::sharing_workspace(gpu.kernels.clone(), w, shared.clone()).unwrap()).collect();
+    for split_k in [SplitK::Auto, SplitK::Stream(0), SplitK::Stream(7)] {
+        for layer in own.iter_mut().chain(sharing.iter_mut()) {
+            layer.set_split_k(split_k);
+        }
+        let expected: Vec<Vec<f64>> =
+            own.iter().zip(&weights).map(|(layer, w)| run_into(&gpu, layer, &x, w, m).unwrap()).collect();
+        for round in 0..2 {
+            for (i, (layer, w)) in sharing.iter().zip(&weights).enumerate() {
+                let y = run_into(&gpu, layer, &x, w, m).unwrap();
+                let same = y.iter().zip(&expected[i]).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "layer {i} round {round} {split_k:?}: differs from its own workspace's bits");
+            }
         }
     }
 }

@@ -176,6 +176,34 @@ impl Kernels {
     }
 }
 
+/// The `wgmma` kernels' stream-K workspace on the device: a flag per block (zero between
+/// launches: each launch leaves them so) and an fp32 partial tile per block, sized for the
+/// largest grid of the loaded kernels (~17 MB on an H200). A layer makes its own; layers whose
+/// calls never overlap on the GPU may share one ([`GpuLayer::sharing_workspace`]).
+pub struct Workspace {
+    buffer: DeviceBuffer<u8>,
+}
+
+impl Workspace {
+    /// A zeroed workspace for layers of `dtype` on the loaded kernels, or `None` where no
+    /// stream-K kernel is loaded (off Hopper).
+    pub fn new(kernels: &Kernels, dtype: DtypeKind) -> Result<Option<Arc<Self>>> {
+        match kernels.stream_workspace_bytes(dtype.abi()) {
+            0 => Ok(None),
+            bytes => {
+                let buffer = DeviceBuffer::zeroed(bytes as usize)
+                    .context(|| format!("allocating the stream-K workspace ({bytes} bytes)"))?;
+                Ok(Some(Arc::new(Workspace { buffer })))
+            }
+        }
+    }
+
+    /// Bytes on the device.
+    pub fn bytes(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
 /// One layer's weights on the device, ready to run: gamma folded into W ([`FoldedWeights`]).
 pub struct GpuLayer<T: Dtype> {
     config: QkvConfig,
@@ -189,9 +217,8 @@ pub struct GpuLayer<T: Dtype> {
     params: QkvParams,
     /// W's tensor maps for the TMA kernels, by box rows (the tile's `out_cols`); built once.
     w_maps: Vec<(u32, TensorMap)>,
-    /// The stream-K grids' workspace (flags zeroed; the kernels leave them so), sized for the
-    /// largest grid any shipped tile may take; `None` off Hopper.
-    workspace: Option<DeviceBuffer<u8>>,
+    /// The stream-K grids' workspace; `None` off Hopper.
+    workspace: Option<Arc<Workspace>>,
     policy: KernelPolicy,
     split_k: SplitK,
 }
@@ -220,8 +247,23 @@ impl<T: Dtype> GpuLayer<T> {
         Self::from_folded(kernels, &weights.fold_gamma())
     }
 
+    /// As [`GpuLayer::new`], using `workspace` (another layer's, [`GpuLayer::workspace`]) instead
+    /// of a stream-K workspace of its own: for layers whose calls never run on the GPU at the
+    /// same time, as a model's layers on one stream (saves ~17 MB per layer on an H200).
+    pub fn sharing_workspace(
+        kernels: Arc<Kernels>,
+        weights: &QkvWeights<T>,
+        workspace: Arc<Workspace>,
+    ) -> Result<Self> {
+        Self::build(kernels, &weights.fold_gamma(), Some(workspace))
+    }
+
     /// Copies weights already folded (e.g. cached by the caller) to the device (synchronously).
     pub fn from_folded(kernels: Arc<Kernels>, weights: &FoldedWeights<T>) -> Result<Self> {
+        Self::build(kernels, weights, None)
+    }
+
+    fn build(kernels: Arc<Kernels>, weights: &FoldedWeights<T>, workspace: Option<Arc<Workspace>>) -> Result<Self> {
         let c = weights.config;
         weights.check()?;
         let qkv_weight = upload("qkv_weight", &weights.qkv_weight)?;
@@ -259,15 +301,22 @@ impl<T: Dtype> GpuLayer<T> {
                 }
             }
         }
-        let workspace = match kernels.stream_workspace_bytes(T::KIND.abi()) {
-            0 => None,
-            bytes => {
-                let buffer = DeviceBuffer::zeroed(bytes as usize)
-                    .context(|| format!("allocating the stream-K workspace ({bytes} bytes)"))?;
-                Some(buffer)
+        let workspace = match workspace {
+            Some(shared) => {
+                let needed = kernels.stream_workspace_bytes(T::KIND.abi());
+                if (shared.buffer.len() as u64) < needed {
+                    return Err(Error::InvalidConfig(format!(
+                        "the shared stream-K workspace has {} bytes, a {} layer needs {needed}",
+                        shared.buffer.len(),
+                        T::KIND
+                    )));
+                }
+                Some(shared)
             }
+            None => Workspace::new(&kernels, T::KIND)?,
         };
-        let params = QkvParams { workspace: workspace.as_ref().map_or(0, |w| w.as_device_ptr().as_raw()), ..params };
+        let params =
+            QkvParams { workspace: workspace.as_ref().map_or(0, |w| w.buffer.as_device_ptr().as_raw()), ..params };
         Ok(GpuLayer {
             config: c,
             kernels,
@@ -315,7 +364,8 @@ impl<T: Dtype> GpuLayer<T> {
     /// (preallocated for a larger batch). No allocation, no synchronisation; `m = 0` enqueues nothing.
     ///
     /// A layer's calls must not run on the GPU at the same time (enqueue them on one stream, or
-    /// order the streams): a stream-K launch uses the layer's own workspace.
+    /// order the streams), nor those of layers sharing its workspace: a stream-K launch uses the
+    /// workspace ([`Workspace`]).
     pub fn forward_into(
         &self,
         stream: &Stream,
@@ -440,7 +490,13 @@ impl<T: Dtype> GpuLayer<T> {
     }
 
     fn workspace_bytes(&self) -> u64 {
-        self.workspace.as_ref().map_or(0, |w| w.len() as u64)
+        self.workspace.as_ref().map_or(0, |w| w.buffer.len() as u64)
+    }
+
+    /// The layer's stream-K workspace (`None` off Hopper), to share with other layers
+    /// ([`GpuLayer::sharing_workspace`]).
+    pub fn workspace(&self) -> Option<&Arc<Workspace>> {
+        self.workspace.as_ref()
     }
 
     /// Which kernel [`GpuLayer::forward_into`] launches for `m` tokens with aligned buffers (as

@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use fused_qkv::dtype::{bf16, f16};
-use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy, SplitK, WgmmaGrid};
+use fused_qkv::gpu::{GpuLayer, Graph, KernelPolicy, SplitK, WgmmaGrid, Workspace};
 use fused_qkv::reference::{compare, join_qkv, reference_f64};
 use fused_qkv::{Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
@@ -181,10 +181,16 @@ fn bench_model<T: Dtype>(
         (Some(splits), None) => SplitK::fixed(splits)?,
         (None, None) => SplitK::Auto,
     };
+    // The copies run one after another on one stream, as a model's layers do: one workspace.
+    let workspace = Workspace::new(&env.gpu.kernels, T::KIND)?;
     let layers: Vec<GpuLayer<T>> = weights
         .iter()
         .map(|w| {
-            let mut layer = GpuLayer::new(env.gpu.kernels.clone(), w)?;
+            let kernels = env.gpu.kernels.clone();
+            let mut layer = match &workspace {
+                Some(shared) => GpuLayer::sharing_workspace(kernels, w, shared.clone())?,
+                None => GpuLayer::new(kernels, w)?,
+            };
             layer.set_kernel_policy(policy);
             layer.set_split_k(split_k);
             Ok(layer)
