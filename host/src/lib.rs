@@ -30,6 +30,7 @@ pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod reference;
+pub mod rope;
 pub mod weights;
 
 pub use config::{ModelConfig, QkvConfig};
