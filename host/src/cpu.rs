@@ -51,6 +51,16 @@ impl<T: Dtype> CpuLayer<T> {
         let c = *self.config();
         check_input(&c, m, x.len())?;
         check_outputs(&c, m, [q.len(), k.len(), v.len()])?;
+        let y = self.forward_f32(x, m)?;
+        split_qkv(&c, m, &y, q, k, v);
+        Ok(())
+    }
+
+    /// `y [m, N]` (q | k | v columns) in f32, before the one rounding to the dtype: what an
+    /// epilogue that goes on in fp32 (the attention prologue's q/k norm and RoPE) starts from.
+    pub fn forward_f32(&self, x: &[T], m: usize) -> Result<Vec<f32>> {
+        let c = *self.config();
+        check_input(&c, m, x.len())?;
         let (h, n) = (c.hidden, c.qkv_cols());
         let w = &self.weights;
         let out_scale = w.out_scale();
@@ -101,8 +111,7 @@ impl<T: Dtype> CpuLayer<T> {
                 y[row * n + cols.start..row * n + cols.end].copy_from_slice(chunk);
             }
         }
-        split_qkv(&c, m, &y, q, k, v);
-        Ok(())
+        Ok(y)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
+pub mod prologue;
 pub mod reference;
 pub mod rope;
 pub mod weights;
