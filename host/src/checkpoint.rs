@@ -233,6 +233,28 @@ impl ModelDir {
         self.load_layer::<T>(layer)?.shard(rank, world_size)
     }
 
+    /// Layer `layer`'s attention-prologue weights: [`ModelDir::load_layer`]'s, and for a model with
+    /// q/k norms (Qwen3) `model.layers.{layer}.self_attn.{q,k}_norm.weight` (`[head_dim]`, stored as
+    /// `T`); a model without them that has those tensors is an error, as for biases.
+    pub fn load_prologue_layer<T: Dtype>(&self, layer: usize) -> Result<crate::prologue::PrologueWeights<T>> {
+        let qkv = self.load_layer::<T>(layer)?;
+        let names = ["q_norm", "k_norm"].map(|norm| format!("{LAYERS_PREFIX}{layer}.self_attn.{norm}.weight"));
+        let reader = TensorReader { source: self };
+        let head_dim = self.config.qkv.head_dim;
+        let (q_norm, k_norm) = if self.config.qk_norm {
+            (Some(reader.read::<T>(&names[0], &[head_dim])?), Some(reader.read::<T>(&names[1], &[head_dim])?))
+        } else {
+            if let Some(name) = names.iter().find(|name| has_tensor(self, name)) {
+                return Err(checkpoint_error(
+                    &self.dir,
+                    format!("the checkpoint has {name} but the model type {} has no q/k norm", self.config.model_type),
+                ));
+            }
+            (None, None)
+        };
+        crate::prologue::PrologueWeights::new(qkv, q_norm, k_norm)
+    }
+
     /// Layers `layers` in order, each as [`ModelDir::load_layer`].
     pub fn load_layers<T: Dtype>(&self, layers: std::ops::Range<usize>) -> Result<Vec<QkvWeights<T>>> {
         layers.map(|layer| self.load_layer(layer)).collect()

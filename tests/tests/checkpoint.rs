@@ -405,11 +405,44 @@ fn sharded_model_dir_loads_every_layer_bit_for_bit() {
             assert_bitwise_eq(loaded, expected);
         }
         assert_checkpoint_error(model.load_layer::<bf16>(3), &["layer 3", "3 layers"]);
+        // Prologue weights: Qwen3 needs its q/k norms, which this directory lacks.
+        let prologue = model.load_prologue_layer::<bf16>(0);
+        if model_type == "qwen3" {
+            assert_checkpoint_error(prologue, &["model.layers.0.self_attn.q_norm.weight", "missing"]);
+        } else {
+            let prologue = prologue.expect("prologue weights");
+            assert!(prologue.q_norm.is_none() && prologue.k_norm.is_none());
+            assert_bitwise_eq(&prologue.qkv, &weights[0]);
+        }
         // Tensor-parallel shards come from the same tensors.
         let shard = model.load_layer_shard::<bf16>(1, 1, 2).expect("shard");
         assert_bitwise_eq(&shard, &weights[1].shard(1, 2).unwrap());
         assert_checkpoint_error(model.load_layer::<f16>(0), &["BF16"]);
     }
+}
+
+#[test]
+fn qwen3_prologue_layer_loads_its_q_and_k_norms() {
+    let dir = TempDir::new("qk-norm");
+    let weights: QkvWeights<bf16> = random(config(false), 9);
+    let norm =
+        |seed: u16| -> Vec<bf16> { (0..4).map(|i| bf16::from_f32(1.0 + f32::from(seed * 4 + i) / 16.0)).collect() };
+    let (q_norm, k_norm) = (norm(1), norm(2));
+    let mut checkpoint = Checkpoint::default().with_layer(0, &weights);
+    for (name, values) in [("q_norm", &q_norm), ("k_norm", &k_norm)] {
+        let tensor = RawTensor { dtype: FileDtype::BF16, shape: vec![4], bytes: bf16::le_bytes(values) };
+        checkpoint.0.insert(format!("model.layers.0.self_attn.{name}.weight"), tensor);
+    }
+    dir.put("model.safetensors", checkpoint.to_bytes());
+    dir.put("config.json", hf_config_json("qwen3", &config(false), 1));
+    let loaded = ModelDir::open(&dir.0).unwrap().load_prologue_layer::<bf16>(0).expect("prologue weights");
+    assert_bitwise_eq(&loaded.qkv, &weights);
+    assert_eq!(loaded.q_norm.as_deref(), Some(q_norm.as_slice()));
+    assert_eq!(loaded.k_norm.as_deref(), Some(k_norm.as_slice()));
+    // A Llama config with q/k norms in the checkpoint: not silently ignored.
+    dir.put("config.json", hf_config_json("llama", &config(false), 1));
+    let error = ModelDir::open(&dir.0).unwrap().load_prologue_layer::<bf16>(0).unwrap_err().to_string();
+    assert!(error.contains("q_norm.weight") && error.contains("no q/k norm"), "{error}");
 }
 
 #[test]
