@@ -96,3 +96,19 @@ fn run_names_what_is_wrong_with_a_model_dir() {
     std::fs::remove_file(dir.0.join("config.json")).unwrap();
     assert!(error(&[]).contains("config.json"));
 }
+
+#[test]
+fn run_prologue_checks_the_cpu_prologue_on_a_model_dir() {
+    let dir = model_dir("prologue");
+    // This Qwen3 checkpoint lacks the q/k norm weights Qwen3 needs: an error naming them.
+    let out = run(&dir.0, &["--prologue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("self_attn.q_norm.weight"));
+    // As a Llama model (no q/k norm) it runs and passes against the oracle.
+    let config = std::fs::read_to_string(dir.0.join("config.json")).unwrap().replace("qwen3", "llama");
+    std::fs::write(dir.0.join("config.json"), config).unwrap();
+    let out = run(&dir.0, &["--prologue", "--layer", "1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("prologue: residual add, q/k norm no") && stdout.contains("PASS"), "{stdout}");
+}
