@@ -170,3 +170,69 @@ fn oracle_rotates_and_norms_as_written() {
         }
     }
 }
+
+/// RoPE tables shared between cases (building one of 131072 positions takes a while).
+fn shared_table(head_dim: usize) -> &'static RopeTable {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static TABLES: OnceLock<Mutex<HashMap<usize, &'static RopeTable>>> = OnceLock::new();
+    let mut tables = TABLES.get_or_init(Default::default).lock().unwrap();
+    tables.entry(head_dim).or_insert_with(|| {
+        // Long tables for the common head sizes; the others need not be as long to test.
+        let positions = if matches!(head_dim, 64 | 128) { 131_072 } else { 16_384 };
+        Box::leak(Box::new(RopeTable::new(head_dim, positions, 1_000_000.0, None).unwrap()))
+    })
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use tests::{case, case_count, Case};
+
+    fn check(c: Case, qk_norm: bool, with_residual: bool, gptj: bool) -> Result<(), TestCaseError> {
+        let (config, m) = (c.config, c.m.max(1));
+        let w = prologue_weights(config, qk_norm, c.seed);
+        let x = hidden_states::<bf16>(&config, m, c.seed.wrapping_add(1));
+        let residual = hidden_states::<bf16>(&config, m, c.seed.wrapping_add(2));
+        let table = shared_table(config.head_dim);
+        // Positions near 0 and near the table's end (the largest angles).
+        let positions: Vec<i64> = (0..m as u64)
+            .map(|i| {
+                let r = c.seed.wrapping_mul(6364136223846793005).wrapping_add(i * 1442695040888963407) >> 33;
+                let r = (r % 4096) as i64;
+                if i % 2 == 0 {
+                    r
+                } else {
+                    table.max_positions as i64 - 1 - r
+                }
+            })
+            .collect();
+        let style = if gptj { RopeStyle::Gptj } else { RopeStyle::Neox };
+        let call = PrologueCall { positions: &positions, table, style };
+        let reference = prologue_f64(&w, &x, with_residual.then_some(&residual[..]), &call, m).unwrap();
+        let mut r = residual.clone();
+        let (q, k, v) = CpuPrologue::new(w).forward(&x, with_residual.then_some(&mut r[..]), &call, None, m).unwrap();
+        let report = compare(&joined(&config, m, &q, &k, &v), &reference, &config);
+        prop_assert!(
+            report.passes(DtypeKind::Bf16.error_bound()),
+            "{c:?} qk_norm {qk_norm} residual {with_residual} {style:?}: {report:?}"
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: case_count(64), ..ProptestConfig::default() })]
+
+        /// The CPU twin against the oracle over shapes (head_dim 64 to 256), eps, bias, q/k norm,
+        /// residual, both RoPE styles and positions up to the table's end.
+        #[test]
+        fn cpu_twin_matches_the_oracle_everywhere(
+            c in case(12, 700, 2_000_000),
+            qk_norm in any::<bool>(),
+            with_residual in any::<bool>(),
+            gptj in any::<bool>(),
+        ) {
+            check(c, qk_norm, with_residual, gptj)?;
+        }
+    }
+}
