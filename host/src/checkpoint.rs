@@ -136,8 +136,17 @@ pub struct ModelDir {
     config: ModelConfig,
     /// The file holding each tensor.
     weight_map: BTreeMap<String, String>,
-    /// The files, by name: their paths and maps.
-    shards: BTreeMap<String, (PathBuf, memmap2::Mmap)>,
+    /// The files, by name.
+    shards: BTreeMap<String, Shard>,
+}
+
+/// One memory-mapped file of a model directory, its header parsed once, at open.
+struct Shard {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// Where the tensor data starts in the map (after the header).
+    data_start: usize,
+    header: safetensors::tensor::Metadata,
 }
 
 impl ModelDir {
@@ -172,8 +181,9 @@ impl ModelDir {
             Some(weight_map) => weight_map.values().cloned().collect(),
             None => [SINGLE_FILE.to_string()].into(),
         };
+        let indexed = named.is_some();
+        let mut weight_map = named.unwrap_or_default();
         let mut shards = BTreeMap::new();
-        let mut weight_map = named.clone().unwrap_or_default();
         for file in files {
             let path = dir.join(&file);
             let handle = std::fs::File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -181,13 +191,14 @@ impl ModelDir {
             // it is mapped; a file truncated meanwhile could fault a read (as for any mmap loader).
             let map =
                 unsafe { memmap2::Mmap::map(&handle) }.map_err(|source| Error::Io { path: path.clone(), source })?;
-            let tensors = SafeTensors::deserialize(&map).map_err(|e| {
+            // Checks the header against the file's length: every tensor's bytes are in the map.
+            let (header_len, header) = SafeTensors::read_metadata(&map).map_err(|e| {
                 checkpoint_error(&path, format!("not a valid safetensors file (truncated or corrupt?): {e:?}"))
             })?;
-            if named.is_some() {
+            if indexed {
                 let absent: Vec<&str> = weight_map
                     .iter()
-                    .filter(|(name, f)| **f == file && tensors.tensor(name).is_err())
+                    .filter(|(name, f)| **f == file && header.info(name).is_none())
                     .map(|(name, _)| name.as_str())
                     .collect();
                 if !absent.is_empty() {
@@ -197,10 +208,9 @@ impl ModelDir {
                     ));
                 }
             } else {
-                weight_map.extend(tensors.names().into_iter().map(|name| (name.clone(), file.clone())));
+                weight_map.extend(header.tensors().into_keys().map(|name| (name, file.clone())));
             }
-            drop(tensors);
-            shards.insert(file, (path, map));
+            shards.insert(file, Shard { path, map, data_start: 8 + header_len, header });
         }
         Ok(ModelDir { dir: dir.to_path_buf(), config, weight_map, shards })
     }
@@ -263,10 +273,12 @@ impl ModelDir {
 
 impl TensorSource for ModelDir {
     fn find(&self, name: &str) -> Option<(TensorView<'_>, &Path)> {
-        let (path, map) = self.shards.get(self.weight_map.get(name)?)?;
-        // Validated when the directory was opened; the view borrows the map, not the parse.
-        let view = SafeTensors::deserialize(map).ok()?.tensor(name).ok()?;
-        Some((view, path.as_path()))
+        let shard = self.shards.get(self.weight_map.get(name)?)?;
+        let info = shard.header.info(name)?;
+        // The header was checked against the map when the directory was opened.
+        let data = shard.map.get(shard.data_start + info.data_offsets.0..shard.data_start + info.data_offsets.1)?;
+        let view = TensorView::new(info.dtype, info.shape.clone(), data).ok()?;
+        Some((view, shard.path.as_path()))
     }
 
     fn names(&self) -> Vec<&str> {
