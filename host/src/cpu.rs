@@ -178,7 +178,7 @@ fn dot_block(x_rows: [&[f32]; TOKENS_BLOCK], w_rows: [&[f32]; COLS_BLOCK]) -> [[
 const _: () = assert!(LANES == 8);
 
 /// Rounds `y [m, N]` to the dtype and writes its column ranges into q, k and v.
-fn split_qkv<T: Dtype>(c: &QkvConfig, m: usize, y: &[f32], q: &mut [T], k: &mut [T], v: &mut [T]) {
+pub(crate) fn split_qkv<T: Dtype>(c: &QkvConfig, m: usize, y: &[f32], q: &mut [T], k: &mut [T], v: &mut [T]) {
     let (qc, kvc, n) = (c.q_cols(), c.kv_cols(), c.qkv_cols());
     for row in 0..m {
         let y_row = &y[row * n..(row + 1) * n];

@@ -63,7 +63,13 @@ pub struct PrologueCall<'a> {
     pub style: RopeStyle,
 }
 
-fn check_call(c: &QkvConfig, call: &PrologueCall, m: usize) -> Result<()> {
+/// Checks one call's inputs: `x` (and the residual) of `m` rows, a table for the layer's
+/// head_dim, and a position inside it for every token.
+fn check_call(c: &QkvConfig, call: &PrologueCall, x_len: usize, residual_len: Option<usize>, m: usize) -> Result<()> {
+    crate::weights::check_input(c, m, x_len)?;
+    if let Some(len) = residual_len.filter(|&len| len < m * c.hidden) {
+        return Err(Error::TooShort { what: "residual", needed: m * c.hidden, actual: len });
+    }
     if call.table.head_dim != c.head_dim {
         return Err(Error::InvalidConfig(format!(
             "the RoPE table is for head_dim {}, the layer has {}",
@@ -124,6 +130,16 @@ fn head_epilogue<F: Float>(
     }
 }
 
+/// Steps 3 and 4 on every token's row of `y [m, N]`, at its position.
+fn apply_head_epilogue<F: Float>(y: &mut [F], c: &QkvConfig, norms: Option<(&[F], &[F])>, call: &PrologueCall, eps: F) {
+    let half = c.head_dim / 2;
+    for (row, &position) in y.chunks_mut(c.qkv_cols()).zip(call.positions) {
+        let at = position as usize * half;
+        let rope = (&call.table.cos[at..at + half], &call.table.sin[at..at + half]);
+        head_epilogue(row, c, norms, rope, call.style, eps);
+    }
+}
+
 /// The float64 oracle: `y [m, N]` after steps 1-4 (f64, unrounded), from `x` (and the residual).
 pub fn prologue_f64<T: Dtype>(
     w: &PrologueWeights<T>,
@@ -133,18 +149,13 @@ pub fn prologue_f64<T: Dtype>(
     m: usize,
 ) -> Result<Vec<f64>> {
     let c = w.qkv.config;
-    check_call(&c, call, m)?;
+    check_call(&c, call, x.len(), residual.map(<[T]>::len), m)?;
     let s = residual.map(|r| residual_add(&x[..m * c.hidden], &r[..m * c.hidden]));
     let mut y = reference_f64(&w.qkv, s.as_deref().unwrap_or(x), m);
     let to64 = |v: &Vec<T>| v.iter().map(|e| e.to_f32() as f64).collect::<Vec<f64>>();
     let norms = w.q_norm.as_ref().zip(w.k_norm.as_ref()).map(|(q, k)| (to64(q), to64(k)));
-    let half = c.head_dim / 2;
-    for (row, &position) in y.chunks_mut(c.qkv_cols()).zip(call.positions) {
-        let at = position as usize * half;
-        let rope = (&call.table.cos[at..at + half], &call.table.sin[at..at + half]);
-        let norms = norms.as_ref().map(|(q, k)| (q.as_slice(), k.as_slice()));
-        head_epilogue(row, &c, norms, rope, call.style, c.eps as f64);
-    }
+    let norms = norms.as_ref().map(|(q, k)| (q.as_slice(), k.as_slice()));
+    apply_head_epilogue(&mut y, &c, norms, call, c.eps as f64);
     Ok(y)
 }
 
@@ -185,32 +196,21 @@ impl<T: Dtype> CpuPrologue<T> {
         m: usize,
     ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
         let c = *self.layer.config();
-        check_call(&c, call, m)?;
-        crate::weights::check_input(&c, m, x.len())?;
-        let summed = match residual {
-            Some(r) => {
-                if r.len() < m * c.hidden {
-                    return Err(Error::TooShort { what: "residual", needed: m * c.hidden, actual: r.len() });
-                }
-                let s = residual_add(&x[..m * c.hidden], &r[..m * c.hidden]);
-                r[..m * c.hidden].copy_from_slice(&s);
-                Some(s)
-            }
-            None => None,
-        };
+        check_call(&c, call, x.len(), residual.as_deref().map(<[T]>::len), m)?;
+        let summed = residual.map(|r| {
+            let s = residual_add(&x[..m * c.hidden], &r[..m * c.hidden]);
+            r[..m * c.hidden].copy_from_slice(&s);
+            s
+        });
         let mut y = self.layer.forward_f32(summed.as_deref().unwrap_or(x), m)?;
-        let half = c.head_dim / 2;
         let norms = self.q_norm.as_deref().zip(self.k_norm.as_deref());
-        for (row, &position) in y.chunks_mut(c.qkv_cols()).zip(call.positions) {
-            let at = position as usize * half;
-            let rope = (&call.table.cos[at..at + half], &call.table.sin[at..at + half]);
-            head_epilogue(row, &c, norms, rope, call.style, c.eps);
-        }
-        let (qc, kvc) = (c.q_cols(), c.kv_cols());
-        let round = |cols: std::ops::Range<usize>| -> Vec<T> {
-            y.chunks(c.qkv_cols()).flat_map(|row| row[cols.clone()].iter().map(|&v| T::from_f32(v))).collect()
-        };
-        let (q, k, v) = (round(0..qc), round(qc..qc + kvc), round(qc + kvc..qc + 2 * kvc));
+        apply_head_epilogue(&mut y, &c, norms, call, c.eps);
+        let (mut q, mut k, mut v) = (
+            vec![T::default(); m * c.q_cols()],
+            vec![T::default(); m * c.kv_cols()],
+            vec![T::default(); m * c.kv_cols()],
+        );
+        crate::cpu::split_qkv(&c, m, &y, &mut q, &mut k, &mut v);
         if let Some(cache) = cache {
             store_kv(&c, cache, &k, &v, m)?;
         }
@@ -234,15 +234,13 @@ fn store_kv<T: Dtype>(c: &QkvConfig, cache: KvCache<T>, k: &[T], v: &[T], m: usi
         return Err(Error::TooShort { what: "slot_mapping", needed: m, actual: cache.slot_mapping.len() });
     }
     let slots = cache.k.len() / kvc;
-    for (token, &slot) in cache.slot_mapping[..m].iter().enumerate() {
-        if slot < 0 {
-            continue;
-        }
-        if slot as u64 >= slots as u64 {
-            return Err(Error::InvalidConfig(format!(
-                "slot {slot} of token {token} is past the cache's {slots} slots"
-            )));
-        }
+    let mapping = &cache.slot_mapping[..m];
+    // Every slot is checked before any is written: a bad one leaves the cache as it was.
+    if let Some((token, slot)) = mapping.iter().enumerate().find(|(_, &slot)| slot >= 0 && slot as u64 >= slots as u64)
+    {
+        return Err(Error::InvalidConfig(format!("slot {slot} of token {token} is past the cache's {slots} slots")));
+    }
+    for (token, &slot) in mapping.iter().enumerate().filter(|(_, &slot)| slot >= 0) {
         let at = slot as usize * kvc;
         cache.k[at..at + kvc].copy_from_slice(&k[token * kvc..(token + 1) * kvc]);
         cache.v[at..at + kvc].copy_from_slice(&v[token * kvc..(token + 1) * kvc]);

@@ -123,6 +123,12 @@ fn bad_prologue_inputs_are_errors() {
     let (mut kc, mut vc) = (vec![bf16::ZERO; 4 * 32], vec![bf16::ZERO; 4 * 32]);
     let cache = KvCache { k: &mut kc, v: &mut vc, block_size: 2, slot_mapping: &[0, 4] };
     assert!(twin.forward(&x, None, &call, Some(cache), 2).unwrap_err().to_string().contains("slot 4 of token 1"));
+    // A bad slot leaves the cache as it was, token 0's valid slot included.
+    assert!(kc.iter().chain(&vc).all(|e| e.to_bits() == bf16::ZERO.to_bits()));
+    // Short inputs are errors in the oracle as in the twin, not panics.
+    let short = vec![bf16::ONE; 64];
+    assert!(prologue_f64(&w, &x, Some(&short), &call, 2).unwrap_err().to_string().contains("residual"));
+    assert!(prologue_f64(&w, &x[..64], None, &call, 2).is_err());
     let norm = vec![bf16::ONE; 16];
     assert!(PrologueWeights::new(w.qkv.clone(), Some(norm.clone()), None).is_err());
     assert!(PrologueWeights::new(w.qkv.clone(), Some(norm), Some(vec![bf16::ONE; 15])).is_err());
