@@ -485,11 +485,7 @@ unsafe fn multiply<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32
     origin: (u32, u32),
     local: (u32, u32),
 ) -> (Acc, f32) {
-    let mut step = prefetched;
-    while step < S - 1 {
-        loader.load(ring, step, k, origin);
-        step += 1;
-    }
+    load_ahead(ring, loader, k, origin, (prefetched, S - 1));
     let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
     let mut acc: Acc = [0.0; 128];
     let mut sum_sq = 0.0f32;
