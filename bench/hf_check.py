@@ -68,7 +68,8 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    summary = {"transformers": transformers.__version__, "torch": torch.__version__, "device": device, "cases": []}
+    summary = {"transformers": transformers.__version__, "torch": torch.__version__, "device": device,
+               "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "cases": []}
     ok = True
     for seed, model_type in enumerate(["qwen3", "qwen2"]):
         try:

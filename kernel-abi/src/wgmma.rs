@@ -103,8 +103,9 @@ pub enum WgmmaGrid {
     /// `splits` blocks per tile in a cluster (1: one block per tile), their partial tiles added
     /// through distributed shared memory.
     Split(u32),
-    /// `blocks` blocks (at most one per resident slot) share every tile's k-blocks evenly, their
-    /// partial tiles added through the workspace.
+    /// `blocks` blocks (at most one per resident slot): the full waves' tiles whole, the last
+    /// wave's tiles split between the blocks that would idle ([`stream_tail`]), their partial
+    /// tiles added through the workspace.
     Stream(u32),
 }
 
