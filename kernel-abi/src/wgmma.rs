@@ -17,11 +17,12 @@
 //!
 //! Stream-K ([`WgmmaGrid::Stream`]): a grid of `blocks` blocks (no cluster, at most one per
 //! resident slot) takes the full waves' tiles whole and splits the last wave's tiles between
-//! the blocks that would otherwise idle ([`stream_tail`]). A block that multiplies a tile's
-//! k-blocks from the first on owns the tile: it adds the fp32 partials (and row sums) that the
-//! next blocks left in the workspace ([`WgmmaTile::stream_workspace_bytes`]) for the same tile,
-//! in block order, and stores it. The sum order is fixed by the grid, not by timing, so the bits
-//! repeat; every block of the grid must be resident at once (an owner waits for later blocks).
+//! the blocks that would otherwise idle ([`stream_tail`]). Every block of such a tile leaves in
+//! the workspace ([`WgmmaTile::stream_workspace_bytes`]) the fp32 partial accumulators (and row
+//! sums) of the rows the others store, then reduces its own share of the rows ([`tail_bands`]):
+//! the tile's partials added in block order, and stores it. The sum order is fixed by the grid,
+//! not by timing, so the bits repeat; every block of the grid must be resident at once (a block
+//! waits for the others of its tile).
 //! (Sharing every step evenly, tile boundaries anywhere, measured slower: blocks sharing a `W'`
 //! tile then multiply different k ranges at one time, and W is read from DRAM once per row
 //! tile; bench/NOTES.md "stream-K".)
@@ -53,8 +54,8 @@ pub const fn k_range(k_blocks: u32, rank: u32, splits: u32) -> (u32, u32) {
     (first, (rank + 1) * k_blocks / splits - first)
 }
 
-/// Most blocks one tile of a stream-K grid's last wave is split between: the owner adds the
-/// others' partials one after another.
+/// Most blocks one tile of a stream-K grid's last wave is split between (each gathers the
+/// others' partials of its rows into its stages: [`WgmmaTile::tail_gather_bytes`]).
 pub const MAX_TAIL_SPLITS: u32 = 4;
 
 /// How a stream-K grid of `blocks` blocks shares `tiles` tiles of `k_blocks` k-blocks: every
@@ -62,7 +63,8 @@ pub const MAX_TAIL_SPLITS: u32 = 4;
 /// part-full wave's `tiles % blocks` tiles each split between `splits` consecutive blocks (as
 /// many as fit, up to [`MAX_TAIL_SPLITS`] and the k-blocks), which multiply the same k ranges
 /// ([`k_range`]) of every tile: blocks sharing an `x` or `W'` tile read it at the same time, so it
-/// comes from L2 once, as in the plain grid. Returns (`whole tiles`, `splits`).
+/// comes from L2 once, as in the plain grid. Each of a tile's blocks then reduces and stores its
+/// share of the tile's rows ([`tail_bands`]). Returns (`whole tiles`, `splits`).
 pub const fn stream_tail(tiles: u32, blocks: u32, k_blocks: u32) -> (u32, u32) {
     let whole = tiles / blocks * blocks;
     let rest = tiles - whole;
@@ -95,6 +97,16 @@ pub const fn stream_tail_units(tiles: u32, k_blocks: u32, (whole, splits): (u32,
     let (first, count) = k_range(k_blocks, block % splits, splits);
     let start = tile as u64 * k_blocks as u64 + first as u64;
     (start, start + count as u64)
+}
+
+/// Rows of one band of a tile: the rows one warp's accumulators cover. The blocks that split a
+/// stream-K tail tile each reduce and store whole bands ([`tail_bands`]).
+pub const BAND_ROWS: u32 = 16;
+
+/// The bands (`first`, `count`) of a `tokens`-row tail tile that block `rank` of the `splits`
+/// blocks sharing it reduces and stores: consecutive ranges, their sizes differing by at most one.
+pub const fn tail_bands(tokens: u32, rank: u32, splits: u32) -> (u32, u32) {
+    k_range(tokens / BAND_ROWS, rank, splits)
 }
 
 /// How the blocks of a `wgmma` launch share the tiles.
@@ -134,7 +146,7 @@ impl Load {
 pub struct WgmmaTile {
     /// Rows of `y` (tokens) per block: 64 or 128.
     pub tokens: u32,
-    /// Columns of `y` per block: 128 or 256.
+    /// Columns of `y` per block: 128, 192 (with 128 tokens) or 256.
     pub out_cols: u32,
     /// Shared-memory stages: 3 to 8.
     pub stages: u32,
@@ -145,7 +157,9 @@ impl WgmmaTile {
     /// Whether the kernel is written for this tile (the persistent kernel: 128 tokens, and its
     /// ring and staged output tile within the 227 KB a block may have).
     pub const fn is_valid(self) -> bool {
-        let shape = matches!(self.tokens, 64 | 128) && matches!(self.out_cols, 128 | 256);
+        // 192 columns only with 128 tokens: a warpgroup's share is then 192 wide (`wgmma` n192),
+        // never 96.
+        let shape = matches!((self.tokens, self.out_cols), (128, 128 | 192 | 256) | (64, 128 | 256));
         let ring = self.stages >= 3 && self.stages <= 8;
         let persistent = !self.is_persistent() || (self.tokens == 128 && self.shared_bytes() <= MAX_SHARED_BYTES);
         shape && ring && persistent
@@ -221,11 +235,50 @@ impl WgmmaTile {
         self.out_cols * 4 + 32
     }
 
-    /// f32 values of one stream-K partial: the tile's accumulators, then each thread's share of
-    /// its row's sum of squares (both in the threads' own order: thread `t`'s `i`-th four
-    /// accumulators at `4 * (i * THREADS + t)`, its row share at `tokens * out_cols + t`).
+    /// f32 values of one stream-K partial: the tile's accumulators warp by warp (warp `w`'s
+    /// [`Self::warp_partial_bytes`] from `w * warp_partial_bytes`, its lane `l`'s `i`-th four
+    /// accumulators at float `4 * (32 * i + l)` of them), then each thread's share of its row's
+    /// sum of squares (thread `t`'s at float `tokens * out_cols + t`). A block leaves only what
+    /// the other blocks of its tail tile reduce: the bands not its own.
     pub const fn stream_partial_floats(self) -> u32 {
         self.tokens * self.out_cols + THREADS
+    }
+
+    /// Bytes of one warp's accumulators in a stream-K partial: 64 rows' worth of its
+    /// warpgroup's columns.
+    pub const fn warp_partial_bytes(self) -> u32 {
+        self.cols_per_warpgroup() * 64
+    }
+
+    /// Warps whose accumulators cover `bands` bands: one per band, two with 64 tokens (where
+    /// both warpgroups hold every row, each half of the columns).
+    pub const fn band_warps(self, bands: u32) -> u32 {
+        if self.tokens == 128 {
+            bands
+        } else {
+            2 * bands
+        }
+    }
+
+    /// Bytes a tail block reducing `bands` bands gathers from each other block of its tile:
+    /// their warps' accumulators, then their rows' sum-of-squares shares.
+    pub const fn tail_slot_bytes(self, bands: u32) -> u32 {
+        self.band_warps(bands) * self.warp_partial_bytes() + THREADS / self.tokens * BAND_ROWS * bands * 4
+    }
+
+    /// Most shared memory a tail block gathers into (its freed stages): one slot per other block
+    /// of its tile, for its largest band range, over every split up to [`MAX_TAIL_SPLITS`].
+    pub const fn tail_gather_bytes(self) -> u32 {
+        let bands = self.tokens / BAND_ROWS;
+        let (mut splits, mut most) = (2, 0);
+        while splits <= MAX_TAIL_SPLITS {
+            let bytes = (splits - 1) * self.tail_slot_bytes(bands.div_ceil(splits));
+            if bytes > most {
+                most = bytes;
+            }
+            splits += 1;
+        }
+        most
     }
 
     /// Bytes of the stream-K flags (one u32 per block, 0 when its partial is not ready), which
@@ -285,7 +338,7 @@ impl WgmmaTile {
 // stages they reuse,
 // for every valid tile shape at its smallest ring (3 stages; the load does not change the layout).
 const _: () = {
-    let shapes = [(128, 256), (128, 128), (64, 256), (64, 128)];
+    let shapes = [(128, 256), (128, 192), (128, 128), (64, 256), (64, 128)];
     let mut i = 0;
     while i < shapes.len() {
         let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };
@@ -294,8 +347,10 @@ const _: () = {
         // Half the staged output tile fits in one stage (a stream-K block stages it in two
         // stages while the next tile's first k-blocks load into the others).
         assert!(t.tokens / 2 * t.out_pitch() <= t.stage_bytes());
-        // A stream-K partial lands in the stages in one piece.
-        assert!(t.stream_partial_floats() * 4 <= t.row_scales_offset());
+        // What a stream-K tail block gathers from the others fits in the stages; its warps'
+        // accumulators tile the partial.
+        assert!(t.tail_gather_bytes() <= t.row_scales_offset());
+        assert!(8 * t.warp_partial_bytes() == t.tokens * t.out_cols * 4);
         i += 1;
     }
 };
@@ -303,6 +358,22 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The blocks sharing a tail tile store every band of its rows exactly once, in order.
+    #[test]
+    fn tail_bands_cover_every_row_once() {
+        for tokens in [64, 128] {
+            for splits in 1..=MAX_TAIL_SPLITS {
+                let mut next = 0;
+                for rank in 0..splits {
+                    let (first, count) = tail_bands(tokens, rank, splits);
+                    assert!(first == next && count > 0, "{tokens} rows, {splits} splits, rank {rank}");
+                    next = first + count;
+                }
+                assert_eq!(next * BAND_ROWS, tokens);
+            }
+        }
+    }
 
     /// Every multiply step of every tile is taken by exactly one block of a stream-K grid:
     /// whole tiles by the full waves, the last wave's by the blocks of its splits, in order.

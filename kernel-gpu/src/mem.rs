@@ -154,6 +154,22 @@ pub unsafe fn store_relaxed_gpu_u32(ptr: *mut u32, value: u32) {
     asm!("st.relaxed.gpu.global.u32 [{p}], {v};", p = in(reg64) ptr, v = in(reg32) value, options(nostack));
 }
 
+/// Adds `value` to a flag for the whole GPU and returns what it held before:
+/// `atom.relaxed.gpu.global.add.u32` (each such add sees every earlier one).
+///
+/// # Safety
+/// `ptr` must be a 4-byte aligned, writable global address.
+#[inline(always)]
+pub unsafe fn add_relaxed_gpu_u32(ptr: *mut u32, value: u32) -> u32 {
+    let old: u32;
+    asm!(
+        "atom.relaxed.gpu.global.add.u32 {o}, [{p}], {v};",
+        o = out(reg32) old, p = in(reg64) ptr, v = in(reg32) value,
+        options(nostack),
+    );
+    old
+}
+
 /// `fence.acq_rel.gpu`: orders this thread's memory accesses before it against those after it,
 /// for every thread of the GPU (with a relaxed flag store after it: a release; with a relaxed
 /// flag load before it: an acquire).

@@ -6,9 +6,9 @@
 //! unwritten element or a write out of bounds fails the case; every check bounds the error over
 //! the whole output, per row and per q/k/v block of a row, so one wrong row fails too.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use cust::context::Context;
+use cust::context::{Context, CurrentContext};
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::stream::{Stream, StreamFlags};
 use fused_qkv::cpu::CpuLayer;
@@ -24,18 +24,34 @@ use tests::{case, case_count, hidden_states, weights, Case};
 /// Elements past each output's end that must stay NaN.
 const GUARD: usize = 67;
 
-/// Fields drop in order: the stream and module go before the context that owns them.
+/// What every test shares: the primary context and the loaded kernels, made once per test
+/// process (never dropped). Each test thread creating, loading and releasing its own (as
+/// `cust::quick_init` per test did) crashed inside libcuda once in a parallel run (a segfault
+/// in the driver while another thread loaded the module: H200, driver 580.159.04); it also JIT-compiled the
+/// PTX once per test.
+struct Shared {
+    context: Context,
+    kernels: Arc<Kernels>,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// A test's view of the GPU: the shared kernels and a stream of its own.
 struct Gpu {
     kernels: Arc<Kernels>,
     stream: Stream,
-    _context: Context,
 }
 
 fn gpu() -> Gpu {
-    let context = cust::quick_init().expect("a CUDA GPU (these tests are #[ignore]d without one)");
-    let kernels = Arc::new(Kernels::load().expect("loading the PTX"));
+    let shared = SHARED.get_or_init(|| {
+        let context = cust::quick_init().expect("a CUDA GPU (these tests are #[ignore]d without one)");
+        let kernels = Arc::new(Kernels::load().expect("loading the PTX"));
+        Shared { context, kernels }
+    });
+    // The context is current on the thread that made it; every test thread needs it too.
+    CurrentContext::set_current(&shared.context).expect("making the context current");
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("a stream");
-    Gpu { kernels, stream, _context: context }
+    Gpu { kernels: shared.kernels.clone(), stream }
 }
 
 fn nan_buffer<T: Dtype>(len: usize) -> DeviceBuffer<T> {

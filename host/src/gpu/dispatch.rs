@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`]; grid: [`wgmma_grid`], split-K while tiles are few, the last part-full wave split stream-K style) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 or 128 tokens by 128, 192 or 256 columns; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -101,6 +101,46 @@ pub(crate) struct Call {
     /// once (the occupancy calculator's blocks per SM x SMs).
     pub mma_fits_one_wave: bool,
     pub multiprocessors: usize,
+    /// How many blocks of the wide `wgmma` tiles ([`WIDE_TILES`]) fit at once, to choose
+    /// between them ([`wgmma_tile`]).
+    pub wide: [Residency; 2],
+}
+
+/// How many blocks of one kernel the GPU holds at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Residency {
+    pub multiprocessors: usize,
+    /// Without clusters: blocks per multiprocessor (the occupancy calculator's) x multiprocessors.
+    pub slots: usize,
+    /// In clusters of `i` blocks (2 to [`kernel_abi::wgmma::MAX_SPLITS`]): the most clusters that fit
+    /// at once (`cuOccupancyMaxActiveClusters`) x `i`. A GPC holds whole clusters, so this is
+    /// below `slots` where GPCs' multiprocessors are no multiple of `i`.
+    pub clustered: [usize; kernel_abi::wgmma::MAX_SPLITS as usize + 1],
+}
+
+impl Residency {
+    /// `per_multiprocessor` blocks on each of `multiprocessors`, clusters packed without loss.
+    pub fn uniform(multiprocessors: usize, per_multiprocessor: usize) -> Self {
+        let slots = multiprocessors * per_multiprocessor;
+        let mut clustered = [0; kernel_abi::wgmma::MAX_SPLITS as usize + 1];
+        for (size, blocks) in clustered.iter_mut().enumerate().skip(1) {
+            *blocks = slots / size * size;
+        }
+        Residency { multiprocessors, slots, clustered }
+    }
+
+    /// Blocks resident at once in clusters of `splits` blocks (1: no cluster).
+    pub fn blocks(&self, splits: u32) -> usize {
+        match splits {
+            0 | 1 => self.slots,
+            _ => self.clustered.get(splits as usize).copied().unwrap_or(0),
+        }
+    }
+
+    /// One block fills a multiprocessor.
+    fn one_per_multiprocessor(&self) -> bool {
+        self.slots <= self.multiprocessors
+    }
 }
 
 /// A kernel family as the dispatch sees it.
@@ -219,7 +259,7 @@ impl Family {
             Family::Fallback => {
                 Tile::Fallback(kernel_abi::FallbackTile { tokens: fallback_tokens(call.m), vector: call.vector })
             }
-            Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.hidden, call.multiprocessors)),
+            Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.hidden, call.multiprocessors, call.wide)),
         }
     }
 }
@@ -274,28 +314,29 @@ fn fallback_tokens(m: usize) -> u32 {
 }
 
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
-/// multiprocessors (measured on the H100, bench/NOTES.md v5, and the H200, NOTES "tiles x
-/// split-K", "stream-K"): 128 x 256 with split-K from [`LONG_K_MIN_TOKENS`] where `H` has at
-/// least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of 256 (each block then multiplies
-/// enough k-blocks to pay for the partial-tile exchange, and W is read once per 128 tokens, not
-/// per 64); else 64 x 128 up to 64 tokens (one row tile: W is read once either way) and while
-/// 128 x 128 tiles would leave half the multiprocessors idle
-/// (small M is W-bound: more, smaller blocks stream it faster; from half, the 64-token tile's
-/// second read of W costs more: qwen3-0.6b at 384 and 512 tokens, 96 and 128 tiles, 12.4 and
-/// 12.7 us with 128 x 128 against 14.5 and 14.6 with 64 x 128, H200 sweep bench/results/h200-tiles;
-/// at 256 tokens, 64 tiles, 64 x 128 stays ahead, 10.5 against 11.3); 128 x 256 where N is a multiple of 256 and
-/// it still fills two thirds of the machine; else 128 x 128, with 3 stages (two blocks per
-/// multiprocessor) once there is more than one wave.
-pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize) -> WgmmaTile {
+/// multiprocessors, `wide` the residency of the [`WIDE_TILES`] (measured on the H100,
+/// bench/NOTES.md v5, and the H200, NOTES "tiles x split-K", "stream-K", "128 x 192"): a wide tile
+/// ([`wide_tile`]: 128 x 256 or 128 x 192, by the predicted time of its grid) with split-K from
+/// [`LONG_K_MIN_TOKENS`] where `H` has at least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of
+/// 256 (each block then multiplies enough k-blocks to pay for the partial-tile exchange, and W is
+/// read once per 128 tokens, not per 64); else 64 x 128 up to 64 tokens (one row tile: W is read
+/// once either way) and while 128 x 128 tiles would leave half the multiprocessors idle (small M
+/// is W-bound: more, smaller blocks stream it faster; from half, the 64-token tile's second read
+/// of W costs more: qwen3-0.6b at 384 and 512 tokens, 96 and 128 tiles, 12.4 and 12.7 us with 128
+/// x 128 against 14.5 and 14.6 with 64 x 128, H200 sweep bench/results/h200-tiles; at 256 tokens,
+/// 64 tiles, 64 x 128 stays ahead, 10.5 against 11.3); a wide tile where N is a multiple of 256
+/// and 128 x 256 tiles still fill two thirds of the machine; else 128 x 128, with 3 stages (two
+/// blocks per multiprocessor) once there is more than one wave.
+pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; 2]) -> WgmmaTile {
     let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
     let tile = |tokens, out_cols, stages, load| WgmmaTile { tokens, out_cols, stages, load };
     let long_k = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) >= LONG_K_BLOCKS;
     if long_k && m >= LONG_K_MIN_TOKENS && n.is_multiple_of(256) {
-        tile(128, 256, 4, Load::Tma)
+        wide_tile(m, n, hidden, wide)
     } else if m <= 64 || 2 * blocks(128, 128) < sms {
         tile(64, 128, 4, Load::CpAsync)
     } else if n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms {
-        tile(128, 256, 4, Load::Tma)
+        wide_tile(m, n, hidden, wide)
     } else if blocks(128, 128) <= sms {
         tile(128, 128, 4, Load::Tma)
     } else {
@@ -303,10 +344,60 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize) -> WgmmaTile {
     }
 }
 
+/// The wide tiles, one block per multiprocessor: 128 x 256 and 128 x 192.
+pub const WIDE_TILES: [WgmmaTile; 2] = [
+    WgmmaTile { tokens: 128, out_cols: 256, stages: 4, load: Load::Tma },
+    WgmmaTile { tokens: 128, out_cols: 192, stages: 4, load: Load::Tma },
+];
+
+/// Time of one k-block of each [`WIDE_TILES`] tile on one multiprocessor, in units of the first's:
+/// 128 x 192 does 3/4 of 128 x 256's work in 0.87 of its time (H200, graph mode, one wave of
+/// whole tiles: qwen3-8b at 384 tokens, 64 k-blocks per tile, 45.8 us for 72 tiles of 128 x 256,
+/// 39.3 for 96 of 128 x 192; at 512 tokens 46.3 and 40.8; bench/results/h200-n192).
+const WIDE_K_BLOCK_TIME: [f64; 2] = [1.0, 0.87];
+
+/// What a stream-K tail tile's split costs beyond its k-blocks, per block past the first, in
+/// 128 x 256 k-block times: the exchange of partials and the wait for the slowest block of the
+/// tile (H200, `bench --kernel`: qwen3-8b at 768 tokens, a tail of 12 tiles split 4 ways took 25.8
+/// us for 16 k-blocks of 0.7 us, one of 60 tiles split 2 ways 25.1 us for 32 k-blocks of 0.61).
+const TAIL_SPLIT_K_BLOCKS: f64 = 7.0;
+
+/// Of the [`WIDE_TILES`] (one block per multiprocessor, `wide` their residencies), the one whose
+/// predicted time for `m` tokens is least: the k-blocks its busiest block multiplies on the grid
+/// [`wgmma_grid`] gives it (whole waves of tiles, then a split tail tile; or its share of a
+/// split-K tile, in as many waves as the clusters need) times its k-block time, plus the tail's
+/// split cost. The narrower tile wins where its tile count fills the last wave better: qwen3-8b
+/// (N = 6144) at 384 tokens has 72 tiles of 128 x 256 for 132 SMs but 96 of 128 x 192.
+pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; 2]) -> WgmmaTile {
+    let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) as u32;
+    let cost = |i: usize| {
+        let (tile, residency) = (WIDE_TILES[i], wide[i]);
+        let tiles = tile.tiles(m as u32, n as u32);
+        let (k_blocks_busiest, splits_past_first) = match wgmma_grid(tile, m, n, hidden, residency) {
+            WgmmaGrid::Stream(blocks) => {
+                let (whole, splits) = kernel_abi::wgmma::stream_tail(tiles, blocks, k_blocks);
+                let tail = if whole < tiles { k_blocks.div_ceil(splits) } else { 0 };
+                let tail_splits = if whole < tiles { splits - 1 } else { 0 };
+                (whole / blocks * k_blocks + tail, tail_splits)
+            }
+            WgmmaGrid::Split(splits) => {
+                let waves = (tiles as usize * splits as usize).div_ceil(residency.blocks(splits).max(1));
+                (waves as u32 * k_blocks.div_ceil(splits), 0)
+            }
+        };
+        k_blocks_busiest as f64 * WIDE_K_BLOCK_TIME[i] + splits_past_first as f64 * TAIL_SPLIT_K_BLOCKS
+    };
+    if cost(1) < cost(0) {
+        WIDE_TILES[1]
+    } else {
+        WIDE_TILES[0]
+    }
+}
+
 /// Blocks per tile for the `wgmma` `tile` at `m` tokens, `n` output columns and rows of `hidden`
-/// on `sms` multiprocessors that hold `slots` of its blocks at once (split-K; 1: none): the
-/// fewest that give at least [`SPLIT_K_FILL_TENTHS`] tenths of the multiprocessors a block,
-/// as long as every block fits at once and has a k-block to multiply.
+/// on a GPU that holds `residency` of its blocks at once (split-K; 1: none): the fewest that
+/// give at least [`SPLIT_K_FILL_TENTHS`] tenths of the multiprocessors a block, as long as every
+/// block fits at once in its clusters and has a k-block to multiply.
 ///
 /// Measured on the H200 (bench/results/h200-split-k, 64 x 128 tiles, 1 to 8 blocks per tile, five
 /// models): below about 0.7 x SMs blocks, the few blocks leave tensor cores and memory
@@ -319,13 +410,16 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize) -> WgmmaTile {
 /// measured as slow as one of 4 or slower (qwen3-32b at 128 tokens, 128 x 256 tiles: 41.7 us in
 /// two, 59.3 in three, 49.3 in four), as if clusters were placed on whole pairs of
 /// multiprocessors.
-pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> u32 {
+pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, residency: Residency) -> u32 {
     let tiles = tile.tiles(m as u32, n as u32).max(1) as usize;
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
-    let max = (slots / tiles).min(k_blocks).clamp(1, kernel_abi::wgmma::MAX_SPLITS as usize);
-    let step = |splits: usize| if slots <= sms && splits > 1 { 2 } else { 1 };
+    let max = k_blocks.clamp(1, kernel_abi::wgmma::MAX_SPLITS as usize);
+    let step = |splits: usize| if residency.one_per_multiprocessor() && splits > 1 { 2 } else { 1 };
+    let fits = |splits: usize| tiles * splits <= residency.blocks(splits as u32);
+    let sms = residency.multiprocessors;
     let mut splits = 1;
-    while splits + step(splits) <= max && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms {
+    while splits + step(splits) <= max && fits(splits + step(splits)) && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms
+    {
         splits += step(splits);
     }
     splits as u32
@@ -343,23 +437,26 @@ pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usi
 /// at 8192 tokens 615 -> 573, qwen3-0.6b 138 -> 130, qwen3-32b 1178 -> 1160 (prefetch/). With
 /// two blocks per multiprocessor (128 x 128, 3 stages) the plain grid stays ahead (qwen2.5-0.5b
 /// at 4096 tokens: 30.3 against 33.0 us).
-pub fn wgmma_grid(tile: WgmmaTile, m: usize, n: usize, hidden: usize, sms: usize, slots: usize) -> WgmmaGrid {
+pub fn wgmma_grid(tile: WgmmaTile, m: usize, n: usize, hidden: usize, residency: Residency) -> WgmmaGrid {
     let tiles = tile.tiles(m as u32, n as u32) as usize;
-    if tile.streams() && slots == sms && tiles > slots {
+    let slots = residency.slots;
+    if tile.streams() && slots == residency.multiprocessors && tiles > slots {
         WgmmaGrid::Stream(slots as u32)
     } else {
-        WgmmaGrid::Split(wgmma_splits(tile, m, n, hidden, sms, slots))
+        WgmmaGrid::Split(wgmma_splits(tile, m, n, hidden, residency))
     }
 }
 
-/// `H` of at least this many k-blocks (4096 elements) takes the 128 x 256 tile from
+/// `H` of at least this many k-blocks (2560 elements) takes a wide tile ([`wide_tile`]) from
 /// [`LONG_K_MIN_TOKENS`] ([`wgmma_tile`]). Measured on the H200 in CUDA graphs
 /// (bench/results/h200-tiles, every tile at 1 to 8 splits): at 96 and 128 tokens qwen3-8b (64
 /// k-blocks) takes 22.7 and 23.2 us with 128 x 256 in four against 32.1 and 32.4 with 64 x 128,
 /// qwen3-32b (80) 41.4 and 41.7 in two against 54.5 and 55.2; at 256 tokens 32.2 (x2) against 45.1,
 /// and 56.4 (x1) against 85.7. With 32 k-blocks or fewer (qwen3-1.7b, qwen3-0.6b, qwen2.5-0.5b)
-/// 64 x 128 stays ahead up to 128-256 tokens (qwen3-1.7b at 128 tokens: 12.4 against 14.1).
-pub const LONG_K_BLOCKS: usize = 64;
+/// 64 x 128 stays ahead up to 128-256 tokens (qwen3-1.7b at 128 tokens: 12.4 against 14.1);
+/// with 40 (qwen3-4b) the wide tile is ahead from 128 tokens (17.2 against 22.6 us,
+/// bench/results/h200-n192).
+pub const LONG_K_BLOCKS: usize = 40;
 /// ...from this many tokens (at 64 tokens 64 x 128 in four is ahead on qwen3-8b: 19.4 against 22.3).
 pub const LONG_K_MIN_TOKENS: usize = 65;
 
@@ -433,6 +530,12 @@ fn find(dtype: Dtype, tile: &Tile) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// One block per SM on the H200 (132 SMs), as the driver reported it for the 1-per-SM
+    /// `wgmma` tiles: GPCs hold whole clusters, so 3-, 4-, .. 8-block clusters fit fewer.
+    const H200_ONE_PER_SM: Residency =
+        Residency { multiprocessors: 132, slots: 132, clustered: [0, 132, 132, 117, 120, 110, 102, 105, 120] };
+    const WIDE: [Residency; 2] = [H200_ONE_PER_SM; 2];
+
     fn call(m: usize, dtype: Dtype) -> Call {
         Call {
             m,
@@ -444,6 +547,7 @@ mod tests {
             hopper: true,
             multiprocessors: 132,
             mma_fits_one_wave: true,
+            wide: WIDE,
         }
     }
 
@@ -499,46 +603,70 @@ mod tests {
 
     #[test]
     fn split_k_fills_idle_multiprocessors_only() {
-        let tile = wgmma_tile(64, 6144, 4096, 132);
+        let tile = wgmma_tile(64, 6144, 4096, 132, WIDE);
         assert_eq!((tile.tokens, tile.out_cols), (64, 128));
         // qwen3-8b at 64 tokens: 48 tiles on 132 SMs (2 blocks fit per SM): 96 blocks.
-        assert_eq!(wgmma_splits(tile, 64, 6144, 4096, 132, 264), 2);
+        assert_eq!(wgmma_splits(tile, 64, 6144, 4096, Residency::uniform(132, 2)), 2);
         // qwen3-0.6b at 64 and 128 tokens: 32 and 64 tiles.
-        assert_eq!(wgmma_splits(tile, 64, 4096, 1024, 132, 264), 3);
-        assert_eq!(wgmma_splits(tile, 128, 4096, 1024, 132, 264), 2);
+        assert_eq!(wgmma_splits(tile, 64, 4096, 1024, Residency::uniform(132, 2)), 3);
+        assert_eq!(wgmma_splits(tile, 128, 4096, 1024, Residency::uniform(132, 2)), 2);
         // Enough tiles: no split.
-        assert_eq!(wgmma_splits(tile, 256, 4096, 1024, 132, 264), 1);
-        assert_eq!(wgmma_splits(wgmma_tile(8192, 6144, 4096, 132), 8192, 6144, 4096, 132, 132), 1);
+        assert_eq!(wgmma_splits(tile, 256, 4096, 1024, Residency::uniform(132, 2)), 1);
+        assert_eq!(wgmma_splits(wgmma_tile(8192, 6144, 4096, 132, WIDE), 8192, 6144, 4096, H200_ONE_PER_SM), 1);
         // Splits must fit at once, and one block per SM splits evenly: 40 tiles take 2, not 3.
-        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, 132, 132), 2);
-        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, 132, 264), 3);
+        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, H200_ONE_PER_SM), 2);
+        assert_eq!(wgmma_splits(tile, 64, 5120, 4096, Residency::uniform(132, 2)), 3);
         // Long H from 65 tokens: 128 x 256, qwen3-8b at 128 tokens in 4, qwen3-32b in 2.
-        let long = wgmma_tile(128, 6144, 4096, 132);
+        let long = wgmma_tile(128, 6144, 4096, 132, WIDE);
         assert_eq!((long.tokens, long.out_cols), (128, 256));
-        assert_eq!(wgmma_splits(long, 128, 6144, 4096, 132, 132), 4);
-        assert_eq!(wgmma_splits(long, 128, 10240, 5120, 132, 132), 2);
-        assert_eq!(wgmma_splits(long, 384, 6144, 4096, 132, 132), 1);
+        assert_eq!(wgmma_splits(long, 128, 6144, 4096, H200_ONE_PER_SM), 4);
+        assert_eq!(wgmma_splits(long, 128, 10240, 5120, H200_ONE_PER_SM), 2);
+        assert_eq!(wgmma_splits(long, 384, 6144, 4096, H200_ONE_PER_SM), 1);
         // Short H (qwen3-1.7b) keeps 64 x 128 at 128 tokens; 64 tokens keep it for any H; from
         // half the SMs' worth of 128 x 128 tiles (qwen3-0.6b at 384 tokens), 128 x 128.
-        assert_eq!(wgmma_tile(128, 4096, 2048, 132).tokens, 64);
-        assert_eq!(wgmma_tile(64, 10240, 5120, 132).tokens, 64);
-        assert_eq!(wgmma_tile(256, 4096, 1024, 132).tokens, 64);
-        let mid = wgmma_tile(384, 4096, 1024, 132);
+        assert_eq!(wgmma_tile(128, 4096, 2048, 132, WIDE).tokens, 64);
+        assert_eq!(wgmma_tile(64, 10240, 5120, 132, WIDE).tokens, 64);
+        assert_eq!(wgmma_tile(256, 4096, 1024, 132, WIDE).tokens, 64);
+        let mid = wgmma_tile(384, 4096, 1024, 132, WIDE);
         assert_eq!((mid.tokens, mid.out_cols, mid.stages), (128, 128, 4));
         // Stream-K where one block fills an SM and there is more than a wave: qwen3-32b at 512
         // tokens (160 tiles of 128 x 256), qwen3-8b at 1408 (264); not within one wave, nor
         // with two blocks per SM.
-        let big = wgmma_tile(512, 10240, 5120, 132);
-        assert_eq!(wgmma_grid(big, 512, 10240, 5120, 132, 132), WgmmaGrid::Stream(132));
-        assert_eq!(wgmma_grid(big, 1408, 6144, 4096, 132, 132), WgmmaGrid::Stream(132));
-        assert_eq!(wgmma_grid(big, 256, 10240, 5120, 132, 132), WgmmaGrid::Split(1));
-        let two_per_sm = wgmma_tile(4096, 1152, 896, 132);
+        let big = wgmma_tile(512, 10240, 5120, 132, WIDE);
+        assert_eq!(wgmma_grid(big, 512, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
+        assert_eq!(wgmma_grid(big, 1408, 6144, 4096, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
+        assert_eq!(wgmma_grid(big, 256, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Split(1));
+        let two_per_sm = wgmma_tile(4096, 1152, 896, 132, WIDE);
         assert_eq!(two_per_sm.stages, 3);
-        assert_eq!(wgmma_grid(two_per_sm, 4096, 1152, 896, 132, 264), WgmmaGrid::Split(1));
+        assert_eq!(wgmma_grid(two_per_sm, 4096, 1152, 896, Residency::uniform(132, 2)), WgmmaGrid::Split(1));
         // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
-        assert_eq!(wgmma_splits(tile, 16, 1152, 896, 132, 264), kernel_abi::wgmma::MAX_SPLITS);
-        assert_eq!(wgmma_splits(tile, 16, 1152, 128, 132, 264), 2);
+        assert_eq!(wgmma_splits(tile, 16, 1152, 896, Residency::uniform(132, 2)), kernel_abi::wgmma::MAX_SPLITS);
+        assert_eq!(wgmma_splits(tile, 16, 1152, 128, Residency::uniform(132, 2)), 2);
         assert!(SplitK::fixed(0).is_err() && SplitK::fixed(9).is_err() && SplitK::fixed(8).is_ok());
+    }
+
+    /// The wide tile follows the predicted time of its grid: 128 x 192 where its tiles fill the
+    /// last wave better (qwen3-8b, N = 6144, at 384-768 tokens: 96-192 tiles against 72-144),
+    /// 128 x 256 where they fill it as well or its split-K clusters do not fit at once.
+    #[test]
+    fn wide_tile_follows_the_predicted_grid_time() {
+        let cols = |m, n, hidden| wide_tile(m, n, hidden, WIDE).out_cols;
+        for m in [384, 512, 768] {
+            assert_eq!(cols(m, 6144, 4096), 192, "qwen3-8b at {m} tokens");
+        }
+        // 128 tokens: 32 tiles of 128 x 192 in 4-block clusters would need 128 blocks at once;
+        // 120 fit (whole clusters per GPC), so they split in 2, behind 128 x 256 in 4.
+        assert_eq!(wgmma_splits(WIDE_TILES[1], 128, 6144, 4096, H200_ONE_PER_SM), 2);
+        assert_eq!(wgmma_splits(WIDE_TILES[0], 128, 6144, 4096, H200_ONE_PER_SM), 4);
+        assert_eq!(cols(128, 6144, 4096), 256);
+        assert_eq!(cols(2048, 6144, 4096), 256);
+        assert_eq!(cols(8192, 6144, 4096), 256);
+        // qwen3-32b (N = 10240): 108 tiles of 128 x 192 at 256 tokens fill one wave better than
+        // 80; at 512, 216 leave a tail of 84 that no split covers, 160 one of 28 split 4 ways.
+        assert_eq!(cols(256, 10240, 5120), 192);
+        assert_eq!(cols(512, 10240, 5120), 256);
+        // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too.
+        assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 192);
     }
 
     #[test]

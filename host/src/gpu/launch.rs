@@ -55,7 +55,15 @@ fn driver_function(name: &std::ffi::CStr, needed_for: &str) -> Result<*mut c_voi
 #[derive(Clone, Copy)]
 pub(crate) struct LaunchEx {
     launch: LaunchKernelEx,
+    max_active_clusters: MaxActiveClusters,
 }
+
+/// `cuOccupancyMaxActiveClusters` (CUDA 12.0): how many clusters of a launch shape fit at once.
+type MaxActiveClusters = unsafe extern "C" fn(
+    clusters: *mut i32,
+    function: cust::sys::CUfunction,
+    config: *const LaunchConfig,
+) -> cust::sys::CUresult;
 
 type LaunchKernelEx = unsafe extern "C" fn(
     config: *const LaunchConfig,
@@ -89,9 +97,37 @@ const ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
 impl LaunchEx {
     /// Looks `cuLaunchKernelEx` up in the driver. A context must be current.
     pub(crate) fn load() -> Result<Self> {
-        let function = driver_function(c"cuLaunchKernelEx", "cluster launches")?;
-        // SAFETY: the driver's function of that name has this signature (cuda.h, CUDA 12.0).
-        Ok(LaunchEx { launch: unsafe { std::mem::transmute::<*mut c_void, LaunchKernelEx>(function) } })
+        let launch = driver_function(c"cuLaunchKernelEx", "cluster launches")?;
+        let occupancy = driver_function(c"cuOccupancyMaxActiveClusters", "cluster launches")?;
+        // SAFETY: the driver's functions of those names have these signatures (cuda.h, CUDA 12.0).
+        unsafe {
+            Ok(LaunchEx {
+                launch: std::mem::transmute::<*mut c_void, LaunchKernelEx>(launch),
+                max_active_clusters: std::mem::transmute::<*mut c_void, MaxActiveClusters>(occupancy),
+            })
+        }
+    }
+
+    /// Blocks of `function`'s launch shape (`launch`: threads, shared memory, cluster size)
+    /// resident on the GPU at once in clusters: the most clusters that fit at once (whole
+    /// clusters per GPC) times the cluster size.
+    pub(crate) fn resident_in_clusters(&self, function: &Function<'_>, name: &str, launch: Launch) -> Result<u32> {
+        let mut cluster = LaunchAttribute { id: ATTRIBUTE_CLUSTER_DIMENSION, _pad: 0, value: [0; 8] };
+        cluster.value[0] = launch.cluster as u64 | (1u64 << 32);
+        cluster.value[1] = 1;
+        let config = LaunchConfig {
+            grid: [launch.cluster, 1, 1],
+            block: [launch.block_threads, 1, 1],
+            shared_bytes: launch.shared_bytes,
+            stream: std::ptr::null_mut(),
+            attributes: &mut cluster,
+            attribute_count: 1,
+        };
+        let mut clusters = 0i32;
+        // SAFETY: a valid function handle and config; the driver writes one int.
+        let status = unsafe { (self.max_active_clusters)(&mut clusters, function.to_raw(), &config) };
+        driver(status, &format!("querying how many clusters of {} blocks of {name} fit", launch.cluster))?;
+        Ok(clusters.max(0) as u32 * launch.cluster)
     }
 
     /// As [`launch`], in clusters of `launch.cluster` blocks along x.

@@ -27,8 +27,8 @@ use kernel_abi::wgmma::K_BLOCK;
 use kernel_abi::{FallbackParams, Kernel, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
 
 pub use dispatch::{
-    mma_tile, wgmma_grid, wgmma_splits, wgmma_tile, KernelPolicy, SplitK, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS,
-    WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE,
+    mma_tile, wgmma_grid, wgmma_splits, wgmma_tile, wide_tile, KernelPolicy, Residency, SplitK, SPLIT_K_FILL_TENTHS,
+    TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE, WIDE_TILES,
 };
 
 use crate::error::CudaResultExt;
@@ -61,6 +61,9 @@ pub struct Kernels {
     /// Per entry of [`KERNELS`]: blocks of its launch shape that fit on one multiprocessor at
     /// once (the occupancy calculator's answer for the mma.sync and wgmma kernels; 0 elsewhere).
     resident: Vec<u32>,
+    /// Per entry of [`KERNELS`]: for the split-K `wgmma` kernels, blocks resident at once in
+    /// clusters of 2 to [`kernel_abi::wgmma::MAX_SPLITS`] (see [`Residency::clustered`]).
+    clustered: Vec<[usize; kernel_abi::wgmma::MAX_SPLITS as usize + 1]>,
     delay: Function<'static>,
     #[allow(dead_code)] // owns the loaded code the handles point into
     module: Module,
@@ -97,9 +100,11 @@ impl Kernels {
             // beyond `&self`, so no handle outlives the module.
             Ok(unsafe { std::mem::transmute::<Function<'_>, Function<'static>>(function) })
         };
+        let launch_ex = if hopper { Some(LaunchEx::load()?) } else { None };
         let mut functions = Vec::with_capacity(KERNELS.len());
         let mut resident = vec![0; KERNELS.len()];
-        for (kernel, resident) in KERNELS.iter().zip(&mut resident) {
+        let mut clustered = vec![[0; kernel_abi::wgmma::MAX_SPLITS as usize + 1]; KERNELS.len()];
+        for ((kernel, resident), clustered) in KERNELS.iter().zip(&mut resident).zip(&mut clustered) {
             if !is_built(kernel, hopper) {
                 functions.push(None);
                 continue;
@@ -119,14 +124,23 @@ impl Kernels {
                     .max_active_blocks_per_multiprocessor(block, shape.shared_bytes as usize)
                     .context(|| format!("querying the occupancy of {}", kernel.name))?;
             }
+            if let (Tile::Wgmma(tile), Some(ex), Some(shape)) = (kernel.tile, &launch_ex, shape) {
+                if !tile.is_persistent() {
+                    for (size, blocks) in clustered.iter_mut().enumerate().skip(2) {
+                        let launch = kernel_abi::Launch { cluster: size as u32, ..shape };
+                        // A shape the driver rejects cannot be launched: none of it fits.
+                        *blocks = ex.resident_in_clusters(&function, kernel.name, launch).unwrap_or(0) as usize;
+                    }
+                }
+            }
             functions.push(Some(function));
         }
         let delay = lookup(kernel_abi::DELAY_KERNEL)?;
         let tma = if hopper { Some(TmaEncoder::load()?) } else { None };
-        let launch_ex = if hopper { Some(LaunchEx::load()?) } else { None };
         Ok(Kernels {
             functions,
             resident,
+            clustered,
             delay,
             module,
             compute_capability: (major, minor),
@@ -153,6 +167,34 @@ impl Kernels {
 
     /// Bytes of the stream-K workspace a layer of `dtype` needs: the largest of the loaded
     /// `wgmma` tiles' grids of one block per resident slot (0 where none is loaded).
+    /// How many blocks of `kernel` (an entry of [`KERNELS`]) fit on this GPU at once, alone and
+    /// (for the split-K `wgmma` kernels) in clusters; `None` where it is not loaded.
+    pub fn residency_of(&self, kernel: &Kernel) -> Option<Residency> {
+        let index = KERNELS.iter().position(|k| k.name == kernel.name)?;
+        self.functions[index].as_ref().map(|_| self.residency(index))
+    }
+
+    /// How many blocks of kernel `index` of [`KERNELS`] fit at once, alone and in clusters.
+    pub(crate) fn residency(&self, index: usize) -> Residency {
+        let sms = self.multiprocessors;
+        let slots = sms * self.resident[index].max(1) as usize;
+        let mut clustered = self.clustered[index];
+        clustered[1] = slots;
+        Residency { multiprocessors: sms, slots, clustered }
+    }
+
+    /// The residency of the wide `wgmma` tiles of `dtype` ([`dispatch::WIDE_TILES`]), as if
+    /// one per multiprocessor where a tile is not loaded.
+    pub(crate) fn wide_residency(&self, dtype: kernel_abi::Dtype) -> [Residency; 2] {
+        dispatch::WIDE_TILES.map(|tile| {
+            KERNELS
+                .iter()
+                .position(|k| k.dtype == dtype && k.tile == Tile::Wgmma(tile) && k.shipped)
+                .filter(|&i| self.functions[i].is_some())
+                .map_or(Residency::uniform(self.multiprocessors, 1), |i| self.residency(i))
+        })
+    }
+
     pub(crate) fn stream_workspace_bytes(&self, dtype: kernel_abi::Dtype) -> u64 {
         KERNELS
             .iter()
@@ -464,13 +506,15 @@ impl<T: Dtype> GpuLayer<T> {
                 self.kernels.multiprocessors,
                 resident,
             ),
+            wide: self.kernels.wide_residency(T::KIND.abi()),
         };
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
-        let slots = call.multiprocessors * self.kernels.resident[index].max(1) as usize;
+        let residency = self.kernels.residency(index);
+        let slots = residency.slots;
         let grid = match (KERNELS[index].tile, self.split_k) {
             // One block per multiprocessor walks the tiles: nothing to split.
             (Tile::Wgmma(t), _) if t.is_persistent() => WgmmaGrid::Split(1),
-            (Tile::Wgmma(t), SplitK::Auto) => wgmma_grid(t, m, call.n, call.hidden, call.multiprocessors, slots),
+            (Tile::Wgmma(t), SplitK::Auto) => wgmma_grid(t, m, call.n, call.hidden, residency),
             (Tile::Wgmma(_), SplitK::Fixed(splits)) => WgmmaGrid::Split(splits),
             (Tile::Wgmma(t), SplitK::Stream(blocks)) => {
                 let units = t.tiles(m as u32, call.n as u32) as u64 * call.hidden.div_ceil(K_BLOCK as usize) as u64;

@@ -39,7 +39,8 @@
 //! 48 KB the host raises the function's limit); `hidden % 8 == 0`, `q_cols` and `kv_cols` even;
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
-use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, CONSUMER_WARPS, GROUP_M, K_BLOCK, MAX_SPLITS, THREADS};
+use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
+use kernel_abi::wgmma::{MAX_SPLITS, THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
@@ -104,6 +105,13 @@ impl Ring {
     #[inline(always)]
     fn out_tile(self) -> SharedPtr {
         self.base.add(self.tile.out_tile_offset())
+    }
+
+    /// Room for the staged output tile in one piece from `start`, as the two halves
+    /// [`Epilogue::staged`] takes.
+    #[inline(always)]
+    fn staged_at(self, start: SharedPtr) -> [SharedPtr; 2] {
+        [start, start.add(self.tile.tokens / 2 * self.tile.out_pitch())]
     }
 }
 
@@ -354,16 +362,22 @@ fn staged_row(staged: [SharedPtr; 2], tile: WgmmaTile, r: u32) -> SharedPtr {
     part.add(r % half * tile.out_pitch())
 }
 
-/// Step 5, coalesced: copies the staged output tile (`out_pitch` bytes per row, in two halves)
-/// to q, k and v in 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols
+/// Step 5, coalesced: copies rows `first_row..end_row` of the staged output tile (`out_pitch`
+/// bytes per row, in two halves) to q, k and v in 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols
 /// multiples of 8 and 16-byte aligned q, k, v, so that a piece never straddles two of them.
 #[inline(always)]
-unsafe fn copy_out_tile<T>(staged: [SharedPtr; 2], tile: WgmmaTile, (row0, col0): (u32, u32), params: &QkvParams) {
+unsafe fn copy_out_tile<T>(
+    staged: [SharedPtr; 2],
+    tile: WgmmaTile,
+    (row0, col0): (u32, u32),
+    (first_row, end_row): (u32, u32),
+    params: &QkvParams,
+) {
     let pieces_per_row = tile.out_cols / 8;
     let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
-    let mut i = thread_idx_x_unhoisted();
-    while i < tile.tokens * pieces_per_row {
+    let mut i = first_row * pieces_per_row + thread_idx_x_unhoisted();
+    while i < end_row * pieces_per_row {
         let (r, piece) = (i / pieces_per_row, i % pieces_per_row);
         let (row, col) = (row0 + r, col0 + piece * 8);
         if row < shape.m && col < n {
@@ -538,23 +552,30 @@ impl StreamWorkspace {
         (self.base + at) as usize as *mut f32
     }
 
-    /// Leaves this block's partial tile (accumulators and row-sum shares) in its slot, then
+    /// Leaves in this block's slot what the other blocks of its tail tile reduce: the
+    /// accumulators and row-sum shares of the rows outside `bands` (this block's own), then
     /// raises its flag (a release: the block's stores before it are visible to whoever sees it).
     ///
     /// # Safety
-    /// Every thread of the block, once per launch (a block's only partial is its first tile).
+    /// Every thread of the block, once per launch (a block's only split tile is its last).
     #[inline(always)]
-    unsafe fn leave<const WN: u32>(self, acc: &Acc, sum_sq: f32, block: u32) {
+    unsafe fn leave<const BM: u32, const WN: u32>(self, acc: &Acc, sum_sq: f32, block: u32, bands: (u32, u32)) {
         let tid = thread_idx_x_unhoisted();
+        let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
         let partial = self.partial(block);
-        unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
-            if (i as u32) < WN / 8 {
-                let at = partial.add(4 * (i * THREADS as usize + tid as usize));
-                crate::mem::store_f32x4(at, [acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]]);
-            }
-        });
-        crate::mem::store_f32(partial.add((self.tile.tokens * self.tile.out_cols + tid) as usize), sum_sq);
+        if !in_bands(acc_band::<BM>(warp), bands) {
+            let chunk = partial.add((warp * self.tile.warp_partial_bytes() / 4) as usize);
+            unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                          16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+                if (i as u32) < WN / 8 {
+                    let at = chunk.add(4 * (i * WARP_SIZE as usize + lane as usize));
+                    crate::mem::store_f32x4(at, [acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]]);
+                }
+            });
+        }
+        if !in_bands(row_sum_band::<BM>(tid), bands) {
+            crate::mem::store_f32(partial.add((self.tile.tokens * self.tile.out_cols + tid) as usize), sum_sq);
+        }
         sync_threads();
         if tid == 0 {
             crate::mem::fence_acq_rel_gpu();
@@ -562,54 +583,127 @@ impl StreamWorkspace {
         }
     }
 
-    /// Adds, in block order, the partials that the blocks after `block` leave for the tile whose
-    /// steps end at `tile_end`, waiting for each; lowers their flags again for the next launch.
-    /// Each partial comes into the (free) stages in one bulk copy, completing on `landed`.
+    /// Adds to this block's accumulators and row-sum shares of `bands` those the other blocks of
+    /// its tail tile (blocks `first_block..first_block + splits`, this one `rank`) left, in
+    /// block order after its own: an order fixed by the grid, so the bits repeat. Waits for each
+    /// block's flag, gathers its part in bulk copies into the (free) stages, completing on
+    /// `landed`; the last of a partial's readers lowers its flag again for the next launch.
     ///
     /// # Safety
-    /// Every thread of the block, after its last MMA wait; every block of the grid resident at
-    /// once; `landed` an initialised mbarrier used only here, `uses` its completed phases so far.
+    /// Every thread of the block, after [`Self::leave`]; every block of the grid resident at once;
+    /// `landed` an initialised mbarrier used only here, once per launch.
     #[inline(always)]
-    unsafe fn add_partials<const WN: u32>(
+    unsafe fn gather<const BM: u32, const WN: u32>(
         self,
         (acc, sum_sq): (&mut Acc, &mut f32),
         ring: Ring,
-        (landed, uses): (SharedPtr, &mut u32),
-        block: u32,
-        tile_end: u64,
+        landed: SharedPtr,
+        (first_block, rank, splits): (u32, u32, u32),
+        bands: (u32, u32),
     ) {
-        let bytes = self.tile.stream_partial_floats() * 4;
-        let mut next = block + 1;
-        while next < self.blocks && stream_tail_units(self.tiles, self.k_blocks, self.tail, next).0 < tile_end {
-            let tid = thread_idx_x_unhoisted();
-            // Every generic access to the stages (row sums, an earlier partial) is done before
-            // the copy engine writes them.
-            wgmma::fence_proxy_async_shared();
-            sync_threads();
-            if tid == 0 {
-                while crate::mem::load_relaxed_gpu_u32(self.flag(next)) == 0 {}
-                crate::mem::fence_acq_rel_gpu();
-                crate::mem::store_relaxed_gpu_u32(self.flag(next), 0);
-                mbarrier::arrive_expect_tx(landed, bytes);
-                tma::load_bulk(ring.base, self.partial(next).cast(), bytes, landed);
+        let tile = self.tile;
+        let tid = thread_idx_x_unhoisted();
+        let (warp_bytes, slot_bytes) = (tile.warp_partial_bytes(), tile.tail_slot_bytes(bands.1));
+        let (band_warps, row_threads) = (tile.band_warps(bands.1), THREADS / BM * BAND_ROWS);
+        // The other blocks' slots in block order, this block's skipped.
+        let slot = |peer: u32| ring.base.add((peer - (peer > rank) as u32) * slot_bytes);
+        // Every generic access to the stages is done before the copy engine writes them.
+        wgmma::fence_proxy_async_shared();
+        sync_threads();
+        if tid == 0 {
+            mbarrier::arrive_expect_tx(landed, (splits - 1) * slot_bytes);
+            let mut peer = 0;
+            while peer < splits {
+                if peer != rank {
+                    while crate::mem::load_relaxed_gpu_u32(self.flag(first_block + peer)) == 0 {}
+                    crate::mem::fence_acq_rel_gpu();
+                    let partial = self.partial(first_block + peer).cast::<u8>();
+                    // The bands' warps: one run, or one per warpgroup with 64 tokens.
+                    let runs = if BM == 128 { 1 } else { 2 };
+                    let run_warps = band_warps / runs;
+                    let mut run = 0;
+                    while run < runs {
+                        let first_warp = run * 4 + bands.0;
+                        let src = partial.add((first_warp * warp_bytes) as usize);
+                        tma::load_bulk(slot(peer).add(run * run_warps * warp_bytes), src, run_warps * warp_bytes, landed);
+                        run += 1;
+                    }
+                    let sums = tile.tokens * tile.out_cols + row_threads * bands.0;
+                    let src = partial.add(sums as usize * 4);
+                    tma::load_bulk(slot(peer).add(band_warps * warp_bytes), src, row_threads * bands.1 * 4, landed);
+                }
+                peer += 1;
             }
-            mbarrier::wait_parity(landed, *uses % 2);
-            *uses += 1;
-            unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-                          16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
-                if (i as u32) < WN / 8 {
-                    let part = ring.base.add(16 * (i as u32 * THREADS + tid)).load_f32x4();
-                    unroll!(c in [0, 1, 2, 3] {
-                        acc[4 * i + c] += part[c];
+        }
+        mbarrier::wait_parity(landed, 0);
+        if tid == 0 {
+            let mut peer = 0;
+            while peer < splits {
+                // Read by `splits - 1` blocks: the last (the one that sees `splits - 1` before
+                // its add, 1 from the writer and one per earlier reader) lowers it.
+                if peer != rank && crate::mem::add_relaxed_gpu_u32(self.flag(first_block + peer), 1) == splits - 1 {
+                    crate::mem::store_relaxed_gpu_u32(self.flag(first_block + peer), 0);
+                }
+                peer += 1;
+            }
+        }
+        let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
+        if in_bands(acc_band::<BM>(warp), bands) {
+            // This warp's place among the bands' warps in a slot.
+            let at = if BM == 128 { warp - bands.0 } else { warp / 4 * bands.1 + warp % 4 - bands.0 } * warp_bytes;
+            unroll!(peer in [0, 1, 2, 3] {
+                if (peer as u32) < splits && peer as u32 != rank {
+                    let part = slot(peer as u32).add(at + 16 * lane);
+                    unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+                        if (i as u32) < WN / 8 {
+                            let part = part.add(16 * WARP_SIZE * i as u32).load_f32x4();
+                            unroll!(c in [0, 1, 2, 3] {
+                                acc[4 * i + c] += part[c];
+                            });
+                        }
                     });
                 }
             });
-            *sum_sq += ring.base.offset_f32(self.tile.tokens * self.tile.out_cols + tid).load_f32();
-            next += 1;
+        }
+        if in_bands(row_sum_band::<BM>(tid), bands) {
+            let at = band_warps * warp_bytes + 4 * (tid - row_threads * bands.0);
+            unroll!(peer in [0, 1, 2, 3] {
+                if (peer as u32) < splits && peer as u32 != rank {
+                    *sum_sq += slot(peer as u32).add(at).load_f32();
+                }
+            });
         }
         // The stages are read: the epilogue may stage the output tile in them.
         sync_threads();
     }
+}
+
+// `gather` unrolls over this many blocks.
+const _: () = assert!(kernel_abi::wgmma::MAX_TAIL_SPLITS == 4);
+
+/// The band (16 rows, [`kernel_abi::wgmma::BAND_ROWS`]) of the tile whose accumulators warp
+/// `warp` holds: warpgroup `g`'s warp `w % 4` holds rows `64 g + 16 (w % 4)..` with 128 tokens,
+/// `16 (w % 4)..` with 64 (both warpgroups hold every row then).
+#[inline(always)]
+fn acc_band<const BM: u32>(warp: u32) -> u32 {
+    if BM == 128 {
+        warp
+    } else {
+        warp % 4
+    }
+}
+
+/// The band of the row whose sum-of-squares share thread `tid` adds ([`add_row_squares`]).
+#[inline(always)]
+fn row_sum_band<const BM: u32>(tid: u32) -> u32 {
+    tid / (THREADS / BM) / BAND_ROWS
+}
+
+/// Whether `band` is one of `bands` (`first`, `count`).
+#[inline(always)]
+fn in_bands(band: u32, (first, count): (u32, u32)) -> bool {
+    band >= first && band < first + count
 }
 
 /// The kernel body; see the module docs for the launch contract. In clusters: split-K through
@@ -687,10 +781,9 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
     // Whole tiles `block, block + blocks, ..` below `dp_tiles` first, then this block's steps.
     let dp_tiles = tail.0;
     let (unit, end) = stream_tail_units(tiles, k_blocks, tail, block_idx_x());
-    // Completes when a partial has landed in the stages (the ring's first "empty" barrier,
-    // which only the persistent kernel uses otherwise).
+    // Completes when the other blocks' partials of a tail tile have landed in the stages (the
+    // ring's first "empty" barrier, which only the persistent kernel uses otherwise).
     let landed = ring.empty(0);
-    let mut landed_uses = 0;
     if thread_idx_x() == 0 {
         mbarrier::init(landed, 1);
         mbarrier::fence_init();
@@ -713,17 +806,17 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
         ring_step += count;
         prefetched = 0;
         next = walk.next();
-        if first > 0 {
-            // Another block owns the tile (it multiplies its first k-block).
-            stream.leave::<WN>(&acc, sum_sq, block_idx_x());
-            continue;
-        }
-        let staged = if count < k_blocks {
-            let tile_end = (tile_index as u64 + 1) * k_blocks as u64;
-            stream.add_partials::<WN>((&mut acc, &mut sum_sq), ring, (landed, &mut landed_uses), block_idx_x(), tile_end);
+        let (staged, rows) = if count < k_blocks {
+            // A tail tile, split between `splits` consecutive blocks (this block's last item):
+            // each leaves what the others store, then adds the others' parts of its own rows.
+            let (splits, rank) = (tail.1, block_idx_x() % tail.1);
+            let bands = tail_bands(BM, rank, splits);
+            stream.leave::<BM, WN>(&acc, sum_sq, block_idx_x(), bands);
+            let blocks = (block_idx_x() - rank, rank, splits);
+            stream.gather::<BM, WN>((&mut acc, &mut sum_sq), ring, landed, blocks, bands);
             // The stages are free (every MMA waited for, the partials added): they hold the
             // staged output tile.
-            [ring.base, ring.base.add(BM / 2 * tile.out_pitch())]
+            (ring.staged_at(ring.base), (bands.0 * BAND_ROWS, (bands.0 + bands.1) * BAND_ROWS))
         } else if let Some((next_tile, next_first, next_count)) = next {
             // A whole tile and another after it: that one's first `S - 2` k-blocks load while
             // this one is stored, the staged output tile in the two stages they leave free.
@@ -731,11 +824,11 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
             let next_k = KRange { first: next_first, count: next_count, ring_step };
             let next_origin = tile_origin::<BM, BN>(next_tile, shape.m, shape.n());
             load_ahead(ring, loader, next_k, next_origin, (0, prefetched));
-            [ring.stage(ring_step + prefetched).0, ring.stage(ring_step + prefetched + 1).0]
+            ([ring.stage(ring_step + prefetched).0, ring.stage(ring_step + prefetched + 1).0], (0, BM))
         } else {
-            [ring.base, ring.base.add(BM / 2 * tile.out_pitch())]
+            (ring.staged_at(ring.base), (0, BM))
         };
-        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged, origin, local, sync: || sync_threads() };
+        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged, origin, local, rows, sync: || sync_threads() };
         epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
     }
 }
@@ -782,6 +875,8 @@ struct Epilogue<F: Fn()> {
     origin: (u32, u32),
     /// This warpgroup's first row and column in the tile.
     local: (u32, u32),
+    /// The tile's rows to store, `first..end` (all but where blocks share a tile).
+    rows: (u32, u32),
     /// The barrier of the threads that multiply.
     sync: F,
 }
@@ -796,7 +891,7 @@ impl<F: Fn()> Epilogue<F> {
     /// in use by anyone else.
     #[inline(always)]
     unsafe fn store<T: WgmmaElement, const BM: u32, const WN: u32>(&self, acc: &Acc, sum_sq: f32, params: &QkvParams) {
-        let (tile, scales, staged, origin, local) = (self.tile, self.scales, self.staged, self.origin, self.local);
+        let (tile, scales, staged, origin, local, rows) = (self.tile, self.scales, self.staged, self.origin, self.local, self.rows);
         let shape = params.shape;
         row_sums::<BM>(sum_sq, |row, sum| {
             scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
@@ -810,14 +905,18 @@ impl<F: Fn()> Epilogue<F> {
         let pairs = (acc, scales, local, warpgroup_origin);
         if coalesced {
             for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |_, _, r, c, pair| {
-                staged_row(staged, tile, r).add(c * 2).store_u32(pair)
+                if r >= rows.0 && r < rows.1 {
+                    staged_row(staged, tile, r).add(c * 2).store_u32(pair)
+                }
             });
             (self.sync)();
-            copy_out_tile::<T>(staged, tile, origin, params);
+            copy_out_tile::<T>(staged, tile, origin, rows, params);
         } else {
-            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, _, _, pair| {
-                let (dst, cols, c) = destination(out, shape, col);
-                crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
+            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, r, _, pair| {
+                if r >= rows.0 && r < rows.1 {
+                    let (dst, cols, c) = destination(out, shape, col);
+                    crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
+                }
             });
         }
         (self.sync)();
@@ -910,9 +1009,8 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
         if k_blocks > 0 {
             release(ring, step - 1);
         }
-        let (scales, staged) = (ring.row_scales(), ring.out_tile());
-        let staged = [staged, staged.add(64 * tile.out_pitch())];
-        let epilogue = Epilogue { tile, scales, staged, origin, local, sync };
+        let (scales, staged) = (ring.row_scales(), ring.staged_at(ring.out_tile()));
+        let epilogue = Epilogue { tile, scales, staged, origin, local, rows: (0, 128), sync };
         epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
         tile_index += grid_dim_x();
     }

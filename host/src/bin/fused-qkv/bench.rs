@@ -118,6 +118,19 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
         gpu.description,
         l2_bytes >> 20
     );
+    // The occupancy the wgmma grids are chosen from (clusters fill GPCs in whole clusters).
+    for kernel in fused_qkv::kernel_abi::KERNELS.iter().filter(|k| k.dtype == args.dtype.abi()) {
+        if let (fused_qkv::kernel_abi::Tile::Wgmma(_), Some(residency)) =
+            (kernel.tile, gpu.kernels.residency_of(kernel))
+        {
+            eprintln!(
+                "{}: {} blocks at once, in clusters of 1-8: {:?}",
+                kernel.name,
+                residency.slots,
+                &residency.clustered[1..]
+            );
+        }
+    }
     let progress = ProgressBar::new((configs.len() * args.tokens.len()) as u64);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
