@@ -25,10 +25,11 @@ use tests::{case, case_count, hidden_states, weights, Case};
 const GUARD: usize = 67;
 
 /// What every test shares: the primary context and the loaded kernels, made once per test
-/// process (never dropped). Each test thread creating, loading and releasing its own (as
-/// `cust::quick_init` per test did) crashed inside libcuda once in a parallel run (a segfault
-/// in the driver while another thread loaded the module: H200, driver 580.159.04); it also JIT-compiled the
-/// PTX once per test.
+/// process (never dropped), so the PTX is JIT-compiled once, not once per test.
+///
+/// Known, not understood: a parallel run of these tests has crashed twice (of about ten runs,
+/// H200, driver 580.159.04) with a segfault inside libcuda, once with a context and module per
+/// test, once with this shared one; `--test-threads 1` never has. bench/NOTES.md has the details.
 struct Shared {
     context: Context,
     kernels: Arc<Kernels>,

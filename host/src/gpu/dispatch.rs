@@ -325,7 +325,9 @@ fn fallback_tokens(m: usize) -> u32 {
 /// of W costs more: qwen3-0.6b at 384 and 512 tokens, 96 and 128 tiles, 12.4 and 12.7 us with 128
 /// x 128 against 14.5 and 14.6 with 64 x 128, H200 sweep bench/results/h200-tiles; at 256 tokens,
 /// 64 tiles, 64 x 128 stays ahead, 10.5 against 11.3); a wide tile where N is a multiple of 256
-/// and 128 x 256 tiles still fill two thirds of the machine; else 128 x 128, with 3 stages (two
+/// or 192 and such tiles still fill two thirds of the machine (qwen2.5-0.5b, N = 1152 = 6 x 192,
+/// at 2048 and 8192 tokens: 16.6 and 44.9 us with 128 x 192 against 17.7 and 49.5 with 128 x
+/// 128 at two blocks per SM, bench/results/h200-n192/rule); else 128 x 128, with 3 stages (two
 /// blocks per multiprocessor) once there is more than one wave.
 pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; 2]) -> WgmmaTile {
     let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
@@ -335,7 +337,9 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
         wide_tile(m, n, hidden, wide)
     } else if m <= 64 || 2 * blocks(128, 128) < sms {
         tile(64, 128, 4, Load::CpAsync)
-    } else if n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms {
+    } else if (n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms)
+        || (n.is_multiple_of(192) && 3 * blocks(128, 192) >= 2 * sms)
+    {
         wide_tile(m, n, hidden, wide)
     } else if blocks(128, 128) <= sms {
         tile(128, 128, 4, Load::Tma)
@@ -636,9 +640,9 @@ mod tests {
         assert_eq!(wgmma_grid(big, 512, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 1408, 6144, 4096, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 256, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Split(1));
-        let two_per_sm = wgmma_tile(4096, 1152, 896, 132, WIDE);
-        assert_eq!(two_per_sm.stages, 3);
-        assert_eq!(wgmma_grid(two_per_sm, 4096, 1152, 896, Residency::uniform(132, 2)), WgmmaGrid::Split(1));
+        let two_per_sm = wgmma_tile(4096, 1000, 1024, 132, WIDE);
+        assert_eq!((two_per_sm.out_cols, two_per_sm.stages), (128, 3));
+        assert_eq!(wgmma_grid(two_per_sm, 4096, 1000, 1024, Residency::uniform(132, 2)), WgmmaGrid::Split(1));
         // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
         assert_eq!(wgmma_splits(tile, 16, 1152, 896, Residency::uniform(132, 2)), kernel_abi::wgmma::MAX_SPLITS);
         assert_eq!(wgmma_splits(tile, 16, 1152, 128, Residency::uniform(132, 2)), 2);
@@ -665,6 +669,11 @@ mod tests {
         // 80; at 512, 216 leave a tail of 84 that no split covers, 160 one of 28 split 4 ways.
         assert_eq!(cols(256, 10240, 5120), 192);
         assert_eq!(cols(512, 10240, 5120), 256);
+        // N = 1152 (qwen2.5-0.5b, 6 x 192): 128 x 192 once its tiles fill two thirds of the
+        // SMs, else 128 x 128 as before.
+        assert_eq!(wgmma_tile(8192, 1152, 896, 132, WIDE).out_cols, 192);
+        assert_eq!(wgmma_tile(2048, 1152, 896, 132, WIDE).out_cols, 192);
+        assert_eq!(wgmma_tile(1024, 1152, 896, 132, WIDE).out_cols, 128);
         // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too.
         assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 192);
     }
