@@ -32,7 +32,8 @@
 //! tiles meeting in distributed shared memory ([`reduce_partials`]); else a stream-K grid, each
 //! block taking whole tiles of the full waves, then its part of a tile of the last wave
 //! ([`kernel_abi::wgmma::stream_tail`]), the partials meeting in the workspace
-//! ([`StreamWorkspace`]). One block per tile is the plain grid.
+//! ([`StreamWorkspace`]), each block of the tile storing a band of its rows. One block per tile
+//! is the plain grid. Tiles are 64 or 128 rows by 128, 192 (128 rows only) or 256 columns.
 //!
 //! Launch contract: [`kernel_abi::WgmmaTile::launch`] for the kernel's tile (dynamic shared
 //! memory [`kernel_abi::WgmmaTile::shared_bytes`], laid out by its `*_offset` functions; above
@@ -761,8 +762,9 @@ unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: 
 }
 
 /// The stream-K grid: this block's walk ([`Walk`]) of whole tiles, then its part of a tile of
-/// the last wave; a part that does not start the tile is left in the workspace, one that does
-/// adds the others' and stores the tile.
+/// the last wave: each block of a tile's split leaves in the workspace what the others store,
+/// adds the others' parts of its own band of rows ([`kernel_abi::wgmma::tail_bands`]) and
+/// stores that band.
 ///
 /// # Safety
 /// As [`run`], without clusters, every block resident at once; the ring initialised.
