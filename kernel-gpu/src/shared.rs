@@ -89,6 +89,26 @@ impl SharedPtr {
         out
     }
 
+    /// `ldmatrix.sync.aligned.m8n8.x4.shared.b16`: four 8 x 8 matrices of 16-bit elements, lane
+    /// `l` giving (at `self`) the address of row `l % 8` of matrix `l / 8`; register `i` of lane
+    /// `l` receives elements `2 (l % 4)` and `+ 1` of row `l / 4` of matrix `i` (the `mma`
+    /// fragment layout).
+    ///
+    /// # Safety
+    /// All 32 lanes of the warp execute it together (`.aligned`), each with a 16-byte aligned
+    /// shared address of 16 readable bytes; sm_75 or later.
+    #[inline(always)]
+    pub unsafe fn ldmatrix_x4(self) -> [u32; 4] {
+        let (a, b, c, d): (u32, u32, u32, u32);
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{a}, {b}, {c}, {d}}}, [{p}];",
+            a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+            p = in(reg32) self.0,
+            options(readonly, nostack),
+        );
+        [a, b, c, d]
+    }
+
     /// Loads four consecutive f32 in one 16-byte access.
     ///
     /// # Safety

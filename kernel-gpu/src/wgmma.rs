@@ -104,6 +104,28 @@ macro_rules! mma_async_asm {
     };
 }
 
+/// `wgmma.mma_async` of shape m64n`$n`k16 with A from registers (`$a`, the fragment layout of
+/// [`crate::mma::MmaElement::mma_m16n8k16`] for the warp's 16 rows) on the accumulators `$acc[$i]`.
+macro_rules! mma_async_rs_asm {
+    ($ty:literal, $n:literal, $acc:ident, $a:ident, $b:ident, [$first:literal $(, $i:literal)*]) => {
+        asm!(
+            "{{",
+            ".reg .pred p;",
+            "setp.ne.b32 p, {one}, 0;",
+            concat!(
+                "wgmma.mma_async.sync.aligned.m64n", stringify!($n), "k16.f32.", $ty, ".", $ty, " ",
+                "{{{", stringify!($first), "}" $(, ", {", stringify!($i), "}")*, "}}, ",
+                "{{{a0}, {a1}, {a2}, {a3}}}, {b}, p, 1, 1, 0;"
+            ),
+            "}}",
+            inout(reg32) $acc[$first], $(inout(reg32) $acc[$i],)*
+            a0 = in(reg32) $a[0], a1 = in(reg32) $a[1], a2 = in(reg32) $a[2], a3 = in(reg32) $a[3],
+            b = in(reg64) $b, one = in(reg32) 1u32,
+            options(nostack),
+        )
+    };
+}
+
 /// `wgmma.wait_group $pending`, naming the accumulators `$acc[$i]` (in a comment) so they count as
 /// written here.
 macro_rules! wait_asm {
@@ -138,6 +160,25 @@ pub unsafe fn wait_group<const N: u32, const PENDING: u32>(acc: &mut Acc) {
     }
 }
 
+/// Marks the A fragments of an [`WgmmaElement::mma_async_rs`] group as read here, after the
+/// [`wait_group`] that completes the group: until then ptxas keeps their registers (the MMAs read
+/// them asynchronously, and nothing else tells ptxas so; reusing them earlier corrupts A).
+///
+/// # Safety
+/// None; `unsafe` as the other `wgmma` primitives, and it must follow that wait.
+#[inline(always)]
+pub unsafe fn release_fragments(fragments: &[[u32; 4]; 4]) {
+    let f = fragments;
+    asm!(
+        "// A fragments released: {0} {1} {2} {3} {4} {5} {6} {7} {8} {9} {10} {11} {12} {13} {14} {15}",
+        in(reg32) f[0][0], in(reg32) f[0][1], in(reg32) f[0][2], in(reg32) f[0][3],
+        in(reg32) f[1][0], in(reg32) f[1][1], in(reg32) f[1][2], in(reg32) f[1][3],
+        in(reg32) f[2][0], in(reg32) f[2][1], in(reg32) f[2][2], in(reg32) f[2][3],
+        in(reg32) f[3][0], in(reg32) f[3][1], in(reg32) f[3][2], in(reg32) f[3][3],
+        options(nostack),
+    );
+}
+
 /// A 16-bit dtype `wgmma` multiplies exactly, accumulating in fp32.
 pub trait WgmmaElement: MmaElement {
     /// `acc += A * B` for a 64 x 16 tile of A and a 16 x `N` tile of B (`N` = 64, 128, 192 or 256),
@@ -150,6 +191,16 @@ pub trait WgmmaElement: MmaElement {
     /// [`fence_proxy_async_shared`] and a barrier) and stay unchanged until the group is waited
     /// for; sm_90a.
     unsafe fn mma_async<const N: u32>(acc: &mut Acc, a: u64, b: u64);
+
+    /// As [`WgmmaElement::mma_async`] with the 64 x 16 tile of A in registers: this warp's 16
+    /// rows in the fragment layout of [`crate::mma::MmaElement::mma_m16n8k16`].
+    ///
+    /// # Safety
+    /// As [`WgmmaElement::mma_async`] for B; `a` is read asynchronously: its registers must not
+    /// be written until the group is waited for: name them in [`release_fragments`] after that
+    /// wait, so that ptxas keeps their registers until then, and carry none of them across a loop
+    /// (a carried value may be copied, and the copy's source register reused).
+    unsafe fn mma_async_rs<const N: u32>(acc: &mut Acc, a: [u32; 4], b: u64);
 
     /// The dtype's bits of `value`, rounded to nearest even.
     fn round_bits(value: f32) -> u16;
@@ -165,6 +216,16 @@ macro_rules! wgmma_impl {
                     128 => with_acc_indices!(128, mma_async_asm!($ty, 128, acc, a, b,)),
                     192 => with_acc_indices!(192, mma_async_asm!($ty, 192, acc, a, b,)),
                     _ => with_acc_indices!(256, mma_async_asm!($ty, 256, acc, a, b,)),
+                }
+            }
+
+            #[inline(always)]
+            unsafe fn mma_async_rs<const N: u32>(acc: &mut Acc, a: [u32; 4], b: u64) {
+                match N {
+                    64 => with_acc_indices!(64, mma_async_rs_asm!($ty, 64, acc, a, b,)),
+                    128 => with_acc_indices!(128, mma_async_rs_asm!($ty, 128, acc, a, b,)),
+                    192 => with_acc_indices!(192, mma_async_rs_asm!($ty, 192, acc, a, b,)),
+                    _ => with_acc_indices!(256, mma_async_rs_asm!($ty, 256, acc, a, b,)),
                 }
             }
 

@@ -15,10 +15,14 @@
 //!    tiles, completion on an mbarrier per stage) or [`CpAsync`] (every thread, 16 bytes at a
 //!    time). Rows and columns past the matrix are zero-filled, so odd `M`, `N` and `H` need no
 //!    other tail path;
-//! 2. mma: per k-block, each warpgroup issues four m64n`WN`k16 MMAs from shared memory and keeps
-//!    one group in flight across the barriers (one before the MMAs: the stage has landed; one
-//!    after: the previous k-block's MMAs are done, so its slot can be refilled);
-//! 3. reduce: meanwhile 2 or 4 threads per row add up the squares of the stage's `x` row;
+//! 2. mma: per k-block, each warpgroup issues four m64n`WN`k16 MMAs and keeps one group in
+//!    flight across the barriers (one before the MMAs: the stage has landed; one after: the
+//!    previous k-block's MMAs are done, so its slot can be refilled). B comes from shared
+//!    memory; A too on 64-token and 3-stage tiles, else from registers (`ldmatrix`), since
+//!    shared-memory bandwidth bounds the mainloop and the squares can then use the same
+//!    registers ([`multiply_a_in_registers`]);
+//! 3. reduce: meanwhile the squares of the stage's `x` rows are added up: from the A fragments
+//!    (a quad of lanes per row), or by 2 or 4 threads per row from a second read of the tile;
 //! 4. normalize: the row's `rms_inv * out_scale` goes to shared memory;
 //! 5. store: each thread scales its accumulators, adds the bias and rounds pairs of columns
 //!    into a staged copy of the tile in the (now free) stages; the block then copies it to q, k
@@ -501,6 +505,37 @@ unsafe fn multiply<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32
     local: (u32, u32),
 ) -> (Acc, f32) {
     load_ahead(ring, loader, k, origin, (prefetched, S - 1));
+    // The 3-stage tile runs two blocks per SM, which needs 128 registers or fewer: the two
+    // fragment sets would take it past that (168).
+    if BM == 128 && S >= 4 {
+        multiply_a_in_registers::<T, L, WN, S>(ring, loader, k, origin, local)
+    } else {
+        multiply_a_in_shared::<T, L, BM, WN, S>(ring, loader, k, origin, local)
+    }
+}
+
+/// After a step's MMAs are issued and the previous step's waited for: the previous step's stage
+/// takes step `step + S - 1` while this step's MMAs run.
+///
+/// # Safety
+/// Every thread of the block, once per step, after the wait for the previous step's MMAs.
+#[inline(always)]
+unsafe fn refill<L: StageLoader, const S: u32>(ring: Ring, loader: &L, step: u32, k: KRange, origin: (u32, u32)) {
+    sync_threads();
+    loader.load(ring, step + S - 1, k, origin);
+}
+
+/// [`multiply`]'s mainloop with A read by `wgmma` from shared memory and the squares from a
+/// second read of the `x` tile (64-token tiles, where both warpgroups multiply the same rows,
+/// and the 3-stage tile).
+#[inline(always)]
+unsafe fn multiply_a_in_shared<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32, const S: u32>(
+    ring: Ring,
+    loader: &L,
+    k: KRange,
+    origin: (u32, u32),
+    local: (u32, u32),
+) -> (Acc, f32) {
     let (a_offset, b_offset) = (local.0 * SWIZZLE_ROW_BYTES, local.1 * SWIZZLE_ROW_BYTES);
     let mut acc: Acc = [0.0; 128];
     let mut sum_sq = 0.0f32;
@@ -517,15 +552,143 @@ unsafe fn multiply<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32
         });
         wgmma::commit_group();
         add_row_squares::<T, BM>(a, &mut sum_sq);
-        // Every warpgroup is done with the previous step's MMAs: its slot takes step + S - 1
-        // while this step's MMAs run.
         wgmma::wait_group::<WN, 1>(&mut acc);
-        sync_threads();
-        loader.load(ring, step + S - 1, k, origin);
+        refill::<L, S>(ring, loader, step, k, origin);
         step += 1;
     }
     wgmma::wait_group::<WN, 0>(&mut acc);
     (acc, sum_sq)
+}
+
+/// One step of [`multiply_a_in_registers`]: this warp's A fragments from the landed stage, the
+/// MMAs on them, their squares, then the wait for the previous step's MMAs. Returns the
+/// fragments, in flight until the next step's wait.
+///
+/// # Safety
+/// Every thread of the block, once per step, in order.
+#[inline(always)]
+unsafe fn step_a_in_registers<T: WgmmaElement, L: StageLoader, const WN: u32>(
+    ring: Ring,
+    loader: &L,
+    ring_step: u32,
+    a_offset: u32,
+    (acc, sums): (&mut Acc, &mut [f32; 2]),
+) -> [[u32; 4]; 4] {
+    loader.wait(ring, ring_step);
+    let (a, b) = ring.stage(ring_step);
+    let desc_b = descriptor_k_major_sw128(b);
+    let fragments = load_a_fragments(a.add(a_offset));
+    wgmma::fence();
+    unroll!(kk in [0, 1, 2, 3] {
+        T::mma_async_rs::<WN>(acc, fragments[kk], desc_b + 2 * kk as u64);
+    });
+    wgmma::commit_group();
+    add_fragment_squares::<T>(&fragments, sums);
+    wgmma::wait_group::<WN, 1>(acc);
+    fragments
+}
+
+/// [`multiply`]'s mainloop for 128-token tiles, where each warpgroup multiplies its own 64 rows:
+/// A comes into registers (`ldmatrix`) and the squares from the same registers, so the `x` tile
+/// is read from shared memory once per k-block, not twice (shared-memory bandwidth limits the
+/// mainloop: bench/NOTES.md "A from registers"). Even steps load their fragments into one set,
+/// odd steps into the other; a set is released ([`wgmma::release_fragments`]) after the wait
+/// for its MMAs and only then loaded again, so each set can stay in the same registers across
+/// the loop.
+#[inline(always)]
+unsafe fn multiply_a_in_registers<T: WgmmaElement, L: StageLoader, const WN: u32, const S: u32>(
+    ring: Ring,
+    loader: &L,
+    k: KRange,
+    origin: (u32, u32),
+    local: (u32, u32),
+) -> (Acc, f32) {
+    let a_offset = local.0 * SWIZZLE_ROW_BYTES;
+    let mut acc: Acc = [0.0; 128];
+    let mut sums = [0.0f32; 2];
+    let (mut even, mut odd) = ([[0u32; 4]; 4], [[0u32; 4]; 4]);
+    let mut step = 0;
+    while step < k.count {
+        even = step_a_in_registers::<T, L, WN>(ring, loader, k.ring_step + step, a_offset, (&mut acc, &mut sums));
+        wgmma::release_fragments(&odd);
+        refill::<L, S>(ring, loader, step, k, origin);
+        step += 1;
+        if step < k.count {
+            odd = step_a_in_registers::<T, L, WN>(ring, loader, k.ring_step + step, a_offset, (&mut acc, &mut sums));
+            wgmma::release_fragments(&even);
+            refill::<L, S>(ring, loader, step, k, origin);
+            step += 1;
+        }
+    }
+    wgmma::wait_group::<WN, 0>(&mut acc);
+    wgmma::release_fragments(&even);
+    wgmma::release_fragments(&odd);
+    let sum_sq = fragment_row_shares::<128>(sums, ring.row_scales(), local.0);
+    (acc, sum_sq)
+}
+
+/// This warp's A fragments of one k-block (four k16 slices) of its warpgroup's 64-row x tile at
+/// `a` (128-byte swizzled, [`swizzled_offset`]): the warp's 16 rows `16 (warp % 4)..`, in the
+/// layout [`WgmmaElement::mma_async_rs`] takes.
+///
+/// # Safety
+/// Every lane of the warp; the tile has landed.
+#[inline(always)]
+unsafe fn load_a_fragments(a: SharedPtr) -> [[u32; 4]; 4] {
+    let (warp, lane) = (thread_idx_x() / WARP_SIZE % 4, lane_id());
+    // Lanes 0-7 and 16-23 address rows 0-7, lanes 8-15 and 24-31 rows 8-15; lanes from 16 on
+    // the slice's second 8 columns (16 bytes).
+    let row = 16 * warp + lane % 8 + 8 * (lane / 8 % 2);
+    let mut fragments = [[0u32; 4]; 4];
+    unroll!(kk in [0, 1, 2, 3] {
+        fragments[kk] = a.add(swizzled_offset(row, 2 * kk as u32 + lane / 16)).ldmatrix_x4();
+    });
+    fragments
+}
+
+/// Adds the squares of this lane's A fragments to its sums of rows `lane / 4` and `+ 8` of the
+/// warp's 16 (registers 0 and 2 hold the first row's elements, 1 and 3 the second's).
+#[inline(always)]
+fn add_fragment_squares<T: WgmmaElement>(fragments: &[[u32; 4]; 4], sums: &mut [f32; 2]) {
+    unroll!(half in [0, 1] {
+        unroll!(pair in [0, 1] {
+            let (f0, f1) = (fragments[2 * pair], fragments[2 * pair + 1]);
+            let values = T::unpack([f0[half], f0[half + 2], f1[half], f1[half + 2]]);
+            sums[half] = add_squares::<T>(&values, sums[half]);
+        });
+    });
+}
+
+/// The sums of squares of [`add_fragment_squares`] as the per-thread shares the epilogue and
+/// the partial exchanges take ([`add_row_squares`]'s mapping: thread `t` holds a share of row
+/// `t / (THREADS / BM)`): each row's quad adds its lanes' sums, its first lane leaves the row's
+/// sum in `scratch` (one f32 per row of the tile), and the row's first thread in the other
+/// mapping takes it (its other threads 0).
+///
+/// # Safety
+/// Every thread of the block, after its last MMA of the tile; `scratch` not in use until the
+/// reading thread writes it (the row scales: the epilogue's writer of a row is its reader here).
+#[inline(always)]
+unsafe fn fragment_row_shares<const BM: u32>(sums: [f32; 2], scratch: SharedPtr, local_row0: u32) -> f32 {
+    let mut sums = sums;
+    unroll!(half in [0, 1] {
+        sums[half] += shuffle_xor_f32(sums[half], 1);
+        sums[half] += shuffle_xor_f32(sums[half], 2);
+    });
+    let tid = thread_idx_x_unhoisted();
+    let (warp, lane) = (tid / WARP_SIZE % 4, tid % WARP_SIZE);
+    if lane % 4 == 0 {
+        let row = local_row0 + 16 * warp + lane / 4;
+        scratch.offset_f32(row).store_f32(sums[0]);
+        scratch.offset_f32(row + 8).store_f32(sums[1]);
+    }
+    sync_threads();
+    let threads_per_row = THREADS / BM;
+    if tid % threads_per_row == 0 {
+        scratch.offset_f32(tid / threads_per_row).load_f32()
+    } else {
+        0.0
+    }
 }
 
 /// A stream-K grid's workspace ([`kernel_abi::WgmmaTile::stream_workspace_bytes`]): a flag per
