@@ -84,9 +84,12 @@ macro_rules! with_acc_indices {
     (256, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127]) };
 }
 
-/// `wgmma.mma_async` of shape m64n`$n`k16 on the accumulators `$acc[$i]`.
+/// `wgmma.mma_async` of shape m64n`$n`k16 on the accumulators `$acc[$i]`, A given by the PTX
+/// text `$a_text` (a descriptor, or four registers) with its operands `$a_ops`, and `$trans` the
+/// transpose immediates that follow the scales (A's too where A is in shared memory).
 macro_rules! mma_async_asm {
-    ($ty:literal, $n:literal, $acc:ident, $a:ident, $b:ident, [$first:literal $(, $i:literal)*]) => {
+    ($ty:literal, $n:literal, $acc:ident, ($a_text:literal, $trans:literal, $($a_ops:tt)*), $b:ident,
+     [$first:literal $(, $i:literal)*]) => {
         asm!(
             "{{",
             ".reg .pred p;",
@@ -94,35 +97,26 @@ macro_rules! mma_async_asm {
             concat!(
                 "wgmma.mma_async.sync.aligned.m64n", stringify!($n), "k16.f32.", $ty, ".", $ty, " ",
                 "{{{", stringify!($first), "}" $(, ", {", stringify!($i), "}")*, "}}, ",
-                "{a}, {b}, p, 1, 1, 0, 0;"
+                $a_text, ", {b}, p, 1, 1, ", $trans, ";"
             ),
             "}}",
             inout(reg32) $acc[$first], $(inout(reg32) $acc[$i],)*
-            a = in(reg64) $a, b = in(reg64) $b, one = in(reg32) 1u32,
+            $($a_ops)*
+            b = in(reg64) $b, one = in(reg32) 1u32,
             options(nostack),
         )
     };
 }
 
-/// `wgmma.mma_async` of shape m64n`$n`k16 with A from registers (`$a`, the fragment layout of
-/// [`crate::mma::MmaElement::mma_m16n8k16`] for the warp's 16 rows) on the accumulators `$acc[$i]`.
-macro_rules! mma_async_rs_asm {
-    ($ty:literal, $n:literal, $acc:ident, $a:ident, $b:ident, [$first:literal $(, $i:literal)*]) => {
-        asm!(
-            "{{",
-            ".reg .pred p;",
-            "setp.ne.b32 p, {one}, 0;",
-            concat!(
-                "wgmma.mma_async.sync.aligned.m64n", stringify!($n), "k16.f32.", $ty, ".", $ty, " ",
-                "{{{", stringify!($first), "}" $(, ", {", stringify!($i), "}")*, "}}, ",
-                "{{{a0}, {a1}, {a2}, {a3}}}, {b}, p, 1, 1, 0;"
-            ),
-            "}}",
-            inout(reg32) $acc[$first], $(inout(reg32) $acc[$i],)*
-            a0 = in(reg32) $a[0], a1 = in(reg32) $a[1], a2 = in(reg32) $a[2], a3 = in(reg32) $a[3],
-            b = in(reg64) $b, one = in(reg32) 1u32,
-            options(nostack),
-        )
+/// [`mma_async_asm`] for the tile width `$n` (a const generic: 64, 128, 192, else 256).
+macro_rules! mma_async_for_width {
+    ($ty:literal, $n:ident, $acc:ident, $a:tt, $b:ident) => {
+        match $n {
+            64 => with_acc_indices!(64, mma_async_asm!($ty, 64, $acc, $a, $b,)),
+            128 => with_acc_indices!(128, mma_async_asm!($ty, 128, $acc, $a, $b,)),
+            192 => with_acc_indices!(192, mma_async_asm!($ty, 192, $acc, $a, $b,)),
+            _ => with_acc_indices!(256, mma_async_asm!($ty, 256, $acc, $a, $b,)),
+        }
     };
 }
 
@@ -211,22 +205,19 @@ macro_rules! wgmma_impl {
         impl WgmmaElement for $t {
             #[inline(always)]
             unsafe fn mma_async<const N: u32>(acc: &mut Acc, a: u64, b: u64) {
-                match N {
-                    64 => with_acc_indices!(64, mma_async_asm!($ty, 64, acc, a, b,)),
-                    128 => with_acc_indices!(128, mma_async_asm!($ty, 128, acc, a, b,)),
-                    192 => with_acc_indices!(192, mma_async_asm!($ty, 192, acc, a, b,)),
-                    _ => with_acc_indices!(256, mma_async_asm!($ty, 256, acc, a, b,)),
-                }
+                mma_async_for_width!($ty, N, acc, ("{a}", "0, 0", a = in(reg64) a,), b)
             }
 
             #[inline(always)]
             unsafe fn mma_async_rs<const N: u32>(acc: &mut Acc, a: [u32; 4], b: u64) {
-                match N {
-                    64 => with_acc_indices!(64, mma_async_rs_asm!($ty, 64, acc, a, b,)),
-                    128 => with_acc_indices!(128, mma_async_rs_asm!($ty, 128, acc, a, b,)),
-                    192 => with_acc_indices!(192, mma_async_rs_asm!($ty, 192, acc, a, b,)),
-                    _ => with_acc_indices!(256, mma_async_rs_asm!($ty, 256, acc, a, b,)),
-                }
+                let [a0, a1, a2, a3] = a;
+                mma_async_for_width!(
+                    $ty,
+                    N,
+                    acc,
+                    ("{{{a0}, {a1}, {a2}, {a3}}}", "0", a0 = in(reg32) a0, a1 = in(reg32) a1, a2 = in(reg32) a2, a3 = in(reg32) a3,),
+                    b
+                )
             }
 
             #[inline(always)]
