@@ -94,6 +94,16 @@ struct LaunchAttribute {
 /// `CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`: the value holds the cluster's x, y, z as u32.
 const ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
 
+impl LaunchAttribute {
+    /// Clusters of `blocks` blocks along x (y and z 1).
+    fn cluster(blocks: u32) -> Self {
+        let mut value = [0; 8];
+        value[0] = blocks as u64 | (1u64 << 32);
+        value[1] = 1;
+        LaunchAttribute { id: ATTRIBUTE_CLUSTER_DIMENSION, _pad: 0, value }
+    }
+}
+
 impl LaunchEx {
     /// Looks `cuLaunchKernelEx` up in the driver. A context must be current.
     pub(crate) fn load() -> Result<Self> {
@@ -112,9 +122,7 @@ impl LaunchEx {
     /// resident on the GPU at once in clusters: the most clusters that fit at once (whole
     /// clusters per GPC) times the cluster size.
     pub(crate) fn resident_in_clusters(&self, function: &Function<'_>, name: &str, launch: Launch) -> Result<u32> {
-        let mut cluster = LaunchAttribute { id: ATTRIBUTE_CLUSTER_DIMENSION, _pad: 0, value: [0; 8] };
-        cluster.value[0] = launch.cluster as u64 | (1u64 << 32);
-        cluster.value[1] = 1;
+        let mut cluster = LaunchAttribute::cluster(launch.cluster);
         let config = LaunchConfig {
             grid: [launch.cluster, 1, 1],
             block: [launch.block_threads, 1, 1],
@@ -142,9 +150,7 @@ impl LaunchEx {
         launch: Launch,
         params: &P,
     ) -> Result<()> {
-        let mut cluster = LaunchAttribute { id: ATTRIBUTE_CLUSTER_DIMENSION, _pad: 0, value: [0; 8] };
-        cluster.value[0] = launch.cluster as u64 | (1u64 << 32);
-        cluster.value[1] = 1;
+        let mut cluster = LaunchAttribute::cluster(launch.cluster);
         let config = LaunchConfig {
             grid: [launch.grid.0, launch.grid.1, launch.grid.2],
             block: [launch.block_threads, 1, 1],

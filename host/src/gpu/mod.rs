@@ -165,8 +165,6 @@ impl Kernels {
         KERNELS.iter().zip(&self.functions).filter(move |(k, f)| f.is_some() && k.dtype == dtype.abi()).map(|(k, _)| k)
     }
 
-    /// Bytes of the stream-K workspace a layer of `dtype` needs: the largest of the loaded
-    /// `wgmma` tiles' grids of one block per resident slot (0 where none is loaded).
     /// How many blocks of `kernel` (an entry of [`KERNELS`]) fit on this GPU at once, alone and
     /// (for the split-K `wgmma` kernels) in clusters; `None` where it is not loaded.
     pub fn residency_of(&self, kernel: &Kernel) -> Option<Residency> {
@@ -195,6 +193,8 @@ impl Kernels {
         })
     }
 
+    /// Bytes of the stream-K workspace a layer of `dtype` needs: the largest of the loaded
+    /// `wgmma` tiles' grids of one block per resident slot (0 where none is loaded).
     pub(crate) fn stream_workspace_bytes(&self, dtype: kernel_abi::Dtype) -> u64 {
         KERNELS
             .iter()
@@ -261,6 +261,9 @@ pub struct GpuLayer<T: Dtype> {
     w_maps: Vec<(u32, TensorMap)>,
     /// The stream-K grids' workspace; `None` off Hopper.
     workspace: Option<Arc<Workspace>>,
+    /// How many blocks of the wide `wgmma` tiles of the layer's dtype fit at once (the
+    /// dispatch chooses between them by it); looked up once, not per call.
+    wide: [Residency; 2],
     policy: KernelPolicy,
     split_k: SplitK,
 }
@@ -359,6 +362,7 @@ impl<T: Dtype> GpuLayer<T> {
         };
         let params =
             QkvParams { workspace: workspace.as_ref().map_or(0, |w| w.buffer.as_device_ptr().as_raw()), ..params };
+        let wide = kernels.wide_residency(T::KIND.abi());
         Ok(GpuLayer {
             config: c,
             kernels,
@@ -367,6 +371,7 @@ impl<T: Dtype> GpuLayer<T> {
             params,
             w_maps,
             workspace,
+            wide,
             policy: KernelPolicy::Auto,
             split_k: SplitK::Auto,
         })
@@ -506,7 +511,7 @@ impl<T: Dtype> GpuLayer<T> {
                 self.kernels.multiprocessors,
                 resident,
             ),
-            wide: self.kernels.wide_residency(T::KIND.abi()),
+            wide: self.wide,
         };
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
         let residency = self.kernels.residency(index);
