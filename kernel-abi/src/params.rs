@@ -48,6 +48,11 @@ pub struct QkvParams {
     /// The `wgmma` kernels' stream-K workspace ([`crate::WgmmaTile::stream_workspace_bytes`]
     /// for the launch's grid); 0 where no tile is shared between blocks. Other kernels ignore it.
     pub workspace: u64,
+    /// 1 when the launch is a programmatic dependent of the kernel before it: the kernel then
+    /// has the start of its share of `W'` brought into L2 before it waits for that kernel (a
+    /// prefetch that only pays while the kernel waits); 0 otherwise.
+    pub dependent_launch: u32,
+    pub reserved: u32,
 }
 
 impl QkvParams {
@@ -125,8 +130,8 @@ const _: () = assert!(
         && TmaParams::W_MAP_OFFSET.is_multiple_of(TmaParams::PARAM_ALIGN)
 );
 // Sizes both sides must agree on (a change here changes the kernels' signatures).
-const _: () = assert!(core::mem::size_of::<QkvParams>() == 80 && core::mem::align_of::<QkvParams>() == 8);
-const _: () = assert!(core::mem::size_of::<FallbackParams>() == 88);
+const _: () = assert!(core::mem::size_of::<QkvParams>() == 88 && core::mem::align_of::<QkvParams>() == 8);
+const _: () = assert!(core::mem::size_of::<FallbackParams>() == 96);
 
 /// A parameter struct a kernel takes by value, as its only parameter.
 ///

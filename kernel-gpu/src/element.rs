@@ -23,6 +23,14 @@ pub trait Element: Copy {
     /// `ptr` must point to a readable, aligned element in global memory not written during the kernel.
     unsafe fn load(ptr: *const Self) -> f32;
 
+    /// Loads element `ptr[0]` of an input another kernel may write (`x`) as f32, through the
+    /// coherent path ([`mem::load_v16`] says why).
+    ///
+    /// # Safety
+    /// `ptr` must point to a readable, aligned element in global memory, written (if during the
+    /// kernel) only before the wait for the previous kernel.
+    unsafe fn load_x(ptr: *const Self) -> f32;
+
     /// Widens the `VEC` elements of a raw 16-byte vector to f32 (the rest zero). Loads kept raw
     /// until use hold 4 registers instead of 8.
     fn unpack(raw: mem::Vec16) -> [f32; 8];
@@ -49,6 +57,11 @@ impl Element for Bf16 {
     }
 
     #[inline(always)]
+    unsafe fn load_x(ptr: *const Self) -> f32 {
+        float::bf16_to_f32(mem::load_u16(ptr.cast()))
+    }
+
+    #[inline(always)]
     fn unpack(raw: mem::Vec16) -> [f32; 8] {
         unpack_halves(raw, float::bf16_to_f32)
     }
@@ -68,6 +81,11 @@ impl Element for F16 {
     }
 
     #[inline(always)]
+    unsafe fn load_x(ptr: *const Self) -> f32 {
+        float::f16_to_f32(mem::load_u16(ptr.cast()))
+    }
+
+    #[inline(always)]
     fn unpack(raw: mem::Vec16) -> [f32; 8] {
         unpack_halves(raw, float::f16_to_f32)
     }
@@ -84,6 +102,11 @@ impl Element for f32 {
     #[inline(always)]
     unsafe fn load(ptr: *const Self) -> f32 {
         f32::from_bits(mem::load_nc_u32(ptr.cast()))
+    }
+
+    #[inline(always)]
+    unsafe fn load_x(ptr: *const Self) -> f32 {
+        f32::from_bits(mem::load_u32(ptr.cast()))
     }
 
     #[inline(always)]

@@ -2,9 +2,10 @@
 //!
 //! Compiled to PTX by stock rustc's `nvptx64-nvidia-cuda` backend (see `ptx-builder`). The small
 //! device API below is named after `cuda_std`'s modules so that a later port to rust-cuda is
-//! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`], [`async_copy`]; [`element`]
-//! maps the storage dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor cores, and
-//! [`qkv`] holds the steps every kernel shares (masked load, sum of squares, row scale,
+//! mechanical: [`thread`], [`warp`], [`shared`], [`mem`], [`float`], [`async_copy`];
+//! [`dependency`] starts a kernel under its predecessor's tail (programmatic dependent launch),
+//! [`element`] maps the storage dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor
+//! cores, and //! [`qkv`] holds the steps every kernel shares (masked load, sum of squares, row scale,
 //! epilogue). The kernel families are in [`family`]: `gemv` (decode, SIMT), `mma` (a few to 32
 //! tokens per block, tensor cores), `fallback` (any shape, SIMT) and, built for sm_90a
 //! (`-C target-cpu=sm_90a`, which also brings Hopper's [`mbarrier`], [`tma`], [`cluster`] and
@@ -30,6 +31,7 @@ pub mod async_copy;
 #[cfg(target_feature = "sm_90a")]
 pub mod cluster;
 pub mod delay;
+pub mod dependency;
 pub mod element;
 pub mod family;
 pub mod float;

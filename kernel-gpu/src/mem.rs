@@ -22,6 +22,51 @@ pub unsafe fn load_nc_v16(ptr: *const u8) -> Vec16 {
     [a, b, c, d]
 }
 
+/// 16-byte load through the coherent path: `ld.global.v4.u32`. For inputs another kernel may
+/// write while this one runs: under programmatic dependent launch ([`crate::dependency`]) the
+/// previous kernel may still be writing `x` when this one starts, and `ptxas` may schedule a
+/// non-coherent load ([`load_nc_v16`], which promises data constant for the kernel's lifetime)
+/// above the wait for it (measured: the mma.sync kernel's first `x` loads moved above
+/// `griddepcontrol.wait` and read a half-written `x`).
+///
+/// # Safety
+/// `ptr` must be a global-memory address, 16-byte aligned, with 16 readable bytes; written, if
+/// during the kernel, only before what this thread has waited for.
+#[inline(always)]
+pub unsafe fn load_v16(ptr: *const u8) -> Vec16 {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    asm!(
+        "ld.global.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+        a = out(reg32) a, b = out(reg32) b, c = out(reg32) c, d = out(reg32) d,
+        p = in(reg64) ptr,
+        options(readonly, nostack),
+    );
+    [a, b, c, d]
+}
+
+/// Coherent scalar load of a 16-bit value (`ld.global.u16`); see [`load_v16`].
+///
+/// # Safety
+/// `ptr` must be a 2-byte aligned global address, written (if during the kernel) only before
+/// what this thread has waited for.
+#[inline(always)]
+pub unsafe fn load_u16(ptr: *const u16) -> u16 {
+    let out: u16;
+    asm!("ld.global.u16 {o}, [{p}];", o = out(reg16) out, p = in(reg64) ptr, options(readonly, nostack));
+    out
+}
+
+/// Coherent scalar load of a 32-bit value (`ld.global.u32`); see [`load_v16`].
+///
+/// # Safety
+/// As [`load_u16`], 4-byte aligned.
+#[inline(always)]
+pub unsafe fn load_u32(ptr: *const u32) -> u32 {
+    let out: u32;
+    asm!("ld.global.u32 {o}, [{p}];", o = out(reg32) out, p = in(reg64) ptr, options(readonly, nostack));
+    out
+}
+
 /// Read-only scalar load of a 16-bit value: `ld.global.nc.u16`.
 ///
 /// # Safety
@@ -62,6 +107,33 @@ pub unsafe fn store_u16(ptr: *mut u16, value: u16) {
 #[inline(always)]
 pub unsafe fn store_u32(ptr: *mut u32, value: u32) {
     asm!("st.global.u32 [{p}], {v};", p = in(reg64) ptr, v = in(reg32) value, options(nostack));
+}
+
+/// Asks the copy engine to bring `bytes` bytes from `ptr` into L2 (`cp.async.bulk.prefetch.L2`,
+/// sm_90; a no-op when built for sm_80). Nothing waits for it and nothing is written: a later
+/// load of the range may find it in L2.
+///
+/// # Safety
+/// `ptr` must be a 16-byte aligned global address of `bytes` readable bytes, `bytes` a multiple
+/// of 16.
+#[inline(always)]
+pub unsafe fn prefetch_l2(ptr: *const u8, bytes: u32) {
+    #[cfg(target_feature = "sm_90a")]
+    asm!("cp.async.bulk.prefetch.L2.global [{p}], {n};", p = in(reg64) ptr, n = in(reg32) bytes, options(nostack));
+    #[cfg(not(target_feature = "sm_90a"))]
+    let _ = (ptr, bytes);
+}
+
+/// Asks for the 128-byte line of `ptr` to be brought into L2 (`prefetch.global.L2`): one
+/// ordinary memory instruction, where [`prefetch_l2`] is one copy-engine operation (which costs
+/// more to issue: 384 of them per block, one per 128-byte piece, made the 64 x 128 `wgmma`
+/// kernel ~20 % slower).
+///
+/// # Safety
+/// `ptr` must be a global address inside an allocation.
+#[inline(always)]
+pub unsafe fn prefetch_l2_line(ptr: *const u8) {
+    asm!("prefetch.global.L2 [{p}];", p = in(reg64) ptr, options(nostack));
 }
 
 /// 16-byte store: `st.global.v4.u32`.

@@ -9,7 +9,7 @@ pub use kernel_abi::Shape;
 
 use crate::element::Element;
 use crate::float::{self, fma_rn};
-use crate::mem::{load_nc_v16, Vec16};
+use crate::mem::{load_nc_v16, load_v16, Vec16};
 
 /// A position along rows of `hidden` elements for masked 16-byte loads: the same position of
 /// several rows (a batch of loads) shares one bounds test.
@@ -32,14 +32,30 @@ impl MaskedColumn {
         MaskedColumn { at: if inside { h } else { hidden - T::VEC as u32 }, inside }
     }
 
-    /// The 16-byte vector of `row` here, or zeros past the row's end.
+    /// The 16-byte vector of `row` of the weights here, or zeros past the row's end, through the
+    /// read-only path.
     ///
     /// # Safety
     /// `row` must be 16-byte aligned with `hidden` readable elements that no thread writes
     /// during the kernel.
     #[inline(always)]
     pub unsafe fn load<T: Element>(self, row: *const T) -> Vec16 {
-        let raw = load_nc_v16(row.add(self.at as usize).cast());
+        self.masked(load_nc_v16(row.add(self.at as usize).cast()))
+    }
+
+    /// As [`MaskedColumn::load`] for a row of `x`, which the previous kernel may still be
+    /// writing when this one starts: through the coherent path ([`crate::mem::load_v16`]).
+    ///
+    /// # Safety
+    /// `row` must be 16-byte aligned with `hidden` readable elements, written (if during the
+    /// kernel) only before the wait for the previous kernel.
+    #[inline(always)]
+    pub unsafe fn load_x<T: Element>(self, row: *const T) -> Vec16 {
+        self.masked(load_v16(row.add(self.at as usize).cast()))
+    }
+
+    #[inline(always)]
+    fn masked(self, raw: Vec16) -> Vec16 {
         if self.inside {
             raw
         } else {

@@ -47,6 +47,21 @@ pub unsafe fn load_2d(dst: SharedPtr, map: u64, inner: u32, outer: u32, barrier:
     );
 }
 
+/// Asks the copy engine to bring the box of the 2-D tensor `map` at (`inner`, `outer`) into L2
+/// (no shared memory, no barrier; nothing waits for it).
+///
+/// # Safety
+/// `map` must be the generic address of a valid tensor map in parameter, constant or global
+/// memory.
+#[inline(always)]
+pub unsafe fn prefetch_2d(map: u64, inner: u32, outer: u32) {
+    asm!(
+        "cp.async.bulk.prefetch.tensor.2d.L2.global.tile [{m}, {{{c0}, {c1}}}];",
+        m = in(reg64) map, c0 = in(reg32) inner, c1 = in(reg32) outer,
+        options(nostack),
+    );
+}
+
 /// Copies `bytes` contiguous bytes from global memory at `src` into `dst` through the copy
 /// engine (a bulk copy, no tensor map); the transfer's bytes count towards `barrier`'s expected
 /// transactions.

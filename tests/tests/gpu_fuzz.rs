@@ -6,7 +6,7 @@
 //! unwritten element or a write out of bounds fails the case; every check bounds the error over
 //! the whole output, per row and per q/k/v block of a row, so one wrong row fails too.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use cust::context::{Context, CurrentContext};
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
@@ -27,9 +27,10 @@ const GUARD: usize = 67;
 /// What every test shares: the primary context and the loaded kernels, made once per test
 /// process (never dropped), so the PTX is JIT-compiled once, not once per test.
 ///
-/// Known, not understood: a parallel run of these tests has crashed twice (of about ten runs,
-/// H200, driver 580.159.04) with a segfault inside libcuda, once with a context and module per
-/// test, once with this shared one; `--test-threads 1` never has. bench/NOTES.md has the details.
+/// The tests take turns on the GPU ([`TURN`]): run in parallel threads of one process they have
+/// crashed inside libcuda (a segfault at address 0x298, H200, driver 580.159.04; 2 of ~10 runs
+/// before programmatic dependent launch, 2 of 5 with it, once invalidating another thread's
+/// stream capture first), one at a time never (bench/NOTES.md "programmatic dependent launch").
 struct Shared {
     context: Context,
     kernels: Arc<Kernels>,
@@ -37,13 +38,19 @@ struct Shared {
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 
-/// A test's view of the GPU: the shared kernels and a stream of its own.
+/// Held by the test using the GPU (see [`Shared`]).
+static TURN: Mutex<()> = Mutex::new(());
+
+/// A test's view of the GPU: the shared kernels, a stream of its own, and the turn.
 struct Gpu {
     kernels: Arc<Kernels>,
     stream: Stream,
+    _turn: MutexGuard<'static, ()>,
 }
 
 fn gpu() -> Gpu {
+    // A test that failed while holding the turn leaves it poisoned: the next one goes on.
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let shared = SHARED.get_or_init(|| {
         let context = cust::quick_init().expect("a CUDA GPU (these tests are #[ignore]d without one)");
         let kernels = Arc::new(Kernels::load().expect("loading the PTX"));
@@ -52,7 +59,7 @@ fn gpu() -> Gpu {
     // The context is current on the thread that made it; every test thread needs it too.
     CurrentContext::set_current(&shared.context).expect("making the context current");
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("a stream");
-    Gpu { kernels: shared.kernels.clone(), stream }
+    Gpu { kernels: shared.kernels.clone(), stream, _turn: turn }
 }
 
 fn nan_buffer<T: Dtype>(len: usize) -> DeviceBuffer<T> {
@@ -454,6 +461,90 @@ fn gpu_layers_sharing_a_workspace() {
                 let same = y.iter().zip(&expected[i]).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "layer {i} round {round} {split_k:?}: differs from its own workspace's bits");
             }
+        }
+    }
+}
+
+/// Programmatic dependent launch ([`GpuLayer::set_dependent_launch`]) keeps the stream's order:
+/// a chain of layers where each layer's x is the previous layer's q (q as wide as H), run with
+/// and without it and replayed from a CUDA graph, gives the same bits every way, and each
+/// layer's output matches the float64 reference computed from the previous layer's final q. A
+/// layer that read its x before the previous kernel had written it would read NaN (every output
+/// starts as NaN) or a partial q (as the mma.sync kernel did once `ptxas` moved its first
+/// non-coherent `x` loads above the wait). Token counts cover every kernel family the table
+/// picks; W (4 MB) is small enough that the decode kernels launch as dependents too.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_dependent_launches_keep_the_stream_order() {
+    let gpu = gpu();
+    let config = QkvConfig { hidden: 1024, num_heads: 8, num_kv_heads: 4, head_dim: 128, eps: 1e-6, bias: false };
+    assert_eq!(config.q_cols(), config.hidden);
+    let weights: Vec<QkvWeights<bf16>> = (0..4).map(|seed| weights::<bf16>(config, 70 + seed)).collect();
+    let mut layers: Vec<GpuLayer<bf16>> =
+        weights.iter().map(|w| GpuLayer::new(gpu.kernels.clone(), w).unwrap()).collect();
+    for m in [1, 3, 12, 40, 300, 2000] {
+        assert!(
+            layers[0].launches_as_dependent(m).unwrap() == gpu.kernels.has_wgmma(),
+            "m={m}: not a dependent launch"
+        );
+        let x_host = hidden_states::<bf16>(&config, m, 80 + m as u64);
+        let x = DeviceBuffer::from_slice(&x_host).unwrap();
+        let lens = [m * config.q_cols(), m * config.kv_cols(), m * config.kv_cols()];
+        let count = layers.len();
+        let outputs = || -> Vec<[DeviceBuffer<bf16>; 3]> {
+            (0..count).map(|_| [nan_buffer(lens[0]), nan_buffer(lens[1]), nan_buffer(lens[2])]).collect()
+        };
+        // Every layer on the stream back to back: layer i reads layer i - 1's q.
+        let chain = |layers: &[GpuLayer<bf16>], outs: &mut [[DeviceBuffer<bf16>; 3]]| -> Result<(), Error> {
+            for i in 0..layers.len() {
+                let (before, rest) = outs.split_at_mut(i);
+                let input: &DeviceSlice<bf16> = if i == 0 { &x } else { &before[i - 1][0] };
+                let [q, k, v] = &mut rest[0];
+                layers[i].forward_into(&gpu.stream, input, m, q, k, v)?;
+            }
+            Ok(())
+        };
+        let host = |outs: &[[DeviceBuffer<bf16>; 3]]| -> Vec<[Vec<bf16>; 3]> {
+            outs.iter().map(|[q, k, v]| [download(q), download(k), download(v)]).collect()
+        };
+        let mut runs = Vec::new();
+        for dependent in [true, false] {
+            for layer in layers.iter_mut() {
+                layer.set_dependent_launch(dependent);
+            }
+            let mut outs = outputs();
+            chain(&layers, &mut outs).unwrap();
+            gpu.stream.synchronize().unwrap();
+            runs.push((format!("direct, dependent launch {dependent}"), host(&outs)));
+        }
+        for layer in layers.iter_mut() {
+            layer.set_dependent_launch(true);
+        }
+        let mut outs = outputs();
+        let graph = fused_qkv::gpu::Graph::capture(&gpu.stream, || chain(&layers, &mut outs)).unwrap();
+        graph.launch(&gpu.stream).unwrap();
+        gpu.stream.synchronize().unwrap();
+        runs.push(("graph, dependent launch true".into(), host(&outs)));
+        let first = &runs[0].1;
+        for (what, run) in &runs[1..] {
+            for (i, (a, b)) in first.iter().zip(run).enumerate() {
+                let pairs = || a.iter().zip(b).flat_map(|(a, b)| a.iter().zip(b));
+                let differ = pairs().filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                let nan = [pairs().filter(|(a, _)| a.is_nan()).count(), pairs().filter(|(_, b)| b.is_nan()).count()];
+                assert!(
+                    differ == 0,
+                    "m={m} layer {i}: {what} differs from {} in {differ} elements (NaN: {} / {})",
+                    runs[0].0,
+                    nan[1],
+                    nan[0]
+                );
+            }
+        }
+        for (i, [q, k, v]) in first.iter().enumerate() {
+            let input = if i == 0 { &x_host } else { &first[i - 1][0] };
+            let reference = reference_f64(&weights[i], input, m);
+            let report = compare(&join_qkv(&weights[i], m, q, k, v), &reference, &config);
+            assert!(report.passes(DtypeKind::Bf16.error_bound()), "m={m} layer {i}: {report:?}");
         }
     }
 }

@@ -203,6 +203,23 @@ const SIMT: &[Rule] = &[
 const TENSOR_CORE: &[Rule] = &[Rule { family: Family::Mma, tokens: Tokens::Any }];
 const WGMMA: &[Rule] = &[Rule { family: Family::Wgmma, tokens: Tokens::Any }];
 
+/// Whether a launch of `tile` for a layer of `weight_bytes` of W, on a GPU of `l2_bytes` of L2,
+/// goes as a programmatic dependent of the kernel before it (when the layer allows it,
+/// [`super::GpuLayer::set_dependent_launch`]): the `wgmma` and fallback kernels always; the
+/// decode kernels (gemv, mma.sync) where W is at most a quarter of L2, where a launch is short
+/// enough that its ramp matters. Measured on the H200 (bench/NOTES.md "programmatic dependent
+/// launch"), 28 layers in a CUDA graph, per layer: qwen2.5-0.5b (2 MB) at M = 1 3.34 -> 2.69 us,
+/// qwen3-0.6b (8 MB) 4.94 -> 4.40; but qwen3-8b (50 MB) 16.3 -> 20.4 us (not understood: a
+/// gemv grid that fills the GPU in one wave), qwen3-32b (73 MB) 28.0 -> 27.5. The `wgmma` grids
+/// gain or hold from 16 tokens on (qwen2.5-0.5b at 384 tokens 8.4 -> 7.5, qwen3-0.6b at 8192 127
+/// -> 125), but for qwen3-32b at 192 tokens (49.4 -> 51.7).
+pub fn dependent_launch(tile: &Tile, weight_bytes: usize, l2_bytes: usize) -> bool {
+    match tile {
+        Tile::Gemv(_) | Tile::Mma(_) => weight_bytes <= l2_bytes / 4,
+        Tile::Wgmma(_) | Tile::Fallback(_) => true,
+    }
+}
+
 /// The `mma.sync` tile `Auto` uses (16 rows of W per block, 8 warps, depth 2: fastest measured
 /// on the H100, bench/NOTES.md v4); its token count follows M.
 const MMA_TILE: MmaTile = MmaTile { weight_rows: 16, tokens: 32, warps: 8, depth: 2 };

@@ -51,7 +51,7 @@ fn driver_function(name: &std::ffi::CStr, needed_for: &str) -> Result<*mut c_voi
 }
 
 /// `cuLaunchKernelEx` (CUDA 12.0), which `cust` does not bind: launches with attributes, here
-/// the thread-block cluster shape of split-K `wgmma` launches.
+/// the thread-block cluster shape of split-K `wgmma` launches and programmatic dependent launch.
 #[derive(Clone, Copy)]
 pub(crate) struct LaunchEx {
     launch: LaunchKernelEx,
@@ -93,6 +93,8 @@ struct LaunchAttribute {
 
 /// `CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`: the value holds the cluster's x, y, z as u32.
 const ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
+/// `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`: the value holds an int, 1 to allow it.
+const ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: u32 = 6;
 
 impl LaunchAttribute {
     /// Clusters of `blocks` blocks along x (y and z 1).
@@ -102,12 +104,22 @@ impl LaunchAttribute {
         value[1] = 1;
         LaunchAttribute { id: ATTRIBUTE_CLUSTER_DIMENSION, _pad: 0, value }
     }
+
+    /// The launch may start before the previous kernel on the stream has completed: once every
+    /// block of that kernel has signalled (`griddepcontrol.launch_dependents`) or exited. The
+    /// kernel waits for it (`griddepcontrol.wait`) before touching what it may have written
+    /// (kernel-gpu's `dependency` module).
+    fn programmatic_serialization() -> Self {
+        let mut value = [0; 8];
+        value[0] = 1;
+        LaunchAttribute { id: ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, _pad: 0, value }
+    }
 }
 
 impl LaunchEx {
     /// Looks `cuLaunchKernelEx` up in the driver. A context must be current.
     pub(crate) fn load() -> Result<Self> {
-        let launch = driver_function(c"cuLaunchKernelEx", "cluster launches")?;
+        let launch = driver_function(c"cuLaunchKernelEx", "cluster and programmatic dependent launches")?;
         let occupancy = driver_function(c"cuOccupancyMaxActiveClusters", "cluster launches")?;
         // SAFETY: the driver's functions of those names have these signatures (cuda.h, CUDA 12.0).
         unsafe {
@@ -138,10 +150,12 @@ impl LaunchEx {
         Ok(clusters.max(0) as u32 * launch.cluster)
     }
 
-    /// As [`launch`], in clusters of `launch.cluster` blocks along x.
+    /// As [`launch`], in clusters of `launch.cluster` blocks along x (none where 1), and as a
+    /// programmatic dependent of the previous kernel on the stream where `dependent`.
     ///
     /// # Safety
-    /// As [`launch`]; the kernel must be written for the cluster shape.
+    /// As [`launch`]; the kernel must be written for the cluster shape, and where `dependent`,
+    /// wait for its prerequisites before it reads or writes memory another kernel may access.
     pub(crate) unsafe fn launch<P: KernelParams>(
         &self,
         stream: &Stream,
@@ -149,15 +163,22 @@ impl LaunchEx {
         name: &str,
         launch: Launch,
         params: &P,
+        dependent: bool,
     ) -> Result<()> {
-        let mut cluster = LaunchAttribute::cluster(launch.cluster);
+        let mut attributes = [LaunchAttribute::cluster(launch.cluster), LaunchAttribute::programmatic_serialization()];
+        let (first, count) = match (launch.cluster > 1, dependent) {
+            (true, true) => (0, 2),
+            (true, false) => (0, 1),
+            (false, true) => (1, 1),
+            (false, false) => (0, 0),
+        };
         let config = LaunchConfig {
             grid: [launch.grid.0, launch.grid.1, launch.grid.2],
             block: [launch.block_threads, 1, 1],
             shared_bytes: launch.shared_bytes,
             stream: stream.as_inner(),
-            attributes: &mut cluster,
-            attribute_count: 1,
+            attributes: attributes[first..].as_mut_ptr(),
+            attribute_count: count,
         };
         let mut args = [params as *const P as *mut c_void];
         // The driver copies the parameter and the config while enqueueing: both outlive it.
@@ -165,8 +186,11 @@ impl LaunchEx {
         driver(
             status,
             &format!(
-                "launching {name} (grid {:?}, clusters of {}, {} B shared)",
-                launch.grid, launch.cluster, launch.shared_bytes
+                "launching {name} (grid {:?}, clusters of {}, {} B shared{})",
+                launch.grid,
+                launch.cluster,
+                launch.shared_bytes,
+                if dependent { ", programmatic dependent" } else { "" }
             ),
         )
     }

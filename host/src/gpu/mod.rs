@@ -27,8 +27,8 @@ use kernel_abi::wgmma::K_BLOCK;
 use kernel_abi::{FallbackParams, Kernel, QkvParams, Shape, TensorMap, Tile, TmaParams, KERNELS};
 
 pub use dispatch::{
-    mma_tile, wgmma_grid, wgmma_splits, wgmma_tile, wide_tile, KernelPolicy, Residency, SplitK, SPLIT_K_FILL_TENTHS,
-    TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE, WIDE_TILES,
+    dependent_launch, mma_tile, wgmma_grid, wgmma_splits, wgmma_tile, wide_tile, KernelPolicy, Residency, SplitK,
+    SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE, WIDE_TILES,
 };
 
 use crate::error::CudaResultExt;
@@ -69,6 +69,7 @@ pub struct Kernels {
     module: Module,
     compute_capability: (i32, i32),
     multiprocessors: usize,
+    l2_bytes: usize,
     /// The tensor-map encoder, on Hopper.
     tma: Option<TmaEncoder>,
     /// Launches with attributes (split-K's clusters), on Hopper.
@@ -90,6 +91,7 @@ impl Kernels {
             )));
         }
         let multiprocessors = attribute(DeviceAttribute::MultiprocessorCount, "the multiprocessor count")? as usize;
+        let l2_bytes = attribute(DeviceAttribute::L2CacheSize, "the L2 size")?.max(0) as usize;
         let hopper = (major, minor) == (9, 0);
         let module = Module::from_ptx(if hopper { PTX_SM90A } else { PTX_SM80 }, &[])
             .context(|| "loading the embedded PTX".into())?;
@@ -145,6 +147,7 @@ impl Kernels {
             module,
             compute_capability: (major, minor),
             multiprocessors,
+            l2_bytes,
             tma,
             launch_ex,
         })
@@ -246,6 +249,13 @@ impl Workspace {
     }
 }
 
+/// A launch's geometry, and whether it is a programmatic dependent of the kernel before it.
+#[derive(Clone, Copy)]
+struct Launched {
+    launch: kernel_abi::Launch,
+    dependent: bool,
+}
+
 /// One layer's weights on the device, ready to run: gamma folded into W ([`FoldedWeights`]).
 pub struct GpuLayer<T: Dtype> {
     config: QkvConfig,
@@ -266,6 +276,11 @@ pub struct GpuLayer<T: Dtype> {
     wide: [Residency; 2],
     policy: KernelPolicy,
     split_k: SplitK,
+    /// Launch as a programmatic dependent of the previous kernel on the stream (where
+    /// [`dispatch::dependent_launch`] says so).
+    dependent_launch: bool,
+    /// Bytes of W.
+    weight_bytes: usize,
 }
 
 fn upload<T: Dtype>(what: &str, data: &[T]) -> Result<DeviceBuffer<T>> {
@@ -363,6 +378,7 @@ impl<T: Dtype> GpuLayer<T> {
         let params =
             QkvParams { workspace: workspace.as_ref().map_or(0, |w| w.buffer.as_device_ptr().as_raw()), ..params };
         let wide = kernels.wide_residency(T::KIND.abi());
+        let dependent_launch = kernels.launch_ex.is_some();
         Ok(GpuLayer {
             config: c,
             kernels,
@@ -374,6 +390,8 @@ impl<T: Dtype> GpuLayer<T> {
             wide,
             policy: KernelPolicy::Auto,
             split_k: SplitK::Auto,
+            dependent_launch,
+            weight_bytes: c.weight_len() * T::KIND.size_bytes(),
         })
     }
 
@@ -449,7 +467,10 @@ impl<T: Dtype> GpuLayer<T> {
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(max_rows);
+            let dependent = self.dependent_launch
+                && dispatch::dependent_launch(&kernel.tile, self.weight_bytes, self.kernels.l2_bytes);
             let params = QkvParams {
+                dependent_launch: dependent as u32,
                 x: address(pointers[0], row0 * c.hidden),
                 q: address(pointers[1], row0 * c.q_cols()),
                 k: address(pointers[2], row0 * c.kv_cols()),
@@ -462,13 +483,14 @@ impl<T: Dtype> GpuLayer<T> {
             // launch its tile prescribes (kernel ABI); lengths and alignment are checked above,
             // the family's other conditions by the dispatch.
             unsafe {
+                let launch_as = |launch| Launched { launch, dependent };
                 match kernel.tile {
-                    Tile::Gemv(t) => launch::launch(stream, function, kernel.name, t.launch(m, n), &params)?,
-                    Tile::Mma(t) => launch::launch(stream, function, kernel.name, t.launch(m, n), &params)?,
+                    Tile::Gemv(t) => self.launch(stream, function, kernel.name, launch_as(t.launch(m, n)), &params)?,
+                    Tile::Mma(t) => self.launch(stream, function, kernel.name, launch_as(t.launch(m, n)), &params)?,
                     Tile::Fallback(t) => {
                         let chunk = t.chunk(m, params.shape.hidden, T::KIND.abi().vector_elems());
                         let fallback = FallbackParams { qkv: params, chunk, reserved: 0 };
-                        launch::launch(stream, function, kernel.name, t.launch(m, n, chunk), &fallback)?
+                        self.launch(stream, function, kernel.name, launch_as(t.launch(m, n, chunk)), &fallback)?
                     }
                     Tile::Wgmma(t) => {
                         let launch = match grid {
@@ -477,9 +499,9 @@ impl<T: Dtype> GpuLayer<T> {
                         };
                         if t.load.uses_tma() {
                             let tma = self.tma_params(params, t)?;
-                            self.launch_wgmma(stream, function, kernel.name, launch, &tma)?
+                            self.launch(stream, function, kernel.name, launch_as(launch), &tma)?
                         } else {
-                            self.launch_wgmma(stream, function, kernel.name, launch, &params)?
+                            self.launch(stream, function, kernel.name, launch_as(launch), &params)?
                         }
                     }
                 }
@@ -555,27 +577,30 @@ impl<T: Dtype> GpuLayer<T> {
         self.choose(m, true, true).map(|(index, grid)| (&KERNELS[index], grid))
     }
 
-    /// A `wgmma` launch: in clusters through `cuLaunchKernelEx` when split-K divides the tiles.
+    /// One launch of the layer: through `cuLaunchKernelEx` where split-K puts the blocks in
+    /// clusters or the launch is a programmatic dependent ([`GpuLayer::set_dependent_launch`]),
+    /// else through `cust`.
     ///
     /// # Safety
     /// As [`launch::launch`].
-    unsafe fn launch_wgmma<P: kernel_abi::params::KernelParams>(
+    unsafe fn launch<P: kernel_abi::params::KernelParams>(
         &self,
         stream: &Stream,
         function: &Function<'_>,
         name: &str,
-        launch: kernel_abi::Launch,
+        Launched { launch, dependent }: Launched,
         params: &P,
     ) -> Result<()> {
-        if launch.cluster == 1 {
-            return launch::launch(stream, function, name, launch, params);
+        match &self.kernels.launch_ex {
+            // Every kernel waits for its prerequisites before it reads x or writes anything.
+            Some(ex) if dependent || launch.cluster != 1 => {
+                ex.launch(stream, function, name, launch, params, dependent)
+            }
+            None if launch.cluster != 1 => {
+                Err(Error::InvalidConfig("split-K launches need compute capability 9.0".into()))
+            }
+            _ => launch::launch(stream, function, name, launch, params),
         }
-        let ex = self
-            .kernels
-            .launch_ex
-            .as_ref()
-            .ok_or_else(|| Error::InvalidConfig("split-K launches need compute capability 9.0".into()))?;
-        ex.launch(stream, function, name, launch, params)
     }
 
     /// The TMA kernels' parameters: the tensor map of this launch's `x` rows and W's (built once).
@@ -605,6 +630,29 @@ impl<T: Dtype> GpuLayer<T> {
     /// never split).
     pub fn set_split_k(&mut self, split_k: SplitK) {
         self.split_k = split_k;
+    }
+
+    /// Whether [`GpuLayer::forward_into`]'s launches are programmatic dependents of the kernel
+    /// before them on the stream (default: yes, on compute capability 9.0, for the kernels
+    /// [`dispatch::dependent_launch`] names; no effect elsewhere).
+    /// Such a launch may start while that kernel finishes: its blocks are scheduled and bring
+    /// their share of W into L2, then wait for that kernel's completion (`griddepcontrol.wait`)
+    /// before they read x or write anything, so the results and the stream order are as without
+    /// it. In a CUDA graph captured from the stream the dependency becomes a programmatic edge.
+    pub fn set_dependent_launch(&mut self, dependent: bool) {
+        self.dependent_launch = dependent && self.kernels.launch_ex.is_some();
+    }
+
+    /// Whether the launches are programmatic dependents ([`GpuLayer::set_dependent_launch`]).
+    pub fn dependent_launch(&self) -> bool {
+        self.dependent_launch
+    }
+
+    /// Whether [`GpuLayer::forward_into`] launches the kernel of [`GpuLayer::kernel_for`] `m` as
+    /// a programmatic dependent (the setting and [`dispatch::dependent_launch`]).
+    pub fn launches_as_dependent(&self, m: usize) -> Result<bool> {
+        let (kernel, _) = self.kernel_for(m)?;
+        Ok(self.dependent_launch && dispatch::dependent_launch(&kernel.tile, self.weight_bytes, self.kernels.l2_bytes))
     }
 
     /// Copies a device result back (synchronously): a convenience for tests and tools.

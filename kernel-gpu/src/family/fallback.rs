@@ -41,15 +41,19 @@ const STAGE_BATCH: usize = 4;
 // The `unroll!` index lists below are written out for these values.
 const _: () = assert!(TILE_M == 8 && W_ROWS == 2 && UNROLL == 4 && STAGE_BATCH == 4);
 
-/// Loads `row[h .. h + VEC]` as f32, zero past `len`.
+/// Loads `row[h .. h + VEC]` as f32, zero past `len`: of `x` through the coherent path (`X`;
+/// the previous kernel may still be writing it when this one starts, [`crate::mem::load_v16`]),
+/// of the weights through the read-only one.
 #[inline(always)]
-unsafe fn load_masked<T: Element, const VECTOR: bool>(row: *const T, h: usize, len: usize) -> [f32; 8] {
+unsafe fn load_masked<T: Element, const VECTOR: bool, const X: bool>(row: *const T, h: usize, len: usize) -> [f32; 8] {
     if VECTOR {
-        T::unpack(MaskedColumn::new::<T>(h as u32, len as u32).load(row))
+        let column = MaskedColumn::new::<T>(h as u32, len as u32);
+        T::unpack(if X { column.load_x(row) } else { column.load(row) })
     } else {
         // Arrays are built by value with from_fn: an indexed loop writing through `&mut` left them
         // in local memory (a stack frame in ptxas's report).
-        core::array::from_fn(|i| if i < T::VEC && h + i < len { T::load(row.add(h + i)) } else { 0.0 })
+        let load = |p: *const T| if X { T::load_x(p) } else { T::load(p) };
+        core::array::from_fn(|i| if i < T::VEC && h + i < len { load(row.add(h + i)) } else { 0.0 })
     }
 }
 
@@ -66,7 +70,7 @@ unsafe fn stage_row<T: Element, const VECTOR: bool>(x_row: *const T, len: u32, p
         // All loads of the batch first, so their latencies overlap.
         let mut xs = [[0.0f32; 8]; STAGE_BATCH];
         unroll!(b in [0, 1, 2, 3] {
-            xs[b] = load_masked::<T, VECTOR>(x_row, offset(b) as usize, len as usize);
+            xs[b] = load_masked::<T, VECTOR, true>(x_row, offset(b) as usize, len as usize);
         });
         unroll!(b in [0, 1, 2, 3] {
             let c = offset(b);
@@ -120,7 +124,7 @@ unsafe fn accumulate_chunk<T: Element, const VECTOR: bool, const TM: usize>(
                     if VECTOR {
                         w_raw[u][r] = load_nc_v16(w_rows[r].add(c as usize).cast());
                     } else {
-                        w[u][r] = load_masked::<T, VECTOR>(w_rows[r], c as usize, len as usize);
+                        w[u][r] = load_masked::<T, VECTOR, false>(w_rows[r], c as usize, len as usize);
                     }
                 }
             });
@@ -216,6 +220,8 @@ unsafe fn store_outputs<T: Element, const TM: usize>(
 /// The launch contract of this module.
 #[inline(always)]
 pub unsafe fn run<T: Element, const VECTOR: bool, const TM: usize>(params: &FallbackParams) {
+    // No prefetch: this kernel serves odd shapes and alignments, not the timed paths.
+    crate::dependency::wait_then_launch_dependents();
     let scratch = static_shared!(fallback_sum_sq, SUM_SQ_BYTES);
     let scale = static_shared!(fallback_row_scale, ROW_SCALE_BYTES);
     let (qkv, chunk) = (&params.qkv, params.chunk);

@@ -8,6 +8,11 @@
 //! 2. reduce: butterflies over the warp, dot products and sums of squares alike;
 //! 3. store: lane 0 scales by `rms_inv * out_scale`, adds the bias, rounds and stores.
 //!
+//! Before step 1 each warp has the copy engine bring the start of its `W'` rows (the first
+//! batch, [`PREFETCH_ROW_BYTES`]) into L2 and only then waits for the previous kernel
+//! ([`crate::dependency`]): under programmatic dependent launch the first loads find their data
+//! in L2.
+//!
 //! No shared memory and no block barrier: nothing waits between the loads of one batch and
 //! those of the next but the warp's own arithmetic, and small layers finish in about one memory
 //! round trip.
@@ -20,12 +25,16 @@ use kernel_abi::QkvParams;
 
 use crate::element::Element;
 use crate::float::fma_rn;
-use crate::mem::Vec16;
+use crate::dependency;
+use crate::mem::{prefetch_l2, Vec16};
 use crate::qkv::{add_squares, row_scale, store_output, MaskedColumn};
 use crate::thread::{block_idx_x, block_idx_y};
 use crate::warp::{lane_id, reduce_sum_f32, warp_id, WARP_SIZE};
 
 const ROWS: usize = ROWS_PER_WARP as usize;
+/// Bytes of a `W'` row prefetched into L2 before the wait for the previous kernel: a warp's
+/// first batch of loads (4 loads of 16 bytes per lane, [`kernel_abi::gemv::MAX_UNROLL`]).
+pub const PREFETCH_ROW_BYTES: usize = MAX_UNROLL as usize * WARP_SIZE as usize * 16;
 const MAX_TM: usize = MAX_TOKENS as usize;
 // The `unroll!` index lists below are written out for these values.
 const _: () = assert!(ROWS == 2 && MAX_TM == 4 && MAX_UNROLL == 4);
@@ -53,7 +62,7 @@ unsafe fn stream<T: Element, const TM: usize, const UNROLL: usize>(
                 });
                 unroll!(t in [0, 1, 2, 3] {
                     if t < TM {
-                        x_raw[u][t] = column.load(x_rows[t]);
+                        x_raw[u][t] = column.load_x(x_rows[t]);
                     }
                 });
             }
@@ -98,6 +107,16 @@ pub unsafe fn run<T: Element, const TM: usize, const UNROLL: usize>(params: &Qkv
     // Rows past the end repeat the last one: loads stay in bounds, results are not stored.
     let w_rows = core::array::from_fn(|r| qkv_weight.add((n0 + r as u32).min(n_total - 1) as usize * hidden));
     let x_rows = core::array::from_fn(|t| x.add((row0 + (t as u32).min(tokens - 1)) as usize * hidden));
+    if params.dependent_launch != 0 && lane_id() < ROWS_PER_WARP && n0 + lane_id() < n_total {
+        // The first batch of each of the warp's `W'` rows (all of a small model's row) into L2
+        // while the previous kernel finishes; whole rows of a large model would not fit in L2
+        // beside what that kernel streams (measured: qwen3-32b at M = 1 37.1 us against 27.9).
+        let row_bytes = hidden * core::mem::size_of::<T>();
+        // Selected, not indexed by the lane: a dynamic index puts `w_rows` in local memory.
+        let row = if lane_id() == 0 { w_rows[0] } else { w_rows[1] };
+        prefetch_l2(row.cast(), row_bytes.min(PREFETCH_ROW_BYTES) as u32);
+    }
+    dependency::wait_then_launch_dependents();
     let mut acc = [[0.0f32; MAX_TM]; ROWS];
     let mut sum_sq = [0.0f32; MAX_TM];
     stream::<T, TM, UNROLL>(w_rows, x_rows, hidden, &mut acc, &mut sum_sq);

@@ -15,6 +15,9 @@
 //! 3. normalize: `rms_inv * out_scale` per token;
 //! 4. store: every warp scales, adds the bias, rounds and stores a share of the tile.
 //!
+//! Before step 1 the block has the copy engine bring the start of its `W'` rows into L2, then
+//! waits for the previous kernel ([`crate::dependency`]).
+//!
 //! Launch contract: [`kernel_abi::MmaTile::launch`] for the kernel's tile (dynamic shared memory
 //! [`kernel_abi::MmaTile::shared_bytes`]); `hidden % 8 == 0`; `x` and `W'` 16-byte aligned;
 //! buffers as in [`kernel_abi::QkvParams`].
@@ -22,7 +25,8 @@
 use kernel_abi::mma::{K_STEP, MAX_M_TILES, MAX_TOKEN_GROUPS, ROW_SCALE_BYTES, SUM_SQ_BYTES};
 use kernel_abi::QkvParams;
 
-use crate::mem::Vec16;
+use crate::dependency;
+use crate::mem::{prefetch_l2, Vec16};
 use crate::mma::MmaElement;
 use crate::qkv::{add_squares, row_scale, store_output, MaskedColumn, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
@@ -57,7 +61,7 @@ unsafe fn load_step<T: MmaElement, const MT: usize, const G: usize>(
     });
     unroll!(grp in [0, 1, 2, 3] {
         if grp < G {
-            frag.1[grp] = column.load(x_rows[grp]);
+            frag.1[grp] = column.load_x(x_rows[grp]);
         }
     });
     frag
@@ -206,6 +210,15 @@ pub unsafe fn run<T: MmaElement, const MT: usize, const G: usize, const WARPS: u
     });
     let x_rows: [*const T; MAX_G] =
         core::array::from_fn(|grp| x.add((row0 + ((grp * 8) as u32 + g).min(tokens - 1)) as usize * hidden));
+    let row = n0 + thread_idx_x();
+    if params.dependent_launch != 0 && block_idx_y() == 0 && thread_idx_x() < (16 * MT) as u32 && row < n_total {
+        // The first part of each of the block's `W'` rows into L2 while the previous kernel
+        // finishes (the first row block's job), bounded as gemv's.
+        let row_bytes = hidden * core::mem::size_of::<T>();
+        let bytes = row_bytes.min(crate::family::gemv::PREFETCH_ROW_BYTES) as u32;
+        prefetch_l2(qkv_weight.add(row as usize * hidden).cast(), bytes);
+    }
+    dependency::wait_then_launch_dependents();
     let mut acc = [[[0.0f32; 4]; MAX_G]; MAX_MT];
     let mut sum_sq = [0.0f32; MAX_G];
     stream_k_steps::<T, MT, G, WARPS, DEPTH>(&w_rows, &x_rows, shape.hidden, &mut acc, &mut sum_sq);

@@ -14,7 +14,8 @@
 //!    ([`crate::wgmma::swizzled_offset`]), by a [`StageLoader`]: [`Tma`] (one thread, whole
 //!    tiles, completion on an mbarrier per stage) or [`CpAsync`] (every thread, 16 bytes at a
 //!    time). Rows and columns past the matrix are zero-filled, so odd `M`, `N` and `H` need no
-//!    other tail path;
+//!    other tail path. Before its first tile a block has the `W'` tiles of the first `S - 1`
+//!    k-blocks brought into L2, then waits for the previous kernel ([`prefetch_then_wait`]);
 //! 2. mma: per k-block, each warpgroup issues four m64n`WN`k16 MMAs and keeps one group in
 //!    flight across the barriers (one before the MMAs: the stage has landed; one after: the
 //!    previous k-block's MMAs are done, so its slot can be refilled). B comes from shared
@@ -50,6 +51,7 @@ use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
 use crate::cluster::{self, ClusterPtr};
+use crate::dependency;
 use crate::mbarrier;
 use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Shape};
 use crate::shared::{dynamic_shared_base, SharedPtr};
@@ -147,6 +149,14 @@ pub trait StageLoader {
     /// # Safety
     /// The stage must be free: every MMA that read it is done.
     unsafe fn load(&self, ring: Ring, step: u32, k: KRange, origin: (u32, u32));
+    /// Has the copy engine bring the `W'` tile of the block's `step`-th k-block (as in
+    /// [`StageLoader::load`]) into L2: issued before the wait for the previous kernel
+    /// ([`crate::dependency`]; no kernel writes the weights), so that it streams in during that
+    /// kernel's tail and the stage's copy finds it in L2. Every thread calls it.
+    ///
+    /// # Safety
+    /// The loader's pointers or tensor maps valid.
+    unsafe fn prefetch_weights(&self, tile: WgmmaTile, step: u32, k: KRange, origin: (u32, u32));
     /// Returns once ring step `step`'s stage has landed, for every thread of the block.
     ///
     /// # Safety
@@ -213,6 +223,13 @@ impl StageLoader for Tma {
     }
 
     #[inline(always)]
+    unsafe fn prefetch_weights(&self, _tile: WgmmaTile, step: u32, k: KRange, (_, col0): (u32, u32)) {
+        if thread_idx_x() == 0 && step < k.count {
+            tma::prefetch_2d(self.w_map, (k.first + step) * K_BLOCK, col0);
+        }
+    }
+
+    #[inline(always)]
     unsafe fn wait(&self, ring: Ring, step: u32) {
         mbarrier::wait_parity(ring.full(step), step / ring.tile.stages % 2);
     }
@@ -265,6 +282,17 @@ impl<T> StageLoader for CpAsync<T> {
         }
         // One group per k-block, empty past the end: the waits count on it.
         async_copy::commit_group();
+    }
+
+    /// Thread `t` takes row `t` of the tile's `W'` rows: the 128-byte line of the k-block.
+    #[inline(always)]
+    unsafe fn prefetch_weights(&self, tile: WgmmaTile, step: u32, k: KRange, (_, col0): (u32, u32)) {
+        let (row, n) = (col0 + thread_idx_x(), self.shape.n());
+        if step < k.count && thread_idx_x() < tile.out_cols && row < n {
+            let h = (k.first + step) * K_BLOCK;
+            let at = self.qkv_weight.add(row as usize * self.shape.hidden as usize + h as usize);
+            crate::mem::prefetch_l2_line(at.cast());
+        }
     }
 
     #[inline(always)]
@@ -487,6 +515,29 @@ unsafe fn load_ahead<L: StageLoader>(ring: Ring, loader: &L, k: KRange, origin: 
         loader.load(ring, step, k, origin);
         step += 1;
     }
+}
+
+/// Before the block's first tile: the `W'` tiles of its first `S - 1` k-blocks into L2 (when it
+/// was launched as a dependent, [`QkvParams::dependent_launch`]), then the
+/// wait for the previous kernel ([`crate::dependency`]), after which `x` may be read and q, k, v
+/// and the workspace written, and the next kernel may start. (Into L2, not into the stages: loading the stages' `W'` halves
+/// before the wait took the two-blocks-per-SM tile from 96 to 130 registers.)
+///
+/// # Safety
+/// Every thread of the block calls it, once, before anything reads `x` or writes global memory.
+#[inline(always)]
+unsafe fn prefetch_then_wait<L: StageLoader, const S: u32>(
+    ring: Ring,
+    loader: &L,
+    (k, origin): (KRange, (u32, u32)),
+    params: &QkvParams,
+) {
+    let mut step = if params.dependent_launch != 0 { 0 } else { S - 1 };
+    while step < S - 1 {
+        loader.prefetch_weights(ring.tile, step, k, origin);
+        step += 1;
+    }
+    dependency::wait_then_launch_dependents();
 }
 
 /// Steps 1-3 for the k-blocks `k` of the tile at `origin`: the rest of the ring's prologue
@@ -911,6 +962,7 @@ unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: 
     let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
     let (first, count) = k_range(shape.hidden.div_ceil(K_BLOCK), rank, splits);
     let k = KRange { first, count, ring_step: 0 };
+    prefetch_then_wait::<L, S>(ring, loader, (k, origin), params);
     let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, 0), origin, local);
     let scales = ring.row_scales();
     row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
@@ -956,6 +1008,13 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
     sync_threads();
     let mut walk = Walk { dp_tile: block_idx_x(), dp_tiles, blocks, unit, end, k_blocks };
     let mut next = walk.next();
+    match next {
+        Some((tile_index, first, count)) => {
+            let origin = tile_origin::<BM, BN>(tile_index, shape.m, shape.n());
+            prefetch_then_wait::<L, S>(ring, loader, (KRange { first, count, ring_step: 0 }, origin), params);
+        }
+        None => dependency::wait_then_launch_dependents(),
+    }
     let mut ring_step = 0;
     let mut prefetched = 0;
     while let Some((tile_index, first, count)) = next {
@@ -1202,6 +1261,8 @@ pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(param
         mbarrier::fence_init();
     }
     sync_threads();
+    // Measurement-only: nothing prefetched before the wait.
+    dependency::wait_then_launch_dependents();
     // From here on no block-wide barrier: the producer warp's other lanes leave at once.
     if thread_idx_x() >= THREADS {
         if thread_idx_x() == THREADS {

@@ -91,6 +91,15 @@ pub struct BenchArgs {
     /// launches: calls launched from the host.
     #[arg(long, value_enum, default_value_t = Mode::Graph)]
     mode: Mode,
+    /// Launch each call as a programmatic dependent of the kernel before it on the stream (the
+    /// default on compute capability 9.0: its weights stream into L2 during that kernel's
+    /// tail); `false`: plain stream order, for measuring what that saves.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    dependent_launch: bool,
+    /// Calls per captured graph in graph mode (a model's layers, e.g. 28 for qwen3-0.6b), cycling
+    /// through the weight copies; default: one per copy.
+    #[arg(long, value_name = "N")]
+    layers: Option<usize>,
 }
 
 /// Rows of each case checked against the float64 reference.
@@ -206,6 +215,7 @@ fn bench_model<T: Dtype>(
             };
             layer.set_kernel_policy(policy);
             layer.set_split_k(split_k);
+            layer.set_dependent_launch(args.dependent_launch);
             Ok(layer)
         })
         .collect::<Result<_>>()?;
@@ -213,7 +223,8 @@ fn bench_model<T: Dtype>(
     let mut all_ok = true;
     for &m in &args.tokens {
         progress.set_message(format!("{name} M={m}"));
-        let row = bench_case(env, name, config, &weights[0], &layers, m, args.iters);
+        let chain = args.layers.unwrap_or(layers.len()).max(1);
+        let row = bench_case(env, name, config, &weights[0], (&layers, chain), m, args.iters);
         let mut row = match row {
             Ok(row) => row,
             Err(e) => {
@@ -232,6 +243,10 @@ fn bench_model<T: Dtype>(
                 }
             }
         }
+        row["dependent_launch"] = json!(layers[0].launches_as_dependent(m).unwrap_or(false));
+        if args.mode == Mode::Graph {
+            row["graph_layers"] = json!(chain);
+        }
         all_ok &= row["error"].is_null();
         rows.push(row);
         progress.inc(1);
@@ -244,7 +259,7 @@ fn bench_case<T: Dtype>(
     name: &str,
     config: &QkvConfig,
     checked_weights: &QkvWeights<T>,
-    layers: &[GpuLayer<T>],
+    (layers, chain): (&[GpuLayer<T>], usize),
     m: usize,
     iters: usize,
 ) -> Result<Value> {
@@ -276,9 +291,10 @@ fn bench_case<T: Dtype>(
         }
         Mode::Graph => {
             let graph = Graph::capture(stream, || {
-                layers.iter().try_for_each(|layer| layer.forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v))
+                (0..chain)
+                    .try_for_each(|i| layers[i % layers.len()].forward_into(stream, &x_dev, m, &mut q, &mut k, &mut v))
             })?;
-            time_graph(env, &graph, layers.len(), (iters / layers.len()).max(30))?
+            time_graph(env, &graph, chain, (iters / chain).max(30))?
         }
     };
     Ok(case_row::<T>(name, config, m, env, Some(&timing), Some(rel_err), None))
