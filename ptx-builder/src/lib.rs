@@ -4,11 +4,15 @@
 //! The device crate is compiled by stock rustc's `nvptx64-nvidia-cuda` backend with the nightly
 //! pinned in `kernel-gpu/rust-toolchain.toml` and `-Zbuild-std=core`. When that toolchain or one
 //! of its components is missing it is installed with `rustup toolchain install --no-self-update`,
-//! after saying so. [`check_resources`] runs `ptxas` over the PTX and rejects spills and stack frames.
+//! after saying so. [`check_resources`] runs `ptxas` over the PTX and rejects spills and stack frames;
+//! [`sass::check_wait_order`] rejects kernels whose machine code touches memory before it waits
+//! for the kernel before it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod sass;
 
 /// Failures of the PTX build, each saying what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +31,14 @@ pub enum BuildError {
     UnknownArch(String),
     #[error("ptxas was not found and could not be installed: {0}")]
     NoPtxas(String),
+    #[error("nvdisasm was not found and could not be installed: {0}")]
+    NoNvdisasm(String),
     #[error("ptxas reported kernels that spill, use a stack frame or serialise wgmma:\n{0}")]
     Resources(String),
+    #[error(
+        "kernels touch memory before they wait for the kernel before them (see ptx-builder's `sass` module):\n{0}"
+    )]
+    WaitOrder(String),
 }
 
 /// A GPU architecture the PTX is built for (`-C target-cpu`).

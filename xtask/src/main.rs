@@ -126,6 +126,24 @@ fn build_ptx(arch_names: &[String], check: bool, features: Vec<String>) -> Resul
         all.len(),
         ptxas.display()
     );
+    // The kernels that run as programmatic dependents (sm_90a): nothing but read-only loads of
+    // the weights before the wait for the previous kernel, in the machine code ptxas makes.
+    let nvdisasm = ptx_builder::sass::find_or_install_nvdisasm(&ptxas, &target_dir().join("tools"), &mut |m| say(m))?;
+    for ptx in built.iter().filter(|p| p.arch == Arch::Sm90a) {
+        let cubin = ptx.path.with_extension("cubin");
+        let sass = ptx_builder::sass::disassemble(&ptxas, &nvdisasm, &ptx.path, ptx.arch, &cubin)?;
+        let kernels = ptx_builder::sass::parse_wait_order(&sass, "fused_rmsnorm_qkv_");
+        if kernels.is_empty() {
+            return Err(format!("nvdisasm listed no kernels of {}", ptx.path.display()).into());
+        }
+        ptx_builder::sass::check_wait_order(&kernels)?;
+        println!(
+            "dependent-launch check passed: {} {} kernels wait before touching memory another kernel may write ({})",
+            kernels.len(),
+            ptx.arch,
+            nvdisasm.display()
+        );
+    }
     Ok(())
 }
 
