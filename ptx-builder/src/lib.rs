@@ -369,27 +369,40 @@ pub fn parse_ptxas_report(text: &str) -> Vec<KernelResources> {
 /// Finds `ptxas`: `$PTXAS`, PATH, `/usr/local/cuda/bin`, or the PyPI `nvidia-cuda-nvcc` package
 /// installed under `tools_dir` (installed there with pip, after saying so, when nothing else is found).
 pub fn find_or_install_ptxas(tools_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<PathBuf, BuildError> {
-    let pip_dir = tools_dir.join("nvidia-cuda-nvcc");
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("PTXAS") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("ptxas")));
-    }
-    candidates.push(PathBuf::from("/usr/local/cuda/bin/ptxas"));
-    let pip_ptxas =
-        || ["cu13", "cu12"].iter().map(|v| pip_dir.join(format!("nvidia/{v}/bin/ptxas"))).find(|p| p.is_file());
-    if let Some(found) = candidates.into_iter().find(|p| p.is_file()).or_else(pip_ptxas) {
+    let mut first: Vec<PathBuf> = std::env::var_os("PTXAS").map(PathBuf::from).into_iter().collect();
+    first.extend(on_path("ptxas"));
+    first.push(PathBuf::from("/usr/local/cuda/bin/ptxas"));
+    find_or_install_tool("ptxas", "nvidia-cuda-nvcc", first, tools_dir, say).map_err(BuildError::NoPtxas)
+}
+
+/// `name` in each directory of PATH.
+pub(crate) fn on_path(name: &str) -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|d| d.join(name)).collect())
+        .unwrap_or_default()
+}
+
+/// The first of `candidates` that exists, else CUDA tool `name` from PyPI package `package`
+/// under `tools_dir` (installed there with pip, after saying so, if it is not there yet).
+/// Errors are the reason, for the caller's error variant.
+pub(crate) fn find_or_install_tool(
+    name: &str,
+    package: &str,
+    candidates: Vec<PathBuf>,
+    tools_dir: &Path,
+    say: &mut dyn FnMut(&str),
+) -> Result<PathBuf, String> {
+    let pip_dir = tools_dir.join(package);
+    let from_pip =
+        || ["cu13", "cu12"].iter().map(|v| pip_dir.join(format!("nvidia/{v}/bin/{name}"))).find(|p| p.is_file());
+    if let Some(found) = candidates.into_iter().find(|p| p.is_file()).or_else(from_pip) {
         return Ok(found);
     }
-    say(&format!("ptxas not found; installing PyPI nvidia-cuda-nvcc into {} (about 50 MB, once)", pip_dir.display()));
+    say(&format!("{name} not found; installing PyPI {package} into {} (once)", pip_dir.display()));
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
-        .arg(&pip_dir)
-        .arg("nvidia-cuda-nvcc");
-    run_capture(&mut cmd).map_err(|e| BuildError::NoPtxas(e.to_string()))?;
-    pip_ptxas().ok_or_else(|| BuildError::NoPtxas(format!("pip finished but no ptxas under {}", pip_dir.display())))
+    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"]).arg(&pip_dir).arg(package);
+    run_capture(&mut cmd).map_err(|e| e.to_string())?;
+    from_pip().ok_or_else(|| format!("pip finished but no {name} under {}", pip_dir.display()))
 }
 
 /// Assembles `ptx` for `arch` with `ptxas -v` and returns each kernel's resources.

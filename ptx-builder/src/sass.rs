@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{describe, run_capture, Arch, BuildError};
+use crate::{describe, find_or_install_tool, on_path, run_capture, Arch, BuildError};
 
 /// SASS opcodes (before the first `.`) that read or write global memory, or might.
 const MEMORY_OPCODES: [&str; 13] =
@@ -76,24 +76,9 @@ pub fn find_or_install_nvdisasm(
     tools_dir: &Path,
     say: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, BuildError> {
-    let pip_dir = tools_dir.join("nvidia-cuda-nvdisasm");
-    let mut candidates: Vec<PathBuf> = ptxas.parent().map(|d| d.join("nvdisasm")).into_iter().collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nvdisasm")));
-    }
-    let pip_nvdisasm =
-        || ["cu13", "cu12"].iter().map(|v| pip_dir.join(format!("nvidia/{v}/bin/nvdisasm"))).find(|p| p.is_file());
-    if let Some(found) = candidates.into_iter().find(|p| p.is_file()).or_else(pip_nvdisasm) {
-        return Ok(found);
-    }
-    say(&format!("nvdisasm not found; installing PyPI nvidia-cuda-nvdisasm into {} (once)", pip_dir.display()));
-    let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
-        .arg(&pip_dir)
-        .arg("nvidia-cuda-nvdisasm");
-    run_capture(&mut cmd).map_err(|e| BuildError::NoNvdisasm(e.to_string()))?;
-    pip_nvdisasm()
-        .ok_or_else(|| BuildError::NoNvdisasm(format!("pip finished but no nvdisasm under {}", pip_dir.display())))
+    let mut first: Vec<PathBuf> = ptxas.parent().map(|d| d.join("nvdisasm")).into_iter().collect();
+    first.extend(on_path("nvdisasm"));
+    find_or_install_tool("nvdisasm", "nvidia-cuda-nvdisasm", first, tools_dir, say).map_err(BuildError::NoNvdisasm)
 }
 
 /// Assembles `ptx` for `arch` into `cubin` and returns `nvdisasm`'s listing of it.
