@@ -345,7 +345,10 @@ fn fallback_tokens(m: usize) -> u32 {
 /// or 192 and such tiles still fill two thirds of the machine (qwen2.5-0.5b, N = 1152 = 6 x 192,
 /// at 2048 and 8192 tokens: 16.6 and 44.9 us with 128 x 192 against 17.7 and 49.5 with 128 x
 /// 128 at two blocks per SM, bench/results/h200-n192/rule); else 128 x 128, with 3 stages (two
-/// blocks per multiprocessor) once there is more than one wave.
+/// blocks per multiprocessor) once there is more than one wave. In the 64 x 128 range, where those
+/// tiles alone give split-K nothing to do (they fill [`SPLIT_K_FILL_TENTHS`] of the SMs) and H
+/// has at least [`MID_K_BLOCKS`] k-blocks, 128 x 128 tiles in split-K instead: as many blocks,
+/// each with half the k-blocks, and W read half as often.
 pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; 2]) -> WgmmaTile {
     let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
     let tile = |tokens, out_cols, stages, load| WgmmaTile { tokens, out_cols, stages, load };
@@ -353,7 +356,13 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
     if long_k && m >= LONG_K_MIN_TOKENS && n.is_multiple_of(256) {
         wide_tile(m, n, hidden, wide)
     } else if m <= 64 || 2 * blocks(128, 128) < sms {
-        tile(64, 128, 4, Load::CpAsync)
+        let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
+        let unsplit = blocks(64, 128) * 10 >= SPLIT_K_FILL_TENTHS * sms;
+        if m > 64 && unsplit && k_blocks >= MID_K_BLOCKS {
+            tile(128, 128, 4, Load::Tma)
+        } else {
+            tile(64, 128, 4, Load::CpAsync)
+        }
     } else if (n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms)
         || (n.is_multiple_of(192) && 3 * blocks(128, 192) >= 2 * sms)
     {
@@ -480,6 +489,14 @@ pub fn wgmma_grid(tile: WgmmaTile, m: usize, n: usize, hidden: usize, residency:
 pub const LONG_K_BLOCKS: usize = 40;
 /// ...from this many tokens (at 64 tokens 64 x 128 in four is ahead on qwen3-8b: 19.4 against 22.3).
 pub const LONG_K_MIN_TOKENS: usize = 65;
+
+/// From this many k-blocks of H, 128 x 128 tiles in split-K replace 64 x 128 tiles that would run
+/// unsplit ([`wgmma_tile`]). H200, graph mode, programmatic dependent launch
+/// (bench/results/h200-pdl/mid-m): qwen3-1.7b (32 k-blocks) at 192 and 256 tokens 15.1 and 13.8
+/// us in two against 17.8 and 18.0 with 64 x 128; with 16 k-blocks it is a draw or a loss
+/// (qwen3-0.6b at 256 tokens 10.3 against 10.4, at 192 10.7 against 10.3), with 14 a gain
+/// (qwen2.5-0.5b at 768 tokens 9.6 against 10.3) that this threshold leaves alone.
+pub const MID_K_BLOCKS: usize = 24;
 
 /// Split-K gives this many tenths of the multiprocessors a block ([`wgmma_splits`]).
 pub const SPLIT_K_FILL_TENTHS: usize = 7;
@@ -646,6 +663,10 @@ mod tests {
         // Short H (qwen3-1.7b) keeps 64 x 128 at 128 tokens; 64 tokens keep it for any H; from
         // half the SMs' worth of 128 x 128 tiles (qwen3-0.6b at 384 tokens), 128 x 128.
         assert_eq!(wgmma_tile(128, 4096, 2048, 132, WIDE).tokens, 64);
+        // qwen3-1.7b at 256 tokens: 128 tiles of 64 x 128 would run unsplit; 128 x 128 in two.
+        let mid_k = wgmma_tile(256, 4096, 2048, 132, WIDE);
+        assert_eq!((mid_k.tokens, mid_k.out_cols, mid_k.stages), (128, 128, 4));
+        assert_eq!(wgmma_splits(mid_k, 256, 4096, 2048, H200_ONE_PER_SM), 2);
         assert_eq!(wgmma_tile(64, 10240, 5120, 132, WIDE).tokens, 64);
         assert_eq!(wgmma_tile(256, 4096, 1024, 132, WIDE).tokens, 64);
         let mid = wgmma_tile(384, 4096, 1024, 132, WIDE);
