@@ -29,7 +29,7 @@ const GUARD: usize = 67;
 ///
 /// The tests take turns on the GPU ([`TURN`]): run in parallel threads of one process they have
 /// crashed inside libcuda (a segfault at address 0x298, H200, driver 580.159.04; 2 of ~10 runs
-/// before programmatic dependent launch, 2 of 5 with it, once invalidating another thread's
+/// before programmatic dependent launch, 3 of 5 with it, once invalidating another thread's
 /// stream capture first), one at a time never (bench/NOTES.md "programmatic dependent launch").
 struct Shared {
     context: Context,
