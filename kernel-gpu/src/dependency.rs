@@ -36,7 +36,6 @@ pub fn wait_for_prerequisites() {
     };
 }
 
-
 /// [`wait_for_prerequisites`], then [`launch_dependents`]: where every kernel of this crate
 /// signals. Signalling at the start instead lets a chain of kernels run ahead: the next kernel's
 /// blocks, and the one's after them, take the SMs' free slots while they wait, and a grid that

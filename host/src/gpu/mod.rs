@@ -465,11 +465,10 @@ impl<T: Dtype> GpuLayer<T> {
                 WgmmaGrid::Stream(_) => u32::MAX,
             },
         } as usize;
+        let dependent = self.launches_dependent(kernel);
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(max_rows);
-            let dependent = self.dependent_launch
-                && dispatch::dependent_launch(&kernel.tile, self.weight_bytes, self.kernels.l2_bytes);
             let params = QkvParams {
                 dependent_launch: dependent as u32,
                 x: address(pointers[0], row0 * c.hidden),
@@ -653,7 +652,13 @@ impl<T: Dtype> GpuLayer<T> {
     /// a programmatic dependent (the setting and [`dispatch::dependent_launch`]).
     pub fn launches_as_dependent(&self, m: usize) -> Result<bool> {
         let (kernel, _) = self.kernel_for(m)?;
-        Ok(self.dependent_launch && dispatch::dependent_launch(&kernel.tile, self.weight_bytes, self.kernels.l2_bytes))
+        Ok(self.launches_dependent(kernel))
+    }
+
+    /// Whether this layer launches `kernel` as a programmatic dependent: the setting and the
+    /// rule for its family.
+    fn launches_dependent(&self, kernel: &Kernel) -> bool {
+        self.dependent_launch && dispatch::dependent_launch(&kernel.tile, self.weight_bytes, self.kernels.l2_bytes)
     }
 
     /// Copies a device result back (synchronously): a convenience for tests and tools.

@@ -532,10 +532,12 @@ unsafe fn prefetch_then_wait<L: StageLoader, const S: u32>(
     (k, origin): (KRange, (u32, u32)),
     params: &QkvParams,
 ) {
-    let mut step = if params.dependent_launch != 0 { 0 } else { S - 1 };
-    while step < S - 1 {
-        loader.prefetch_weights(ring.tile, step, k, origin);
-        step += 1;
+    if params.dependent_launch != 0 {
+        let mut step = 0;
+        while step < S - 1 {
+            loader.prefetch_weights(ring.tile, step, k, origin);
+            step += 1;
+        }
     }
     dependency::wait_then_launch_dependents();
 }

@@ -221,9 +221,9 @@ fn bench_model<T: Dtype>(
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     let mut all_ok = true;
+    let chain = args.layers.unwrap_or(layers.len()).max(1);
     for &m in &args.tokens {
         progress.set_message(format!("{name} M={m}"));
-        let chain = args.layers.unwrap_or(layers.len()).max(1);
         let row = bench_case(env, name, config, &weights[0], (&layers, chain), m, args.iters);
         let mut row = match row {
             Ok(row) => row,
