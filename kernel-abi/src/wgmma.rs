@@ -205,20 +205,27 @@ impl WgmmaTile {
         self.row_scales_offset() + self.tokens * 4
     }
 
-    /// Where the persistent kernel's staged output tile (`tokens` rows of [`Self::out_pitch`]
-    /// bytes) starts, after the barriers; the other kernels stage it in their freed stages.
-    pub const fn out_tile_offset(self) -> u32 {
+    /// Where the tile's column biases (one f32 per output column, read by the coalesced
+    /// epilogue) start, after the barriers: each is loaded from memory once per tile, not once
+    /// per thread that adds it.
+    pub const fn col_bias_offset(self) -> u32 {
         (self.barriers_offset() + 2 * self.stages * 8).next_multiple_of(16)
     }
 
-    /// Dynamic shared memory: stages, row scales, barriers, the persistent kernel's output
-    /// tile, and room to align the dynamic shared base up to a swizzle atom. Above 48 KB: the
-    /// host raises the function's limit.
+    /// Where the persistent kernel's staged output tile (`tokens` rows of [`Self::out_pitch`]
+    /// bytes) starts, after the column biases; the other kernels stage it in their freed stages.
+    pub const fn out_tile_offset(self) -> u32 {
+        self.col_bias_offset() + self.out_cols * 4
+    }
+
+    /// Dynamic shared memory: stages, row scales, barriers, column biases, the persistent
+    /// kernel's output tile, and room to align the dynamic shared base up to a swizzle atom.
+    /// Above 48 KB: the host raises the function's limit.
     pub const fn shared_bytes(self) -> u32 {
         let end = if self.is_persistent() {
             self.out_tile_offset() + self.tokens * self.out_pitch()
         } else {
-            self.barriers_offset() + 2 * self.stages * 8
+            self.out_tile_offset()
         };
         end + SWIZZLE_ATOM_BYTES
     }

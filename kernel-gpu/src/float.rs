@@ -44,6 +44,38 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     out
 }
 
+/// Two f32 to a pair of bf16, each rounded to nearest even: `lo` in bits 0-15, `hi` in 16-31
+/// (`cvt.rn.bf16x2.f32`, one instruction for what [`f32_to_bf16`] does twice).
+#[inline(always)]
+pub fn f32x2_to_bf16x2(lo: f32, hi: f32) -> u32 {
+    let out: u32;
+    // SAFETY: pure arithmetic on registers.
+    unsafe {
+        asm!(
+            "cvt.rn.bf16x2.f32 {o}, {hi}, {lo};",
+            o = out(reg32) out, hi = in(reg32) hi, lo = in(reg32) lo,
+            options(pure, nomem, nostack),
+        )
+    };
+    out
+}
+
+/// Two f32 to a pair of f16 as [`f32_to_f16`] rounds them: `lo` in bits 0-15, `hi` in 16-31
+/// (`cvt.rn.f16x2.f32`).
+#[inline(always)]
+pub fn f32x2_to_f16x2(lo: f32, hi: f32) -> u32 {
+    let out: u32;
+    // SAFETY: pure arithmetic on registers.
+    unsafe {
+        asm!(
+            "cvt.rn.f16x2.f32 {o}, {hi}, {lo};",
+            o = out(reg32) out, hi = in(reg32) hi, lo = in(reg32) lo,
+            options(pure, nomem, nostack),
+        )
+    };
+    out
+}
+
 /// f16 bits to f32 (exact).
 #[inline(always)]
 pub fn f16_to_f32(bits: u16) -> f32 {

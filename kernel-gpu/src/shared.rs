@@ -109,6 +109,40 @@ impl SharedPtr {
         [a, b, c, d]
     }
 
+    /// Stores four 8 x 8 matrices of 16-bit elements (`stmatrix ... x4`, sm_90): lanes `8 i ..
+    /// 8 i + 7` give the 16-byte rows of matrix `i`, and `fragments[i]` is this lane's pair of
+    /// matrix `i`, row `lane / 4`, columns `2 (lane % 4)` and `+ 1`, low half first: the layout
+    /// of an mma accumulator tile's rounded pairs.
+    ///
+    /// # Safety
+    /// All 32 lanes of the warp execute it together (`.aligned`), each with a 16-byte aligned
+    /// shared address of 16 writable bytes that no other thread accesses until a barrier.
+    #[inline(always)]
+    pub unsafe fn stmatrix_x4(self, fragments: [u32; 4]) {
+        asm!(
+            "stmatrix.sync.aligned.m8n8.x4.shared.b16 [{p}], {{{a}, {b}, {c}, {d}}};",
+            p = in(reg32) self.0,
+            a = in(reg32) fragments[0], b = in(reg32) fragments[1], c = in(reg32) fragments[2], d = in(reg32) fragments[3],
+            options(nostack),
+        );
+    }
+
+    /// Loads two consecutive f32 in one 8-byte access.
+    ///
+    /// # Safety
+    /// As [`SharedPtr::load_f32`], and the address must be 8-byte aligned.
+    #[inline(always)]
+    pub unsafe fn load_f32x2(self) -> [f32; 2] {
+        let (a, b): (f32, f32);
+        asm!(
+            "ld.shared.v2.f32 {{{a}, {b}}}, [{p}];",
+            a = out(reg32) a, b = out(reg32) b,
+            p = in(reg32) self.0,
+            options(readonly, nostack),
+        );
+        [a, b]
+    }
+
     /// Loads four consecutive f32 in one 16-byte access.
     ///
     /// # Safety

@@ -198,10 +198,13 @@ pub trait WgmmaElement: MmaElement {
 
     /// The dtype's bits of `value`, rounded to nearest even.
     fn round_bits(value: f32) -> u16;
+
+    /// `round_bits(lo) | round_bits(hi) << 16`, in one conversion.
+    fn round_pair_bits(lo: f32, hi: f32) -> u32;
 }
 
 macro_rules! wgmma_impl {
-    ($t:ty, $ty:literal, $round:path) => {
+    ($t:ty, $ty:literal, $round:path, $round_pair:path) => {
         impl WgmmaElement for $t {
             #[inline(always)]
             unsafe fn mma_async<const N: u32>(acc: &mut Acc, a: u64, b: u64) {
@@ -224,9 +227,14 @@ macro_rules! wgmma_impl {
             fn round_bits(value: f32) -> u16 {
                 $round(value)
             }
+
+            #[inline(always)]
+            fn round_pair_bits(lo: f32, hi: f32) -> u32 {
+                $round_pair(lo, hi)
+            }
         }
     };
 }
 
-wgmma_impl!(Bf16, "bf16", crate::float::f32_to_bf16);
-wgmma_impl!(F16, "f16", crate::float::f32_to_f16);
+wgmma_impl!(Bf16, "bf16", crate::float::f32_to_bf16, crate::float::f32x2_to_bf16x2);
+wgmma_impl!(F16, "f16", crate::float::f32_to_f16, crate::float::f32x2_to_f16x2);

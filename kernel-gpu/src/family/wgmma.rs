@@ -108,6 +108,12 @@ impl Ring {
         self.base.add(self.tile.barriers_offset() + (self.tile.stages + step % self.tile.stages) * 8)
     }
 
+    /// The tile's column biases, one f32 per column ([`Epilogue::store`]).
+    #[inline(always)]
+    fn col_bias(self) -> SharedPtr {
+        self.base.add(self.tile.col_bias_offset())
+    }
+
     /// The persistent kernel's staged output tile.
     #[inline(always)]
     fn out_tile(self) -> SharedPtr {
@@ -387,6 +393,55 @@ unsafe fn for_each_pair_by_bias<T: WgmmaElement, const WN: u32>(
     }
 }
 
+/// Step 5 into the staged output tile: `y = acc * row_scale + bias` for this thread's
+/// accumulators of its warpgroup's share at `local` in the tile, rounded in pairs of columns
+/// and written 16 columns x 16 rows per warp at a time (`stmatrix`). Every row and column of
+/// the share is written, also those past `M` or `N` (the copy to q, k, v skips them), so
+/// there are no per-element tests. The biases come from the tile's column biases
+/// ([`Ring::col_bias`]) when `BIAS`.
+///
+/// # Safety
+/// Every thread of the warpgroup, after its last MMA wait, with the row scales (and column
+/// biases) written and a barrier passed since; the staged tile is this block's to write.
+#[inline(always)]
+unsafe fn stage_tile<T: WgmmaElement, const WN: u32, const BIAS: bool>(
+    acc: &Acc,
+    (scales, col_bias): (SharedPtr, SharedPtr),
+    staged: [SharedPtr; 2],
+    tile: WgmmaTile,
+    (local_row0, local_col0): (u32, u32),
+) {
+    let (warp, lane) = (thread_idx_x_unhoisted() / 32 % 4, thread_idx_x_unhoisted() % WARP_SIZE);
+    let row_in_warp = 16 * warp + lane / 4;
+    let row_scales =
+        [scales.offset_f32(local_row0 + row_in_warp).load_f32(), scales.offset_f32(local_row0 + row_in_warp + 8).load_f32()];
+    // stmatrix: lanes 8 i.. address the rows of matrix i = (column block 2 p + i / 2, rows
+    // 8 (i % 2)..) of the 16 x 16 piece p.
+    let matrix = lane / 8;
+    let row_base = staged_row(staged, tile, local_row0 + 16 * warp + 8 * (matrix % 2) + lane % 8)
+        .add((local_col0 + 8 * (matrix / 2)) * 2);
+    let lane_col = local_col0 + 2 * (lane % 4);
+    unroll!(p in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
+        if (p as u32) < WN / 16 {
+            let mut fragments = [0u32; 4];
+            unroll!(i in [0, 1] {
+                let j = 2 * p + i;
+                let b = if BIAS {
+                    let pair = col_bias.offset_f32(lane_col + 8 * j as u32).load_f32x2();
+                    [Some(pair[0]), Some(pair[1])]
+                } else {
+                    [None, None]
+                };
+                unroll!(half in [0, 1] {
+                    let y = |e: usize| output_value(acc[4 * j + 2 * half + e], row_scales[half], b[e]);
+                    fragments[2 * i + half] = T::round_pair_bits(y(0), y(1));
+                });
+            });
+            row_base.add(32 * p as u32).stmatrix_x4(fragments);
+        }
+    });
+}
+
 /// Row `r` of a staged output tile held in two halves ([`Epilogue::staged`]).
 #[inline(always)]
 fn staged_row(staged: [SharedPtr; 2], tile: WgmmaTile, r: u32) -> SharedPtr {
@@ -396,8 +451,11 @@ fn staged_row(staged: [SharedPtr; 2], tile: WgmmaTile, r: u32) -> SharedPtr {
 }
 
 /// Step 5, coalesced: copies rows `first_row..end_row` of the staged output tile (`out_pitch`
-/// bytes per row, in two halves) to q, k and v in 16-byte pieces, consecutive threads along a row. Needs q_cols and kv_cols
-/// multiples of 8 and 16-byte aligned q, k, v, so that a piece never straddles two of them.
+/// bytes per row, in two halves) to q, k and v in 16-byte pieces, consecutive threads along a
+/// row; rows past `M` and columns past `N` stay. Each thread keeps one piece of the row (the
+/// threads a whole number of rows cover; the rest idle), so its destination is worked out once.
+/// Needs q_cols and kv_cols multiples of 8 and 16-byte aligned q, k, v, so that a piece never
+/// straddles two of them.
 #[inline(always)]
 unsafe fn copy_out_tile<T>(
     staged: [SharedPtr; 2],
@@ -407,18 +465,19 @@ unsafe fn copy_out_tile<T>(
     params: &QkvParams,
 ) {
     let pieces_per_row = tile.out_cols / 8;
+    let rows_per_pass = THREADS / pieces_per_row;
     let (shape, out) = (params.shape, params.outputs::<T>());
-    let n = shape.n();
-    let mut i = first_row * pieces_per_row + thread_idx_x_unhoisted();
-    while i < end_row * pieces_per_row {
-        let (r, piece) = (i / pieces_per_row, i % pieces_per_row);
-        let (row, col) = (row0 + r, col0 + piece * 8);
-        if row < shape.m && col < n {
+    let tid = thread_idx_x_unhoisted();
+    let (piece, mut r) = (tid % pieces_per_row, first_row + tid / pieces_per_row);
+    let col = col0 + piece * 8;
+    let end_row = if shape.m - row0 < end_row { shape.m - row0 } else { end_row };
+    if tid < rows_per_pass * pieces_per_row && col < shape.n() {
+        let (dst, cols, c) = destination(out, shape, col);
+        while r < end_row {
             let value = staged_row(staged, tile, r).add(piece * 16).load_v16();
-            let (dst, cols, c) = destination(out, shape, col);
-            crate::mem::store_v16(dst.add(row as usize * cols as usize + c as usize).cast(), value);
+            crate::mem::store_v16(dst.add((row0 + r) as usize * cols as usize + c as usize).cast(), value);
+            r += rows_per_pass;
         }
-        i += THREADS;
     }
 }
 
@@ -1054,7 +1113,8 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
         } else {
             (ring.staged_at(ring.base), (0, BM))
         };
-        let epilogue = Epilogue { tile, scales: ring.row_scales(), staged, origin, local, rows, sync: || sync_threads() };
+        let (scales, col_bias) = (ring.row_scales(), ring.col_bias());
+        let epilogue = Epilogue { tile, scales, col_bias, staged, origin, local, rows, sync: || sync_threads() };
         epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
     }
 }
@@ -1094,6 +1154,8 @@ struct Epilogue<F: Fn()> {
     tile: WgmmaTile,
     /// The row scales, one f32 per row of the tile.
     scales: SharedPtr,
+    /// The column biases, one f32 per column of the tile ([`Ring::col_bias`]).
+    col_bias: SharedPtr,
     /// Room for the staged output tile, `out_pitch` bytes per row: its first `tokens / 2` rows
     /// at the first, the others at the second.
     staged: [SharedPtr; 2],
@@ -1119,22 +1181,33 @@ impl<F: Fn()> Epilogue<F> {
     unsafe fn store<T: WgmmaElement, const BM: u32, const WN: u32>(&self, acc: &Acc, sum_sq: f32, params: &QkvParams) {
         let (tile, scales, staged, origin, local, rows) = (self.tile, self.scales, self.staged, self.origin, self.local, self.rows);
         let shape = params.shape;
+        let out = params.outputs::<T>();
+        let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
+        let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
+        let bias = params.bias::<T>();
+        let has_bias = !bias.is_null();
+        if coalesced && has_bias {
+            // The tile's biases, loaded while the row sums are added up (0 past N).
+            let tid = thread_idx_x_unhoisted();
+            if tid < tile.out_cols {
+                let col = origin.1 + tid;
+                let value = if col < shape.n() { T::load(bias.add(col as usize)) } else { 0.0 };
+                self.col_bias.offset_f32(tid).store_f32(value);
+            }
+        }
         row_sums::<BM>(sum_sq, |row, sum| {
             scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
         });
         (self.sync)();
         let warpgroup_origin = (origin.0 + local.0, origin.1 + local.1);
-        let out = params.outputs::<T>();
-        let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
-        let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
-        let has_bias = !params.bias::<T>().is_null();
         let pairs = (acc, scales, local, warpgroup_origin);
         if coalesced {
-            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |_, _, r, c, pair| {
-                if r >= rows.0 && r < rows.1 {
-                    staged_row(staged, tile, r).add(c * 2).store_u32(pair)
-                }
-            });
+            let smem = (scales, self.col_bias);
+            if has_bias {
+                stage_tile::<T, WN, true>(acc, smem, staged, tile, local);
+            } else {
+                stage_tile::<T, WN, false>(acc, smem, staged, tile, local);
+            }
             (self.sync)();
             copy_out_tile::<T>(staged, tile, origin, rows, params);
         } else {
@@ -1236,7 +1309,7 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
             release(ring, step - 1);
         }
         let (scales, staged) = (ring.row_scales(), ring.staged_at(ring.out_tile()));
-        let epilogue = Epilogue { tile, scales, staged, origin, local, rows: (0, 128), sync };
+        let epilogue = Epilogue { tile, scales, col_bias: ring.col_bias(), staged, origin, local, rows: (0, 128), sync };
         epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
         tile_index += grid_dim_x();
     }
