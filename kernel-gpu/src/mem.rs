@@ -136,6 +136,20 @@ pub unsafe fn prefetch_l2_line(ptr: *const u8) {
     asm!("prefetch.global.L2 [{p}];", p = in(reg64) ptr, options(nostack));
 }
 
+/// 8-byte store: `st.global.v2.u32`.
+///
+/// # Safety
+/// `ptr` must be an 8-byte aligned, writable global address whose 8 bytes no other thread
+/// accesses during the kernel.
+#[inline(always)]
+pub unsafe fn store_v8(ptr: *mut u8, value: [u32; 2]) {
+    asm!(
+        "st.global.v2.u32 [{p}], {{{a}, {b}}};",
+        p = in(reg64) ptr, a = in(reg32) value[0], b = in(reg32) value[1],
+        options(nostack),
+    );
+}
+
 /// 16-byte store: `st.global.v4.u32`.
 ///
 /// # Safety

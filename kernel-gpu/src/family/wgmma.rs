@@ -499,10 +499,29 @@ unsafe fn store_partial<const WN: u32>(acc: &Acc, partial: SharedPtr, tile: Wgmm
     });
 }
 
-/// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its share of the tile's
+/// The tile's column biases (0 past N) into [`Ring::col_bias`], where there is a bias; a
+/// barrier must follow before they are read.
+///
+/// # Safety
+/// Every thread of the block; no thread reads the column biases of an earlier tile any more.
+#[inline(always)]
+unsafe fn load_col_bias<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, col0: u32, params: &QkvParams) {
+    let bias = params.bias::<T>();
+    let tid = thread_idx_x_unhoisted();
+    if !bias.is_null() && tid < tile.out_cols {
+        let col = col0 + tid;
+        let value = if col < params.shape.n() { T::load(bias.add(col as usize)) } else { 0.0 };
+        col_bias.offset_f32(tid).store_f32(value);
+    }
+}
+
+/// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its band of the tile's
 /// rows: per 4 columns, the partial tiles and row sums of every block of the cluster added in
 /// rank order (so the bits do not depend on which block finished first), then the row scale,
-/// bias and rounding of [`for_each_pair`], stored to q, k and v.
+/// the bias (the tile's column biases, put in shared memory by [`load_col_bias`] before the
+/// cluster barrier) and the rounding of [`stage_tile`], stored to q, k and v: 8 bytes at once
+/// where the outputs allow ([`Epilogue::store`]'s test), else pair by pair. (A thread per 4
+/// columns, not 8: 8 took 10-30 % longer at 3-8 splits, its 16-byte loads 32 bytes apart.)
 #[inline(always)]
 unsafe fn reduce_partials<T: WgmmaElement>(
     ring: Ring,
@@ -511,11 +530,15 @@ unsafe fn reduce_partials<T: WgmmaElement>(
     params: &QkvParams,
 ) {
     let tile = ring.tile;
-    let (partial, row_sums) = (ring.base, ring.row_scales());
+    let (partial, row_sums, col_bias) = (ring.base, ring.row_scales(), ring.col_bias());
     let (first_row, end_row) = (rank * tile.tokens / splits, (rank + 1) * tile.tokens / splits);
-    let quads_per_row = tile.out_cols / 4;
-    let (shape, bias, out) = (params.shape, params.bias::<T>(), params.outputs::<T>());
+    let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
+    let has_bias = !params.bias::<T>().is_null();
+    let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
+    // Then n is a multiple of 8 too: a quad is wholly inside one of q, k, v or past N.
+    let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
+    let quads_per_row = tile.out_cols / 4;
     let mut i = first_row * quads_per_row + thread_idx_x();
     while i < end_row * quads_per_row {
         let (r, quad) = (i / quads_per_row, i % quads_per_row);
@@ -542,18 +565,29 @@ unsafe fn reduce_partials<T: WgmmaElement>(
                 }
             });
             let scale = row_scale(sum_sq, shape.hidden, params.eps, params.out_scale);
+            let mut pairs = [0u32; 2];
             unroll!(pair in [0, 1] {
-                let c = col + 2 * pair as u32;
-                // n is even: a pair is wholly inside or wholly past the last column.
-                if c < n {
-                    let y = |e: usize| {
-                        let value = output_value(dot[2 * pair + e], scale, bias_at(bias, c + e as u32));
-                        T::round_bits(value) as u32
-                    };
-                    let (dst, cols, at) = destination(out, shape, c);
-                    crate::mem::store_u32(dst.add(row as usize * cols as usize + at as usize).cast(), y(0) | (y(1) << 16));
-                }
+                let b = if has_bias {
+                    let values = col_bias.offset_f32(quad * 4 + 2 * pair as u32).load_f32x2();
+                    [Some(values[0]), Some(values[1])]
+                } else {
+                    [None, None]
+                };
+                pairs[pair] = T::round_pair_bits(output_value(dot[2 * pair], scale, b[0]), output_value(dot[2 * pair + 1], scale, b[1]));
             });
+            if coalesced {
+                let (dst, cols, at) = destination(out, shape, col);
+                crate::mem::store_v8(dst.add(row as usize * cols as usize + at as usize).cast(), pairs);
+            } else {
+                unroll!(pair in [0, 1] {
+                    let c = col + 2 * pair as u32;
+                    // n is even: a pair is wholly inside or wholly past the last column.
+                    if c < n {
+                        let (dst, cols, at) = destination(out, shape, c);
+                        crate::mem::store_u32(dst.add(row as usize * cols as usize + at as usize).cast(), pairs[pair]);
+                    }
+                });
+            }
         }
         i += THREADS;
     }
@@ -1030,7 +1064,9 @@ unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: 
     // Every MMA is done and the stages are free.
     sync_threads();
     store_partial::<WN>(&acc, ring.base, ring.tile, local);
-    // Every block's partial tile and row sums are complete and visible cluster-wide...
+    load_col_bias::<T>(ring.col_bias(), ring.tile, origin.1, params);
+    // Every block's partial tile, row sums and column biases are complete and visible
+    // cluster-wide...
     cluster::sync_cluster();
     reduce_partials::<T>(ring, (rank, splits), origin, params);
     // ...and no block exits (freeing its shared memory) while another still reads it.
@@ -1184,16 +1220,10 @@ impl<F: Fn()> Epilogue<F> {
         let out = params.outputs::<T>();
         let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
         let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
-        let bias = params.bias::<T>();
-        let has_bias = !bias.is_null();
-        if coalesced && has_bias {
-            // The tile's biases, loaded while the row sums are added up (0 past N).
-            let tid = thread_idx_x_unhoisted();
-            if tid < tile.out_cols {
-                let col = origin.1 + tid;
-                let value = if col < shape.n() { T::load(bias.add(col as usize)) } else { 0.0 };
-                self.col_bias.offset_f32(tid).store_f32(value);
-            }
+        let has_bias = !params.bias::<T>().is_null();
+        if coalesced {
+            // Loaded while the row sums are added up.
+            load_col_bias::<T>(self.col_bias, tile, origin.1, params);
         }
         row_sums::<BM>(sum_sq, |row, sum| {
             scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
