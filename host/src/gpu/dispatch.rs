@@ -447,8 +447,13 @@ pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, residenc
     let step = |splits: usize| if residency.one_per_multiprocessor() && splits > 1 { 2 } else { 1 };
     let fits = |splits: usize| tiles * splits <= residency.blocks(splits as u32);
     let sms = residency.multiprocessors;
+    // With a short H, no multiprocessor runs two blocks of a tile split to fill the machine.
+    let pays = |splits: usize| k_blocks >= SHARE_SM_K_BLOCKS || tiles * splits <= sms;
     let mut splits = 1;
-    while splits + step(splits) <= max && fits(splits + step(splits)) && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms
+    while splits + step(splits) <= max
+        && fits(splits + step(splits))
+        && pays(splits + step(splits))
+        && tiles * splits * 10 < SPLIT_K_FILL_TENTHS * sms
     {
         splits += step(splits);
     }
@@ -497,6 +502,16 @@ pub const LONG_K_MIN_TOKENS: usize = 65;
 /// (qwen3-0.6b at 256 tokens 10.3 against 10.4, at 192 10.7 against 10.3), with 14 a gain
 /// (qwen2.5-0.5b at 768 tokens 9.6 against 10.3) that this threshold leaves alone.
 pub const MID_K_BLOCKS: usize = 24;
+
+/// Below this many k-blocks of H, split-K ([`wgmma_splits`]) stops where a tile that fits two
+/// blocks per multiprocessor would have more blocks than multiprocessors: with so few k-blocks
+/// per block, the two blocks on one multiprocessor take as long as one unsplit, and the partial
+/// tiles' exchange comes on top. H200, graph mode (bench/results/h200-epilogue/sweep): qwen2.5-0.5b
+/// (14 k-blocks) at 512 tokens, 72 tiles of 64 x 128, 8.8 us unsplit against 10.2 in two (144
+/// blocks); at 384 tokens, 54 tiles, 7.2 in two (108 blocks) against 8.7 unsplit. From it,
+/// streaming W gains from more blocks in flight: qwen3-32b (80 k-blocks) at 64 tokens, 80 tiles,
+/// 37.0 us in two (160 blocks) against 42.2 unsplit (bench/results/h200-split-k).
+pub const SHARE_SM_K_BLOCKS: usize = 24;
 
 /// Split-K gives this many tenths of the multiprocessors a block ([`wgmma_splits`]).
 pub const SPLIT_K_FILL_TENTHS: usize = 7;
@@ -685,6 +700,11 @@ mod tests {
         assert_eq!(wgmma_splits(tile, 16, 1152, 896, Residency::uniform(132, 2)), kernel_abi::wgmma::MAX_SPLITS);
         assert_eq!(wgmma_splits(tile, 16, 1152, 128, Residency::uniform(132, 2)), 2);
         assert!(SplitK::fixed(0).is_err() && SplitK::fixed(9).is_err() && SplitK::fixed(8).is_ok());
+        // A short H never puts two split blocks on one SM: qwen2.5-0.5b at 512 tokens (72 tiles)
+        // runs unsplit, at 384 (54 tiles) in two; a long one does (qwen3-32b at 64 tokens, 80 tiles).
+        assert_eq!(wgmma_splits(tile, 512, 1152, 896, Residency::uniform(132, 2)), 1);
+        assert_eq!(wgmma_splits(tile, 384, 1152, 896, Residency::uniform(132, 2)), 2);
+        assert_eq!(wgmma_splits(tile, 64, 10240, 5120, Residency::uniform(132, 2)), 2);
     }
 
     /// The wide tile follows the predicted time of its grid: 128 x 192 where its tiles fill the

@@ -28,8 +28,8 @@ use kernel_abi::{FallbackParams, Kernel, QkvParams, Shape, TensorMap, Tile, TmaP
 
 pub use dispatch::{
     dependent_launch, mma_tile, wgmma_grid, wgmma_splits, wgmma_tile, wide_tile, KernelPolicy, Residency, SplitK,
-    MID_K_BLOCKS, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS, WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE,
-    WIDE_TILES,
+    MID_K_BLOCKS, SHARE_SM_K_BLOCKS, SPLIT_K_FILL_TENTHS, TENSOR_CORE_MIN_TOKENS, WGMMA_MIN_TOKENS,
+    WGMMA_MIN_TOKENS_MMA_OVER_A_WAVE, WIDE_TILES,
 };
 
 use crate::error::CudaResultExt;
