@@ -25,10 +25,13 @@
 //! 3. reduce: meanwhile the squares of the stage's `x` rows are added up: from the A fragments
 //!    (a quad of lanes per row), or by 2 or 4 threads per row from a second read of the tile;
 //! 4. normalize: the row's `rms_inv * out_scale` goes to shared memory;
-//! 5. store: each thread scales its accumulators, adds the bias and rounds pairs of columns
-//!    into a staged copy of the tile in the (now free) stages; the block then copies it to q, k
-//!    and v in coalesced 16-byte pieces. Where q_cols or kv_cols is no multiple of 8 or an output
-//!    is not 16-byte aligned, the pairs go straight to global memory instead.
+//! 5. store: each thread scales its accumulators, adds the bias (the tile's column biases, put
+//!    in shared memory once per tile) and rounds pairs of columns into a staged copy of the tile
+//!    in the (now free) stages, 16 x 16 per warp at a time (`stmatrix`, [`stage_tile`]); the
+//!    block then copies it to q, k and v in coalesced 16-byte pieces. Where q_cols or kv_cols is
+//!    no multiple of 8 or an output is not 16-byte aligned, the pairs go straight to global
+//!    memory instead. (Before `stmatrix` and the shared biases, this step was a third of the
+//!    small models' prefill: bench/NOTES.md "The epilogue".)
 //!
 //! Blocks walk the tiles in groups of [`GROUP_M`] row tiles, column tile after column tile, so
 //! that the blocks running at one time share `x` and `W'` tiles in L2.
