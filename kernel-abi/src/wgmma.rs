@@ -358,6 +358,15 @@ const _: () = {
         // accumulators tile the partial.
         assert!(t.tail_gather_bytes() <= t.row_scales_offset());
         assert!(8 * t.warp_partial_bytes() == t.tokens * t.out_cols * 4);
+        // The column biases follow the barriers, 16-byte aligned for the epilogue's paired
+        // loads, and end where the persistent kernel's output tile starts; at every ring depth.
+        let mut stages = 3;
+        while stages <= 8 {
+            let t = WgmmaTile { stages, ..t };
+            assert!(t.col_bias_offset() % 16 == 0 && t.col_bias_offset() >= t.barriers_offset() + 2 * stages * 8);
+            assert!(t.out_tile_offset() == t.col_bias_offset() + t.out_cols * 4);
+            stages += 1;
+        }
         i += 1;
     }
 };
