@@ -363,7 +363,9 @@ const _: () = {
         let mut stages = 3;
         while stages <= 8 {
             let t = WgmmaTile { stages, ..t };
-            assert!(t.col_bias_offset() % 16 == 0 && t.col_bias_offset() >= t.barriers_offset() + 2 * stages * 8);
+            assert!(
+                t.col_bias_offset().is_multiple_of(16) && t.col_bias_offset() >= t.barriers_offset() + 2 * stages * 8
+            );
             assert!(t.out_tile_offset() == t.col_bias_offset() + t.out_cols * 4);
             stages += 1;
         }
