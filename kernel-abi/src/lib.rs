@@ -196,6 +196,8 @@ macro_rules! kernel_list {
             // Persistent (`ws`): a producer warp and one block per multiprocessor.
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n128_s5: bf16 { tokens: 128, out_cols: 128, stages: 5, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n128_s4: bf16 { tokens: 128, out_cols: 128, stages: 4, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n256_s3: bf16 { tokens: 128, out_cols: 256, stages: 3, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n192_s4: bf16 { tokens: 128, out_cols: 192, stages: 4, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n256_s4: bf16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n192_s4: bf16 { tokens: 128, out_cols: 192, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n192_s5: bf16 { tokens: 128, out_cols: 192, stages: 5, load: Tma }]
@@ -207,6 +209,8 @@ macro_rules! kernel_list {
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s8: bf16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n128_s5: f16 { tokens: 128, out_cols: 128, stages: 5, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n128_s4: f16 { tokens: 128, out_cols: 128, stages: 4, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n256_s3: f16 { tokens: 128, out_cols: 256, stages: 3, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n192_s4: f16 { tokens: 128, out_cols: 192, stages: 4, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n256_s4: f16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n192_s4: f16 { tokens: 128, out_cols: 192, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n192_s5: f16 { tokens: 128, out_cols: 192, stages: 5, load: Tma }]
