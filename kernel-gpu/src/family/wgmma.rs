@@ -616,8 +616,9 @@ unsafe fn load_ahead<L: StageLoader>(ring: Ring, loader: &L, k: KRange, origin: 
 /// Before the block's first tile: the `W'` tiles of its first `S - 1` k-blocks into L2 (when it
 /// was launched as a dependent, [`QkvParams::dependent_launch`]), then the
 /// wait for the previous kernel ([`crate::dependency`]), after which `x` may be read and q, k, v
-/// and the workspace written, and the next kernel may start. (Into L2, not into the stages: loading the stages' `W'` halves
-/// before the wait took the two-blocks-per-SM tile from 96 to 130 registers.)
+/// and the workspace written, and the next kernel may start. (Into L2, not into the stages:
+/// loading the stages' `W'` halves before the wait took the two-blocks-per-SM tile from 96 to 130
+/// registers.)
 ///
 /// # Safety
 /// Every thread of the block calls it, once, before anything reads `x` or writes global memory.
