@@ -344,8 +344,11 @@ fn fallback_tokens(m: usize) -> u32 {
 /// 64 tiles, 64 x 128 stays ahead, 10.5 against 11.3); a wide tile where N is a multiple of 256
 /// or 192 and such tiles still fill two thirds of the machine (qwen2.5-0.5b, N = 1152 = 6 x 192,
 /// at 2048 and 8192 tokens: 16.6 and 44.9 us with 128 x 192 against 17.7 and 49.5 with 128 x
-/// 128 at two blocks per SM, bench/results/h200-n192/rule); else 128 x 128, with 3 stages (two
-/// blocks per multiprocessor) once there is more than one wave. In the 64 x 128 range, where those
+/// 128 at two blocks per SM, bench/results/h200-n192/rule); else 128 x 128 while its tiles fit in
+/// one wave, and a wide tile, whatever N, beyond (128 x 128 at two blocks per multiprocessor, the
+/// earlier choice there, was the slowest of the wide and 128 x 128 grids wherever measured:
+/// qwen3-0.6b, N = 4096, at 640 tokens, 160 tiles of 128 x 128: 15.4 us, against 12.0 with 110 of
+/// 128 x 192; qwen3-1.7b 27.3 against 19.7; bench/results/h200-mid). In the 64 x 128 range, where those
 /// tiles alone give split-K nothing to do (they fill [`SPLIT_K_FILL_TENTHS`] of the SMs) and H
 /// has at least [`MID_K_BLOCKS`] k-blocks, 128 x 128 tiles in split-K instead: as many blocks,
 /// each with half the k-blocks, and W read half as often.
@@ -365,12 +368,11 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
         }
     } else if (n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms)
         || (n.is_multiple_of(192) && 3 * blocks(128, 192) >= 2 * sms)
+        || blocks(128, 128) > sms
     {
         wide_tile(m, n, hidden, wide)
-    } else if blocks(128, 128) <= sms {
-        tile(128, 128, 4, Load::Tma)
     } else {
-        tile(128, 128, 3, Load::Tma)
+        tile(128, 128, 4, Load::Tma)
     }
 }
 
@@ -693,9 +695,16 @@ mod tests {
         assert_eq!(wgmma_grid(big, 512, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 1408, 6144, 4096, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 256, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Split(1));
-        let two_per_sm = wgmma_tile(4096, 1000, 1024, 132, WIDE);
-        assert_eq!((two_per_sm.out_cols, two_per_sm.stages), (128, 3));
+        // Two blocks per SM (a measurement-only tile now) keep the plain grid.
+        let two_per_sm = WgmmaTile { tokens: 128, out_cols: 128, stages: 3, load: Load::Tma };
         assert_eq!(wgmma_grid(two_per_sm, 4096, 1000, 1024, Residency::uniform(132, 2)), WgmmaGrid::Split(1));
+        // Past one wave of 128 x 128, a wide tile whatever N: qwen3-0.6b (N = 4096) at 640
+        // tokens, 160 tiles of 128 x 128, takes 110 of 128 x 192; N = 1000 at 4096 tokens.
+        let past_a_wave = wgmma_tile(640, 4096, 1024, 132, WIDE);
+        assert_eq!((past_a_wave.out_cols, past_a_wave.stages), (192, 4));
+        assert!(wgmma_tile(4096, 1000, 1024, 132, WIDE).out_cols > 128);
+        // Within one wave, 128 x 128 (qwen3-0.6b at 512 tokens: 128 tiles).
+        assert_eq!(wgmma_tile(512, 4096, 1024, 132, WIDE).out_cols, 128);
         // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
         assert_eq!(wgmma_splits(tile, 16, 1152, 896, Residency::uniform(132, 2)), kernel_abi::wgmma::MAX_SPLITS);
         assert_eq!(wgmma_splits(tile, 16, 1152, 128, Residency::uniform(132, 2)), 2);

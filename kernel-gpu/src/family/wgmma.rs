@@ -14,7 +14,8 @@
 //!    ([`crate::wgmma::swizzled_offset`]), by a [`StageLoader`]: [`Tma`] (one thread, whole
 //!    tiles, completion on an mbarrier per stage) or [`CpAsync`] (every thread, 16 bytes at a
 //!    time). Rows and columns past the matrix are zero-filled, so odd `M`, `N` and `H` need no
-//!    other tail path. Before its first tile a block has the `W'` tiles of the first `S - 1`
+//!    other tail path (but where `M` is at least the tile's rows, the last row tile is moved up
+//!    to end at row `M` instead, [`tile_origin`]: filling rows with zeros is slow). Before its first tile a block has the `W'` tiles of the first `S - 1`
 //!    k-blocks brought into L2, then waits for the previous kernel ([`prefetch_then_wait`]);
 //! 2. mma: per k-block, each warpgroup issues four m64n`WN`k16 MMAs and keeps one group in
 //!    flight across the barriers (one before the MMAs: the stage has landed; one after: the
@@ -66,7 +67,11 @@ use crate::warp::{lane_id, shuffle_xor_f32, sync_warp, WARP_SIZE};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
 use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 
-/// The first row and column of tile number `tile` (see the module docs for the order).
+/// The first row and column of tile number `tile` (see the module docs for the order). Where
+/// `M >= BM`, the last row tile is moved up to end at row `M`, so that its `x` box lies inside
+/// the matrix: TMA filling the rows past `M` with zeros cost up to a third of a mid-M call
+/// (bench/NOTES.md "the 192-token cliff"). The rows it then shares with the tile above are
+/// that tile's to store ([`first_own_row`]).
 #[inline(always)]
 fn tile_origin<const BM: u32, const BN: u32>(tile: u32, m: u32, n: u32) -> (u32, u32) {
     let (tiles_m, tiles_n) = (m.div_ceil(BM), n.div_ceil(BN));
@@ -74,7 +79,16 @@ fn tile_origin<const BM: u32, const BN: u32>(tile: u32, m: u32, n: u32) -> (u32,
     let first_m = tile / per_group * GROUP_M;
     let group_rows = (tiles_m - first_m).min(GROUP_M);
     let in_group = tile % per_group;
-    ((first_m + in_group % group_rows) * BM, in_group / group_rows * BN)
+    let row0 = (first_m + in_group % group_rows) * BM;
+    let row0 = row0.min(m.saturating_sub(BM));
+    (row0, in_group / group_rows * BN)
+}
+
+/// The first row of the tile at `row0` ([`tile_origin`]) that it stores: rows above its place
+/// in the grid of tiles (a multiple of `BM`) belong to the tile above.
+#[inline(always)]
+fn first_own_row<const BM: u32>(row0: u32) -> u32 {
+    row0.next_multiple_of(BM) - row0
 }
 
 /// The shared-memory ring, laid out as the tile's [`WgmmaTile`] functions say: the stages (`x`
@@ -526,7 +540,7 @@ unsafe fn load_col_bias<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, c
 /// where the outputs allow ([`Epilogue::store`]'s test), else pair by pair. (A thread per 4
 /// columns, not 8: 8 took 10-30 % longer at 3-8 splits, its 16-byte loads 32 bytes apart.)
 #[inline(always)]
-unsafe fn reduce_partials<T: WgmmaElement>(
+unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
     ring: Ring,
     (rank, splits): (u32, u32),
     (row0, col0): (u32, u32),
@@ -535,6 +549,7 @@ unsafe fn reduce_partials<T: WgmmaElement>(
     let tile = ring.tile;
     let (partial, row_sums, col_bias) = (ring.base, ring.row_scales(), ring.col_bias());
     let (first_row, end_row) = (rank * tile.tokens / splits, (rank + 1) * tile.tokens / splits);
+    let first_row = first_row.max(first_own_row::<BM>(row0));
     let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
     let has_bias = !params.bias::<T>().is_null();
@@ -1072,7 +1087,7 @@ unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: 
     // Every block's partial tile, row sums and column biases are complete and visible
     // cluster-wide...
     cluster::sync_cluster();
-    reduce_partials::<T>(ring, (rank, splits), origin, params);
+    reduce_partials::<T, BM>(ring, (rank, splits), origin, params);
     // ...and no block exits (freeing its shared memory) while another still reads it.
     cluster::sync_cluster();
 }
@@ -1220,6 +1235,7 @@ impl<F: Fn()> Epilogue<F> {
     #[inline(always)]
     unsafe fn store<T: WgmmaElement, const BM: u32, const WN: u32>(&self, acc: &Acc, sum_sq: f32, params: &QkvParams) {
         let (tile, scales, staged, origin, local, rows) = (self.tile, self.scales, self.staged, self.origin, self.local, self.rows);
+        let rows = (rows.0.max(first_own_row::<BM>(origin.0)), rows.1);
         let shape = params.shape;
         let out = params.outputs::<T>();
         let aligned = |p: *mut T| (p as usize).is_multiple_of(16);

@@ -70,7 +70,7 @@ pub struct BenchArgs {
     tensor_tflops: Option<f64>,
     /// Kernels the layer may use: auto (the dispatch table), simt, tensor-core (the mma.sync
     /// kernel), wgmma (the Hopper prefill kernel), or one entry point of the kernel list by its
-    /// name or the end of it (e.g. `mma_r32_t16_w4_d3`, `wgmma_tma_m128_n128_s3`), for measuring
+    /// name or the end of it (e.g. `mma_r32_t16_w4_d3`, `wgmma_tma_m128_n192_s4`), for measuring
     /// tiles; measurement-only tiles need a build with `--features tile-sweep`. Tensor cores
     /// apply to bf16 and f16, wgmma to compute capability 9.0 only.
     #[arg(long, value_name = "POLICY", default_value = "auto")]
