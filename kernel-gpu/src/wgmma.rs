@@ -196,15 +196,13 @@ pub trait WgmmaElement: MmaElement {
     /// (a carried value may be copied, and the copy's source register reused).
     unsafe fn mma_async_rs<const N: u32>(acc: &mut Acc, a: [u32; 4], b: u64);
 
-    /// The dtype's bits of `value`, rounded to nearest even.
-    fn round_bits(value: f32) -> u16;
-
-    /// `round_bits(lo) | round_bits(hi) << 16`, in one conversion.
+    /// The dtype's bits of `lo` and `hi`, each rounded to nearest even, `lo` in the low half:
+    /// one conversion for the pair.
     fn round_pair_bits(lo: f32, hi: f32) -> u32;
 }
 
 macro_rules! wgmma_impl {
-    ($t:ty, $ty:literal, $round:path, $round_pair:path) => {
+    ($t:ty, $ty:literal, $round_pair:path) => {
         impl WgmmaElement for $t {
             #[inline(always)]
             unsafe fn mma_async<const N: u32>(acc: &mut Acc, a: u64, b: u64) {
@@ -224,11 +222,6 @@ macro_rules! wgmma_impl {
             }
 
             #[inline(always)]
-            fn round_bits(value: f32) -> u16 {
-                $round(value)
-            }
-
-            #[inline(always)]
             fn round_pair_bits(lo: f32, hi: f32) -> u32 {
                 $round_pair(lo, hi)
             }
@@ -236,5 +229,5 @@ macro_rules! wgmma_impl {
     };
 }
 
-wgmma_impl!(Bf16, "bf16", crate::float::f32_to_bf16, crate::float::f32x2_to_bf16x2);
-wgmma_impl!(F16, "f16", crate::float::f32_to_f16, crate::float::f32x2_to_f16x2);
+wgmma_impl!(Bf16, "bf16", crate::float::f32x2_to_bf16x2);
+wgmma_impl!(F16, "f16", crate::float::f32x2_to_f16x2);

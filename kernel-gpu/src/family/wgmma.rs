@@ -386,8 +386,8 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
             unroll!(half in [0, 1] {
                 let row = row0 - local_row0 + local_rows[half];
                 if row < shape.m {
-                    let y = |i: usize| T::round_bits(output_value(acc[4 * j + 2 * half + i], row_scales[half], b[i])) as u32;
-                    sink(row, col, local_rows[half], local_col, y(0) | (y(1) << 16));
+                    let y = |i: usize| output_value(acc[4 * j + 2 * half + i], row_scales[half], b[i]);
+                    sink(row, col, local_rows[half], local_col, T::round_pair_bits(y(0), y(1)));
                 }
             });
         }
@@ -498,6 +498,16 @@ unsafe fn copy_out_tile<T>(
     }
 }
 
+/// Whether the outputs take whole 16-byte pieces of 8 columns: q_cols and kv_cols multiples of
+/// 8 and q, k, v 16-byte aligned, so that no piece straddles two of them. Else step 5 stores
+/// pairs of columns.
+#[inline(always)]
+fn coalesced_outputs<T>(params: &QkvParams) -> bool {
+    let shape = params.shape;
+    let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
+    shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && params.outputs::<T>().iter().all(|&p| aligned(p))
+}
+
 /// Split-K, step 5a: this thread's fp32 accumulators of the warpgroup tile at local
 /// (`row0`, `col0`) into the block's partial tile (`partial_pitch` bytes per row).
 #[inline(always)]
@@ -553,9 +563,8 @@ unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
     let (shape, out) = (params.shape, params.outputs::<T>());
     let n = shape.n();
     let has_bias = !params.bias::<T>().is_null();
-    let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
     // Then n is a multiple of 8 too: a quad is wholly inside one of q, k, v or past N.
-    let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
+    let coalesced = coalesced_outputs::<T>(params);
     let quads_per_row = tile.out_cols / 4;
     let mut i = first_row * quads_per_row + thread_idx_x();
     while i < end_row * quads_per_row {
@@ -1238,8 +1247,7 @@ impl<F: Fn()> Epilogue<F> {
         let rows = (rows.0.max(first_own_row::<BM>(origin.0)), rows.1);
         let shape = params.shape;
         let out = params.outputs::<T>();
-        let aligned = |p: *mut T| (p as usize).is_multiple_of(16);
-        let coalesced = shape.q_cols % 8 == 0 && shape.kv_cols % 8 == 0 && out.iter().all(|&p| aligned(p));
+        let coalesced = coalesced_outputs::<T>(params);
         let has_bias = !params.bias::<T>().is_null();
         if coalesced {
             // Loaded while the row sums are added up.
