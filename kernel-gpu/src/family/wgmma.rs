@@ -361,7 +361,7 @@ unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
 
 /// Step 5: `y = acc * row_scale + bias` for this thread's accumulators of the warpgroup tile at
 /// (`row0`, `col0`) of y (local row `local_row0` of the block tile), rounded and packed in pairs
-/// of columns, handed to `sink(row, col, local row, local col, pair)` for in-range pairs.
+/// of columns, handed to `sink(row, col, local row, pair)` for in-range pairs.
 /// q_cols and kv_cols are even, so a pair never straddles q, k and v.
 #[inline(always)]
 unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
@@ -370,7 +370,7 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
     (local_row0, local_col0): (u32, u32),
     (row0, col0): (u32, u32),
     params: &QkvParams,
-    mut sink: impl FnMut(u32, u32, u32, u32, u32),
+    mut sink: impl FnMut(u32, u32, u32, u32),
 ) {
     let (warp, lane) = (thread_idx_x_unhoisted() / 32 % 4, thread_idx_x_unhoisted() % WARP_SIZE);
     let local_rows = [local_row0 + 16 * warp + lane / 4, local_row0 + 16 * warp + lane / 4 + 8];
@@ -387,7 +387,7 @@ unsafe fn for_each_pair<T: WgmmaElement, const WN: u32, const BIAS: bool>(
                 let row = row0 - local_row0 + local_rows[half];
                 if row < shape.m {
                     let y = |i: usize| output_value(acc[4 * j + 2 * half + i], row_scales[half], b[i]);
-                    sink(row, col, local_rows[half], local_col, T::round_pair_bits(y(0), y(1)));
+                    sink(row, col, local_rows[half], T::round_pair_bits(y(0), y(1)));
                 }
             });
         }
@@ -401,7 +401,7 @@ unsafe fn for_each_pair_by_bias<T: WgmmaElement, const WN: u32>(
     has_bias: bool,
     (acc, scales, local, origin): (&Acc, SharedPtr, (u32, u32), (u32, u32)),
     params: &QkvParams,
-    sink: impl FnMut(u32, u32, u32, u32, u32),
+    sink: impl FnMut(u32, u32, u32, u32),
 ) {
     if has_bias {
         for_each_pair::<T, WN, true>(acc, scales, local, origin, params, sink);
@@ -443,12 +443,7 @@ unsafe fn stage_tile<T: WgmmaElement, const WN: u32, const BIAS: bool>(
             let mut fragments = [0u32; 4];
             unroll!(i in [0, 1] {
                 let j = 2 * p + i;
-                let b = if BIAS {
-                    let pair = col_bias.offset_f32(lane_col + 8 * j as u32).load_f32x2();
-                    [Some(pair[0]), Some(pair[1])]
-                } else {
-                    [None, None]
-                };
+                let b = col_bias_pair(col_bias, lane_col + 8 * j as u32, BIAS);
                 unroll!(half in [0, 1] {
                     let y = |e: usize| output_value(acc[4 * j + 2 * half + e], row_scales[half], b[e]);
                     fragments[2 * i + half] = T::round_pair_bits(y(0), y(1));
@@ -487,7 +482,7 @@ unsafe fn copy_out_tile<T>(
     let tid = thread_idx_x_unhoisted();
     let (piece, mut r) = (tid % pieces_per_row, first_row + tid / pieces_per_row);
     let col = col0 + piece * 8;
-    let end_row = if shape.m - row0 < end_row { shape.m - row0 } else { end_row };
+    let end_row = end_row.min(shape.m - row0);
     if tid < rows_per_pass * pieces_per_row && col < shape.n() {
         let (dst, cols, c) = destination(out, shape, col);
         while r < end_row {
@@ -539,6 +534,21 @@ unsafe fn load_col_bias<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, c
         let col = col0 + tid;
         let value = if col < params.shape.n() { T::load(bias.add(col as usize)) } else { 0.0 };
         col_bias.offset_f32(tid).store_f32(value);
+    }
+}
+
+/// The column biases of the tile's columns `col` and `col + 1` ([`load_col_bias`]), where
+/// `has_bias`.
+///
+/// # Safety
+/// `col` even and below the tile's columns; the biases loaded and a barrier passed since.
+#[inline(always)]
+unsafe fn col_bias_pair(col_bias: SharedPtr, col: u32, has_bias: bool) -> [Option<f32>; 2] {
+    if has_bias {
+        let pair = col_bias.offset_f32(col).load_f32x2();
+        [Some(pair[0]), Some(pair[1])]
+    } else {
+        [None, None]
     }
 }
 
@@ -594,12 +604,7 @@ unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
             let scale = row_scale(sum_sq, shape.hidden, params.eps, params.out_scale);
             let mut pairs = [0u32; 2];
             unroll!(pair in [0, 1] {
-                let b = if has_bias {
-                    let values = col_bias.offset_f32(quad * 4 + 2 * pair as u32).load_f32x2();
-                    [Some(values[0]), Some(values[1])]
-                } else {
-                    [None, None]
-                };
+                let b = col_bias_pair(col_bias, quad * 4 + 2 * pair as u32, has_bias);
                 pairs[pair] = T::round_pair_bits(output_value(dot[2 * pair], scale, b[0]), output_value(dot[2 * pair + 1], scale, b[1]));
             });
             if coalesced {
@@ -1269,7 +1274,7 @@ impl<F: Fn()> Epilogue<F> {
             (self.sync)();
             copy_out_tile::<T>(staged, tile, origin, rows, params);
         } else {
-            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, r, _, pair| {
+            for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, r, pair| {
                 if r >= rows.0 && r < rows.1 {
                     let (dst, cols, c) = destination(out, shape, col);
                     crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
