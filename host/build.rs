@@ -1,6 +1,7 @@
 //! Builds the device crate into PTX (through ptx-builder, the same helper `cargo xtask build-ptx`
-//! uses) and hands its paths to `include_str!` in `src/gpu/mod.rs`. With the `tile-sweep`
-//! feature the device crate is built with its feature of that name (the measurement-only tiles).
+//! uses) and hands its paths to `include_str!` in `src/gpu/mod.rs`. With the `tile-sweep` or
+//! `timeline` feature the device crate is built with its feature of that name (the
+//! measurement-only tiles; the per-tile clock stamps).
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,10 @@ fn main() {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let target = if target.is_relative() { root.join(target) } else { target };
     let mut builder = PtxBuilder::new(&root, &target, vec![Arch::Sm80, Arch::Sm90a]);
-    if std::env::var_os("CARGO_FEATURE_TILE_SWEEP").is_some() {
-        builder.features.push("tile-sweep".into());
+    for (env, feature) in [("CARGO_FEATURE_TILE_SWEEP", "tile-sweep"), ("CARGO_FEATURE_TIMELINE", "timeline")] {
+        if std::env::var_os(env).is_some() {
+            builder.features.push(feature.into());
+        }
     }
     for input in builder.inputs() {
         println!("cargo:rerun-if-changed={}", input.display());

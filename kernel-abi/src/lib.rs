@@ -10,12 +10,14 @@
 //! - [`gemv`], [`mma`], [`fallback`], [`wgmma`]: per kernel family, its tile type, the constants
 //!   the kernel is written for, its shared memory (`const fn`, used by the kernel for its layout
 //!   and by the host for the launch) and its launch geometry.
+//! - [`timeline`]: the layout of the per-tile clock stamps a measurement build writes.
 #![no_std]
 
 pub mod fallback;
 pub mod gemv;
 pub mod mma;
 pub mod params;
+pub mod timeline;
 pub mod wgmma;
 
 pub use fallback::FallbackTile;

@@ -53,6 +53,10 @@ pub struct QkvParams {
     /// prefetch that only pays while the kernel waits); 0 otherwise.
     pub dependent_launch: u32,
     pub reserved: u32,
+    /// Measurement builds only (the device crate's `timeline` feature): where the `wgmma`
+    /// stream-K kernels write their per-tile clock stamps ([`crate::timeline`]); 0: none. The
+    /// kernels of a plain build never read it.
+    pub timeline: u64,
 }
 
 impl QkvParams {
@@ -130,8 +134,8 @@ const _: () = assert!(
         && TmaParams::W_MAP_OFFSET.is_multiple_of(TmaParams::PARAM_ALIGN)
 );
 // Sizes both sides must agree on (a change here changes the kernels' signatures).
-const _: () = assert!(core::mem::size_of::<QkvParams>() == 88 && core::mem::align_of::<QkvParams>() == 8);
-const _: () = assert!(core::mem::size_of::<FallbackParams>() == 96);
+const _: () = assert!(core::mem::size_of::<QkvParams>() == 96 && core::mem::align_of::<QkvParams>() == 8);
+const _: () = assert!(core::mem::size_of::<FallbackParams>() == 104);
 
 /// A parameter struct a kernel takes by value, as its only parameter.
 ///

@@ -6,7 +6,8 @@
 //! [`dependency`] starts a kernel under its predecessor's tail (programmatic dependent launch),
 //! [`element`] maps the storage dtypes (bf16, f16, f32) onto fp32 arithmetic, [`mma`] the tensor
 //! cores, and [`qkv`] holds the steps every kernel shares (masked load, sum of squares, row
-//! scale, epilogue). The kernel families are in [`family`]: `gemv` (decode, SIMT), `mma` (a few to 32
+//! scale, epilogue), [`timeline`] the per-tile clock stamps of measurement builds. The kernel
+//! families are in [`family`]: `gemv` (decode, SIMT), `mma` (a few to 32
 //! tokens per block, tensor cores), `fallback` (any shape, SIMT) and, built for sm_90a
 //! (`-C target-cpu=sm_90a`, which also brings Hopper's [`mbarrier`], [`tma`], [`cluster`] and
 //! [`wgmma`] modules), `wgmma` (prefill). [`kernels`] declares the entry points from the kernel ABI's list
@@ -43,6 +44,7 @@ pub mod mma;
 pub mod qkv;
 pub mod shared;
 pub mod thread;
+pub mod timeline;
 #[cfg(target_feature = "sm_90a")]
 pub mod tma;
 pub mod warp;

@@ -30,8 +30,8 @@ enum Task {
         /// sm_90a (the PTX the host embeds) at least.
         #[arg(long)]
         check: bool,
-        /// Device-crate features: `tile-sweep` adds the measurement-only tiles (built apart, in
-        /// target/ptx/<arch>-tile-sweep/).
+        /// Device-crate features: `tile-sweep` adds the measurement-only tiles, `timeline` the
+        /// per-tile clock stamps (each built apart, in target/ptx/<arch>-<features>/).
         #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
     },

@@ -46,6 +46,14 @@ pub const PTX_SM90A: &str = include_str!(env!("FUSED_QKV_PTX_SM_90A"));
 
 /// Whether this build embeds (and loads) the measurement-only tiles (feature `tile-sweep`).
 pub const TILE_SWEEP: bool = cfg!(feature = "tile-sweep");
+/// Whether this build's kernels write per-tile clock stamps (feature `timeline`,
+/// [`GpuLayer::set_timeline`]).
+pub const TIMELINE: bool = cfg!(feature = "timeline");
+/// Words of a timeline per block ([`kernel_abi::timeline::WORDS_PER_BLOCK`]).
+pub const TIMELINE_WORDS_PER_BLOCK: usize = kernel_abi::timeline::WORDS_PER_BLOCK;
+/// Blocks per multiprocessor a timeline holds: a stream-K grid has at most one per resident
+/// slot, and no `wgmma` tile fits more than two per multiprocessor.
+pub const TIMELINE_BLOCKS_PER_MULTIPROCESSOR: usize = 2;
 
 /// Whether the PTX for an sm_90a (`hopper`) or sm_80 device holds `kernel` in this build.
 pub fn is_built(kernel: &Kernel, hopper: bool) -> bool {
@@ -282,6 +290,8 @@ pub struct GpuLayer<T: Dtype> {
     dependent_launch: bool,
     /// Bytes of W.
     weight_bytes: usize,
+    /// Where the kernels of a `timeline` build stamp their tiles ([`GpuLayer::set_timeline`]).
+    timeline: Option<Arc<DeviceBuffer<u64>>>,
 }
 
 fn upload<T: Dtype>(what: &str, data: &[T]) -> Result<DeviceBuffer<T>> {
@@ -393,6 +403,7 @@ impl<T: Dtype> GpuLayer<T> {
             split_k: SplitK::Auto,
             dependent_launch,
             weight_bytes: c.weight_len() * T::KIND.size_bytes(),
+            timeline: None,
         })
     }
 
@@ -466,6 +477,11 @@ impl<T: Dtype> GpuLayer<T> {
             },
         } as usize;
         let dependent = self.launches_dependent(kernel);
+        if let (Some(timeline), WgmmaGrid::Stream(blocks)) = (&self.timeline, grid) {
+            if blocks as usize * TIMELINE_WORDS_PER_BLOCK > timeline.len() {
+                return Err(Error::InvalidConfig(format!("the timeline holds fewer than the grid's {blocks} blocks")));
+            }
+        }
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(max_rows);
@@ -641,6 +657,35 @@ impl<T: Dtype> GpuLayer<T> {
     /// it. In a CUDA graph captured from the stream the dependency becomes a programmatic edge.
     pub fn set_dependent_launch(&mut self, dependent: bool) {
         self.dependent_launch = dependent && self.kernels.launch_ex.is_some();
+    }
+
+    /// Measurement builds (feature `timeline`): the `wgmma` stream-K kernels of the layer's
+    /// calls write their blocks' per-tile clock stamps to `timeline` (layout:
+    /// [`kernel_abi::timeline`]), which must hold [`TIMELINE_WORDS_PER_BLOCK`] words for each of
+    /// the multiprocessors' [`TIMELINE_BLOCKS_PER_MULTIPROCESSOR`] blocks; `None`: no stamps.
+    /// Other builds ignore it; an error there, so that a measurement cannot read stamps no
+    /// kernel wrote.
+    pub fn set_timeline(&mut self, timeline: Option<Arc<DeviceBuffer<u64>>>) -> Result<()> {
+        if timeline.is_some() && !TIMELINE {
+            return Err(Error::InvalidConfig("this build has no timeline (build with --features timeline)".into()));
+        }
+        let needed = self.timeline_words();
+        if let Some(buffer) = &timeline {
+            if buffer.len() < needed {
+                return Err(Error::InvalidConfig(format!(
+                    "a timeline needs {needed} words on this GPU, the buffer has {}",
+                    buffer.len()
+                )));
+            }
+        }
+        self.params.timeline = timeline.as_ref().map_or(0, |b| b.as_device_ptr().as_raw());
+        self.timeline = timeline;
+        Ok(())
+    }
+
+    /// Words a timeline needs on this GPU ([`GpuLayer::set_timeline`]).
+    pub fn timeline_words(&self) -> usize {
+        self.kernels.multiprocessors * TIMELINE_BLOCKS_PER_MULTIPROCESSOR * TIMELINE_WORDS_PER_BLOCK
     }
 
     /// Whether the launches are programmatic dependents ([`GpuLayer::set_dependent_launch`]).

@@ -50,6 +50,7 @@
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
 use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
+use kernel_abi::timeline::{ITEM_MULTIPLIED, ITEM_SCALED, ITEM_STAGED, ITEM_STORED};
 use kernel_abi::wgmma::{MAX_SPLITS, THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
@@ -62,6 +63,7 @@ use crate::shared::{dynamic_shared_base, SharedPtr};
 // The epilogue (steps 4 and 5) reads the thread index at each use: in the persistent kernel's
 // loop over tiles its addresses would otherwise stay in registers through the mainloop.
 use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x, thread_idx_x_unhoisted};
+use crate::timeline::Timeline;
 use crate::tma;
 use crate::warp::{lane_id, shuffle_xor_f32, sync_warp, WARP_SIZE};
 use crate::wgmma::{self, descriptor_k_major_sw128, swizzled_offset, Acc, WgmmaElement};
@@ -1131,6 +1133,7 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
     // Completes when the other blocks' partials of a tail tile have landed in the stages (the
     // ring's first "empty" barrier, which only the persistent kernel uses otherwise).
     let landed = ring.empty(0);
+    let mut timeline = Timeline::begin(params);
     if thread_idx_x() == 0 {
         mbarrier::init(landed, 1);
         mbarrier::fence_init();
@@ -1156,7 +1159,9 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
             sync_threads();
         }
         let k = KRange { first, count, ring_step };
+        timeline.step(tile_index, first, count);
         let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, prefetched), origin, local);
+        timeline.stamp(ITEM_MULTIPLIED);
         ring_step += count;
         prefetched = 0;
         next = walk.next();
@@ -1183,9 +1188,11 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
             (ring.staged_at(ring.base), (0, BM))
         };
         let (scales, col_bias) = (ring.row_scales(), ring.col_bias());
-        let epilogue = Epilogue { tile, scales, col_bias, staged, origin, local, rows, sync: || sync_threads() };
+        let (sync, timeline) = (|| sync_threads(), &timeline);
+        let epilogue = Epilogue { tile, scales, col_bias, staged, origin, local, rows, sync, timeline };
         epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
     }
+    timeline.end();
 }
 
 /// A stream-K block's walk: whole tiles `block, block + blocks, ..` below `dp_tiles`, then the
@@ -1219,7 +1226,7 @@ impl Walk {
 }
 
 /// Steps 4 and 5 of an unsplit tile: what the epilogue needs besides the accumulators.
-struct Epilogue<F: Fn()> {
+struct Epilogue<'a, F: Fn()> {
     tile: WgmmaTile,
     /// The row scales, one f32 per row of the tile.
     scales: SharedPtr,
@@ -1236,9 +1243,17 @@ struct Epilogue<F: Fn()> {
     rows: (u32, u32),
     /// The barrier of the threads that multiply.
     sync: F,
+    /// Where the epilogue's steps are stamped (nothing outside measurement builds).
+    timeline: &'a Timeline,
 }
 
-impl<F: Fn()> Epilogue<F> {
+impl<F: Fn()> Epilogue<'_, F> {
+    #[inline(always)]
+    fn sync_then_stamp(&self, word: usize) {
+        (self.sync)();
+        self.timeline.stamp(word);
+    }
+
     /// Row scales from the row sums, then `y` to q, k and v: through the staged tile in 16-byte
     /// pieces where q_cols and kv_cols are multiples of 8 and q, k, v 16-byte aligned, else pair
     /// by pair. Ends with a barrier, so the scales and the staged tile may be reused at once.
@@ -1261,7 +1276,7 @@ impl<F: Fn()> Epilogue<F> {
         row_sums::<BM>(sum_sq, |row, sum| {
             scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
         });
-        (self.sync)();
+        self.sync_then_stamp(ITEM_SCALED);
         let warpgroup_origin = (origin.0 + local.0, origin.1 + local.1);
         let pairs = (acc, scales, local, warpgroup_origin);
         if coalesced {
@@ -1271,7 +1286,7 @@ impl<F: Fn()> Epilogue<F> {
             } else {
                 stage_tile::<T, WN, false>(acc, smem, staged, tile, local);
             }
-            (self.sync)();
+            self.sync_then_stamp(ITEM_STAGED);
             copy_out_tile::<T>(staged, tile, origin, rows, params);
         } else {
             for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, r, pair| {
@@ -1281,7 +1296,7 @@ impl<F: Fn()> Epilogue<F> {
                 }
             });
         }
-        (self.sync)();
+        self.sync_then_stamp(ITEM_STORED);
     }
 }
 
@@ -1372,7 +1387,8 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
             release(ring, step - 1);
         }
         let (scales, staged) = (ring.row_scales(), ring.staged_at(ring.out_tile()));
-        let epilogue = Epilogue { tile, scales, col_bias: ring.col_bias(), staged, origin, local, rows: (0, 128), sync };
+        let (col_bias, rows, timeline) = (ring.col_bias(), (0, 128), &Timeline::none());
+        let epilogue = Epilogue { tile, scales, col_bias, staged, origin, local, rows, sync, timeline };
         epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
         tile_index += grid_dim_x();
     }

@@ -10,6 +10,7 @@
 //! launches (median per launch) and host time per call (`forward_into` + synchronize, median).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -100,6 +101,12 @@ pub struct BenchArgs {
     /// through the weight copies; default: one per copy.
     #[arg(long, value_name = "N")]
     layers: Option<usize>,
+    /// Also write, per case, the per-tile clock stamps of one layer's `wgmma` stream-K launch
+    /// (in graph mode: the last replay's) to this JSON file, and print and record their summary
+    /// (lead, mainloop and epilogue per tile, tail steps). Needs a build with `--features
+    /// timeline`; split-K grids and other kernels write no stamps.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
 }
 
 /// Rows of each case checked against the float64 reference.
@@ -148,13 +155,14 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     let mut rows = Vec::new();
     let mut max_copies = 0;
     let mut all_ok = true;
+    let mut stamps = Vec::new();
     for (name, config) in &configs {
         let env =
             Env { gpu: &gpu, stream: &stream, l2_bytes, copy_gbs, tensor_tflops: args.tensor_tflops, mode: args.mode };
         let (model_rows, copies, ok) = match args.dtype {
-            DtypeKind::Bf16 => bench_model::<bf16>(&env, name, config, args, &progress)?,
-            DtypeKind::F16 => bench_model::<f16>(&env, name, config, args, &progress)?,
-            DtypeKind::F32 => bench_model::<f32>(&env, name, config, args, &progress)?,
+            DtypeKind::Bf16 => bench_model::<bf16>(&env, name, config, args, &progress, &mut stamps)?,
+            DtypeKind::F16 => bench_model::<f16>(&env, name, config, args, &progress, &mut stamps)?,
+            DtypeKind::F32 => bench_model::<f32>(&env, name, config, args, &progress, &mut stamps)?,
         };
         rows.extend(model_rows);
         max_copies = max_copies.max(copies);
@@ -173,6 +181,12 @@ pub fn bench(args: &BenchArgs) -> Result<bool> {
     std::fs::write(&args.json, text + "\n").map_err(|source| Error::Io { path: args.json.clone(), source })?;
     print_table(&doc);
     eprintln!("wrote {}", args.json.display());
+    if let Some(path) = &args.timeline {
+        let doc = json!({"device": gpu.name(), "date": date, "dtype": args.dtype.name(), "cases": stamps});
+        let text = serde_json::to_string(&doc).map_err(|e| Error::Overflow(format!("serialising JSON: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|source| Error::Io { path: path.clone(), source })?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(all_ok)
 }
 
@@ -192,6 +206,7 @@ fn bench_model<T: Dtype>(
     config: &QkvConfig,
     args: &BenchArgs,
     progress: &ProgressBar,
+    stamps: &mut Vec<Value>,
 ) -> Result<(Vec<Value>, usize, bool)> {
     let weight_bytes = (config.weight_len() + config.hidden + config.qkv_cols()) * T::KIND.size_bytes();
     let copies = (2 * env.l2_bytes / weight_bytes + 1).max(2);
@@ -205,7 +220,7 @@ fn bench_model<T: Dtype>(
     };
     // The copies run one after another on one stream, as a model's layers do: one workspace.
     let workspace = Workspace::new(&env.gpu.kernels, T::KIND)?;
-    let layers: Vec<GpuLayer<T>> = weights
+    let mut layers: Vec<GpuLayer<T>> = weights
         .iter()
         .map(|w| {
             let kernels = env.gpu.kernels.clone();
@@ -224,6 +239,17 @@ fn bench_model<T: Dtype>(
     let chain = args.layers.unwrap_or(layers.len()).max(1);
     for &m in &args.tokens {
         progress.set_message(format!("{name} M={m}"));
+        // The stamped layer: the middle one of the chain, so that kernels run before and after it.
+        let stamped = (chain / 2) % layers.len();
+        let timeline = match args.timeline {
+            Some(_) => {
+                let words = layers[stamped].timeline_words();
+                let buffer = Arc::new(cuda(DeviceBuffer::zeroed(words), "allocating a timeline")?);
+                layers[stamped].set_timeline(Some(buffer.clone()))?;
+                Some(buffer)
+            }
+            None => None,
+        };
         let row = bench_case(env, name, config, &weights[0], (&layers, chain), m, args.iters);
         let mut row = match row {
             Ok(row) => row,
@@ -244,6 +270,23 @@ fn bench_model<T: Dtype>(
             }
         }
         row["dependent_launch"] = json!(layers[0].launches_as_dependent(m).unwrap_or(false));
+        if let Some(buffer) = timeline {
+            layers[stamped].set_timeline(None)?;
+            let words = cuda(buffer.as_host_vec(), "copying the timeline back")?;
+            let k_blocks = config.hidden.div_ceil(fused_qkv::kernel_abi::wgmma::K_BLOCK as usize) as u32;
+            if let Some(summary) = super::timeline::summary(&words, k_blocks) {
+                eprintln!("{}", super::timeline::line(name, m, &summary));
+                row["timeline"] = summary;
+            }
+            let kept: Vec<u64> = words
+                .chunks(fused_qkv::gpu::TIMELINE_WORDS_PER_BLOCK)
+                .filter(|b| b[1] != 0)
+                .flatten()
+                .copied()
+                .collect();
+            stamps.push(json!({"model": name, "M": m, "kernel": row["kernel"], "k_blocks": k_blocks,
+                "words_per_block": fused_qkv::gpu::TIMELINE_WORDS_PER_BLOCK, "words": kept}));
+        }
         if args.mode == Mode::Graph {
             row["graph_layers"] = json!(chain);
         }

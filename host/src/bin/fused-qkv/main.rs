@@ -27,6 +27,7 @@ use fused_qkv::reference::{self, ErrorReport};
 use fused_qkv::{checkpoint, CudaResultExt, Dtype, DtypeKind, Error, QkvConfig, QkvWeights, Result};
 
 mod bench;
+mod timeline;
 
 /// Untimed launches before the GPU timing.
 const WARMUP_LAUNCHES: usize = 20;

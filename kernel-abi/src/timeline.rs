@@ -1,0 +1,55 @@
+//! The per-tile timeline of a measurement build (the device crate's `timeline` feature): where a
+//! `wgmma` stream-K block's time goes, tile by tile, for the performance log (bench/NOTES.md).
+//!
+//! Each block of the grid owns [`WORDS_PER_BLOCK`] `u64` words at `timeline + block *
+//! WORDS_PER_BLOCK`, written by its thread 0: a header (`HEADER_*` indices), then one item of
+//! [`ITEM_WORDS`] per walk step (a whole tile or a tail tile's share), at most [`MAX_ITEMS`].
+//! Stamps are the SM's `%clock64`; the header's two `%globaltimer` readings (ns) convert them and
+//! place the blocks on one time axis.
+
+/// `u64` words per block.
+pub const WORDS_PER_BLOCK: usize = 128;
+/// Header word: the block's SM (`%smid`).
+pub const HEADER_SM: usize = 0;
+/// Header word: `%globaltimer` at the block's start.
+pub const HEADER_START_NS: usize = 1;
+/// Header word: `%clock64` at the block's start.
+pub const HEADER_START_CLOCK: usize = 2;
+/// Header word: `%globaltimer` at the block's end.
+pub const HEADER_END_NS: usize = 3;
+/// Header word: `%clock64` at the block's end.
+pub const HEADER_END_CLOCK: usize = 4;
+/// Header word: items written (at most [`MAX_ITEMS`]; steps past it are not recorded).
+pub const HEADER_ITEMS: usize = 5;
+/// Words before the first item.
+pub const HEADER_WORDS: usize = 6;
+
+/// Item word: `tile << 32 | first k-block << 16 | k-blocks`.
+pub const ITEM_STEP: usize = 0;
+/// Item word: `%clock64` before the step's loads and MMAs.
+pub const ITEM_START: usize = 1;
+/// Item word: `%clock64` once its MMAs are done (thread 0's warpgroup).
+pub const ITEM_MULTIPLIED: usize = 2;
+/// Item word: `%clock64` once the epilogue's row scales are in shared memory (after a tail
+/// step's partials are gathered).
+pub const ITEM_SCALED: usize = 3;
+/// Item word: `%clock64` once the output tile is staged in shared memory (0 where the epilogue
+/// stores pair by pair).
+pub const ITEM_STAGED: usize = 4;
+/// Item word: `%clock64` once its outputs are stored.
+pub const ITEM_STORED: usize = 5;
+/// Words per item.
+pub const ITEM_WORDS: usize = 6;
+/// Items per block.
+pub const MAX_ITEMS: usize = (WORDS_PER_BLOCK - HEADER_WORDS) / ITEM_WORDS;
+
+/// Packs a walk step into its [`ITEM_STEP`] word.
+#[inline(always)]
+pub const fn pack_step(tile: u32, first: u32, count: u32) -> u64 {
+    ((tile as u64) << 32) | ((first as u64 & 0xffff) << 16) | (count as u64 & 0xffff)
+}
+
+/// Unpacks an [`ITEM_STEP`] word: (tile, first k-block, k-blocks).
+pub const fn unpack_step(word: u64) -> (u32, u32, u32) {
+    ((word >> 32) as u32, ((word >> 16) & 0xffff) as u32, (word & 0xffff) as u32)
+}
