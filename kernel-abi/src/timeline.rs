@@ -19,7 +19,7 @@ pub const HEADER_START_CLOCK: usize = 2;
 pub const HEADER_END_NS: usize = 3;
 /// Header word: `%clock64` at the block's end.
 pub const HEADER_END_CLOCK: usize = 4;
-/// Header word: items written (at most [`MAX_ITEMS`]; steps past it are not recorded).
+/// Header word: walk steps taken; the first [`MAX_ITEMS`] are recorded as items.
 pub const HEADER_ITEMS: usize = 5;
 /// Words before the first item.
 pub const HEADER_WORDS: usize = 6;

@@ -73,16 +73,18 @@ impl Timeline {
         Timeline {}
     }
 
-    /// Starts the record of a walk step.
+    /// Starts the record of a walk step (counted always; recorded while there is room).
     #[inline(always)]
     pub fn step(&mut self, tile: u32, first: u32, count: u32) {
         #[cfg(feature = "timeline")]
-        if !self.block.is_null() && (self.items as usize) < MAX_ITEMS {
-            // SAFETY: the item lies inside the block's words (`items < MAX_ITEMS`).
-            unsafe {
-                let item = self.block.add(HEADER_WORDS + self.items as usize * ITEM_WORDS);
-                item.add(ITEM_STEP).write_volatile(pack_step(tile, first, count));
-                item.add(ITEM_START).write_volatile(clock64());
+        if !self.block.is_null() {
+            if (self.items as usize) < MAX_ITEMS {
+                // SAFETY: the item lies inside the block's words (`items < MAX_ITEMS`).
+                unsafe {
+                    let item = self.block.add(HEADER_WORDS + self.items as usize * ITEM_WORDS);
+                    item.add(ITEM_STEP).write_volatile(pack_step(tile, first, count));
+                    item.add(ITEM_START).write_volatile(clock64());
+                }
             }
             self.items += 1;
         }
@@ -90,7 +92,8 @@ impl Timeline {
         let _ = (tile, first, count);
     }
 
-    /// Stamps word `word` ([`kernel_abi::timeline`]'s `ITEM_*`) of the current step.
+    /// Stamps word `word` ([`kernel_abi::timeline`]'s `ITEM_*`) of the current step, where it
+    /// is recorded.
     #[inline(always)]
     pub fn stamp(&self, word: usize) {
         #[cfg(feature = "timeline")]

@@ -278,14 +278,9 @@ fn bench_model<T: Dtype>(
                 eprintln!("{}", super::timeline::line(name, m, &summary));
                 row["timeline"] = summary;
             }
-            let kept: Vec<u64> = words
-                .chunks(fused_qkv::gpu::TIMELINE_WORDS_PER_BLOCK)
-                .filter(|b| b[1] != 0)
-                .flatten()
-                .copied()
-                .collect();
             stamps.push(json!({"model": name, "M": m, "kernel": row["kernel"], "k_blocks": k_blocks,
-                "words_per_block": fused_qkv::gpu::TIMELINE_WORDS_PER_BLOCK, "words": kept}));
+                "words_per_block": fused_qkv::gpu::TIMELINE_WORDS_PER_BLOCK,
+                "words": super::timeline::written_words(&words)}));
         }
         if args.mode == Mode::Graph {
             row["graph_layers"] = json!(chain);

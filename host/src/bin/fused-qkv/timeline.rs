@@ -28,10 +28,19 @@ struct Block {
     items: Vec<Item>,
 }
 
+/// The records of the blocks that ran to their end (the grid may have fewer blocks than the
+/// timeline has room for).
+fn written(words: &[u64]) -> impl Iterator<Item = &[u64]> {
+    words.chunks_exact(WORDS_PER_BLOCK).filter(|w| w[HEADER_END_NS] != 0)
+}
+
+/// The written blocks' words, in order, for the raw record.
+pub fn written_words(words: &[u64]) -> Vec<u64> {
+    written(words).flatten().copied().collect()
+}
+
 fn blocks(words: &[u64]) -> Vec<Block> {
-    words
-        .chunks_exact(WORDS_PER_BLOCK)
-        .filter(|w| w[HEADER_END_NS] != 0)
+    written(words)
         .map(|w| {
             let clocks = w[HEADER_END_CLOCK].wrapping_sub(w[HEADER_START_CLOCK]).max(1) as f64;
             let ns_per_clock = w[HEADER_END_NS].wrapping_sub(w[HEADER_START_NS]) as f64 / clocks;
