@@ -25,6 +25,8 @@ struct Block {
     sm: u64,
     start_ns: u64,
     end_ns: u64,
+    /// Walk steps taken; `items` holds the first [`MAX_ITEMS`].
+    steps: u64,
     items: Vec<Item>,
 }
 
@@ -59,7 +61,8 @@ fn blocks(words: &[u64]) -> Vec<Block> {
                     }
                 })
                 .collect();
-            Block { sm: w[HEADER_SM], start_ns: w[HEADER_START_NS], end_ns: w[HEADER_END_NS], items }
+            let steps = w[HEADER_ITEMS];
+            Block { sm: w[HEADER_SM], start_ns: w[HEADER_START_NS], end_ns: w[HEADER_END_NS], steps, items }
         })
         .collect()
 }
@@ -119,6 +122,7 @@ pub fn summary(words: &[u64], k_blocks: u32) -> Option<Value> {
     Some(json!({
         "blocks": blocks.len(), "sms": sms,
         "items_max": blocks.iter().map(|b| b.items.len()).max(),
+        "steps_max": blocks.iter().map(|b| b.steps).max(),
         "span_us": us(span), "start_spread_us": us(start_spread), "first_end_us": us(end_first as f64),
         "lead_us": o(lead), "mainloop_us": o(mainloop), "mainloop_later_us": o(mainloop_later),
         "mainloop_per_k_block_us": o(mainloop_later.or(mainloop)).map(|t| t / k_blocks as f64),
@@ -133,11 +137,12 @@ pub fn summary(words: &[u64], k_blocks: u32) -> Option<Value> {
 pub fn line(name: &str, m: usize, s: &Value) -> String {
     let f = |k: &str| s[k].as_f64().map_or("-".into(), |v| format!("{v:.2}"));
     format!(
-        "timeline {name} M={m}: {} blocks on {} SMs, <= {} steps; span {} us (starts spread {}, first end {}); \
+        "timeline {name} M={m}: {} blocks on {} SMs, <= {} steps ({} recorded); span {} us (starts spread {}, first end {}); \
          lead {}; whole tile: mainloop {} (later tiles {}, {} per k-block), epilogue {} (scales {}, staging {}, \
-         stores {}); gap {}; tail: mainloop {}, epilogue {} (exchange {}); after last {}",
+         stores {}); gap {}; tail: mainloop {}, epilogue {} (exchange {}); after the last recorded step {}",
         s["blocks"],
         s["sms"],
+        s["steps_max"],
         s["items_max"],
         f("span_us"),
         f("start_spread_us"),
@@ -211,6 +216,7 @@ mod tests {
         assert_eq!(s["blocks"], 2);
         assert_eq!(s["sms"], 2);
         assert_eq!(s["items_max"], 3);
+        assert_eq!(s["steps_max"], 3);
         assert!((us("mainloop_us") - 10.0).abs() < 1e-9);
         assert!((us("mainloop_per_k_block_us") - 10.0 / 16.0).abs() < 1e-9);
         assert!((us("scale_us") - 0.5).abs() < 1e-9);
