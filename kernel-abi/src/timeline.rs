@@ -38,8 +38,22 @@ pub const ITEM_SCALED: usize = 3;
 pub const ITEM_STAGED: usize = 4;
 /// Item word: `%clock64` once its outputs are stored.
 pub const ITEM_STORED: usize = 5;
+/// Item word (tail steps only, else 0): `%clock64` once the block's partial is written
+/// (every thread's stores issued, the block's barrier passed).
+pub const ITEM_LEAVE_WRITTEN: usize = 6;
+/// Item word (tail steps only): `%clock64` once the block's flag is raised (after the fence that
+/// makes the partial visible).
+pub const ITEM_LEFT: usize = 7;
+/// Item word (tail steps only): `%clock64` once every other block's flag of the tile is seen and
+/// the copies of their partials issued.
+pub const ITEM_SEEN: usize = 8;
+/// Item word (tail steps only): `%clock64` once the other blocks' partials have landed in
+/// shared memory.
+pub const ITEM_LANDED: usize = 9;
+/// Item word (tail steps only): `%clock64` once the flags read are lowered for the next launch.
+pub const ITEM_LOWERED: usize = 10;
 /// Words per item.
-pub const ITEM_WORDS: usize = 6;
+pub const ITEM_WORDS: usize = 11;
 /// Items per block.
 pub const MAX_ITEMS: usize = (WORDS_PER_BLOCK - HEADER_WORDS) / ITEM_WORDS;
 

@@ -50,6 +50,7 @@
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
 use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
+use kernel_abi::timeline::{ITEM_LANDED, ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_LOWERED, ITEM_SEEN};
 use kernel_abi::timeline::{ITEM_MULTIPLIED, ITEM_SCALED, ITEM_STAGED, ITEM_STORED};
 use kernel_abi::wgmma::{MAX_SPLITS, THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
@@ -904,7 +905,13 @@ impl StreamWorkspace {
     /// # Safety
     /// Every thread of the block, once per launch (a block's only split tile is its last).
     #[inline(always)]
-    unsafe fn leave<const BM: u32, const WN: u32>(self, acc: &Acc, sum_sq: f32, block: u32, bands: (u32, u32)) {
+    unsafe fn leave<const BM: u32, const WN: u32>(
+        self,
+        (acc, sum_sq): (&Acc, f32),
+        block: u32,
+        bands: (u32, u32),
+        timeline: &Timeline,
+    ) {
         let tid = thread_idx_x_unhoisted();
         let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
         let partial = self.partial(block);
@@ -922,10 +929,12 @@ impl StreamWorkspace {
             crate::mem::store_f32(partial.add((self.tile.tokens * self.tile.out_cols + tid) as usize), sum_sq);
         }
         sync_threads();
+        timeline.stamp(ITEM_LEAVE_WRITTEN);
         if tid == 0 {
             crate::mem::fence_acq_rel_gpu();
             crate::mem::store_relaxed_gpu_u32(self.flag(block), 1);
         }
+        timeline.stamp(ITEM_LEFT);
     }
 
     /// Adds to this block's accumulators and row-sum shares of `bands` those the other blocks of
@@ -945,6 +954,7 @@ impl StreamWorkspace {
         landed: SharedPtr,
         (first_block, rank, splits): (u32, u32, u32),
         bands: (u32, u32),
+        timeline: &Timeline,
     ) {
         let tile = self.tile;
         let tid = thread_idx_x_unhoisted();
@@ -980,18 +990,24 @@ impl StreamWorkspace {
                 peer += 1;
             }
         }
+        timeline.stamp(ITEM_SEEN);
         mbarrier::wait_parity(landed, 0);
+        timeline.stamp(ITEM_LANDED);
         if tid == 0 {
             let mut peer = 0;
             while peer < splits {
+                let flag = self.flag(first_block + peer);
                 // Read by `splits - 1` blocks: the last (the one that sees `splits - 1` before
-                // its add, 1 from the writer and one per earlier reader) lowers it.
-                if peer != rank && crate::mem::add_relaxed_gpu_u32(self.flag(first_block + peer), 1) == splits - 1 {
-                    crate::mem::store_relaxed_gpu_u32(self.flag(first_block + peer), 0);
+                // its add, 1 from the writer and one per earlier reader) lowers it. Of two
+                // blocks, the other is its only reader: a plain store lowers it, without
+                // waiting for an atomic's answer while the block waits at the barrier below.
+                if peer != rank && (splits == 2 || crate::mem::add_relaxed_gpu_u32(flag, 1) == splits - 1) {
+                    crate::mem::store_relaxed_gpu_u32(flag, 0);
                 }
                 peer += 1;
             }
         }
+        timeline.stamp(ITEM_LOWERED);
         let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
         if in_bands(acc_band::<BM>(warp), bands) {
             // This warp's place among the bands' warps in a slot.
@@ -1170,9 +1186,9 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
             // each leaves what the others store, then adds the others' parts of its own rows.
             let (splits, rank) = (tail.1, block_idx_x() % tail.1);
             let bands = tail_bands(BM, rank, splits);
-            stream.leave::<BM, WN>(&acc, sum_sq, block_idx_x(), bands);
+            stream.leave::<BM, WN>((&acc, sum_sq), block_idx_x(), bands, &timeline);
             let blocks = (block_idx_x() - rank, rank, splits);
-            stream.gather::<BM, WN>((&mut acc, &mut sum_sq), ring, landed, blocks, bands);
+            stream.gather::<BM, WN>((&mut acc, &mut sum_sq), ring, landed, blocks, bands, &timeline);
             // The stages are free (every MMA waited for, the partials added): they hold the
             // staged output tile.
             (ring.staged_at(ring.base), (bands.0 * BAND_ROWS, (bands.0 + bands.1) * BAND_ROWS))

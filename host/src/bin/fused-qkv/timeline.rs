@@ -2,7 +2,7 @@
 //! the clock stamps a `timeline` build writes ([`fused_qkv::kernel_abi::timeline`]): each block's
 //! lead (start to its first tile: the wait for the kernel before it), per whole tile its
 //! mainloop (loads and MMAs) and epilogue (row scales, staging, stores, each to its barrier),
-//! the tail steps (their exchange of partials), and the spread of the blocks' starts and ends.
+//! the tail steps (their exchange of partials, part by part), and the spread of the blocks' starts and ends.
 
 use serde_json::{json, Value};
 
@@ -18,6 +18,9 @@ struct Item {
     /// `None` where the epilogue stored pair by pair.
     staged: Option<f64>,
     stored: f64,
+    /// A tail step's exchange of partials: its partial written, its flag raised, the other
+    /// blocks' flags seen, their partials landed, their flags lowered (`None` elsewhere).
+    exchange: Option<[f64; 5]>,
 }
 
 /// One block's record, in ns from its start.
@@ -41,7 +44,7 @@ pub fn written_words(words: &[u64]) -> Vec<u64> {
     written(words).flatten().copied().collect()
 }
 
-fn blocks(words: &[u64]) -> Vec<Block> {
+fn blocks(words: &[u64], k_blocks: u32) -> Vec<Block> {
     written(words)
         .map(|w| {
             let clocks = w[HEADER_END_CLOCK].wrapping_sub(w[HEADER_START_CLOCK]).max(1) as f64;
@@ -58,6 +61,9 @@ fn blocks(words: &[u64]) -> Vec<Block> {
                         scaled: at(item[ITEM_SCALED]),
                         staged: (item[ITEM_STAGED] != 0).then(|| at(item[ITEM_STAGED])),
                         stored: at(item[ITEM_STORED]),
+                        exchange: (count < k_blocks && item[ITEM_LOWERED] != 0).then(|| {
+                            [ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_SEEN, ITEM_LANDED, ITEM_LOWERED].map(|w| at(item[w]))
+                        }),
                     }
                 })
                 .collect();
@@ -79,7 +85,7 @@ fn max(v: impl Iterator<Item = f64>) -> Option<f64> {
 /// The summary of one launch's stamps (`k_blocks`: of a whole tile), in us: medians over blocks
 /// or over whole tiles; `None` where no block wrote (a split-K grid, or a non-`wgmma` kernel).
 pub fn summary(words: &[u64], k_blocks: u32) -> Option<Value> {
-    let blocks = blocks(words);
+    let blocks = blocks(words, k_blocks);
     let first_start = blocks.iter().map(|b| b.start_ns).min()?;
     let us = |ns: f64| ns * 1e-3;
     // Whole tiles, or tail steps, each block's in order.
@@ -106,6 +112,9 @@ pub fn summary(words: &[u64], k_blocks: u32) -> Option<Value> {
     let tail_mainloop = of_tails(&|i| Some(i.multiplied - i.start));
     let tail_exchange = of_tails(&|i| Some(i.scaled - i.multiplied));
     let tail_epilogue = of_tails(&|i| Some(i.stored - i.multiplied));
+    // The exchange's parts, each from the stamp before it.
+    let part = |n: usize| of_tails(&|i| i.exchange.map(|e| e[n] - if n == 0 { i.multiplied } else { e[n - 1] }));
+    let tail_add = of_tails(&|i| i.exchange.map(|e| i.scaled - e[4]));
     let after_last = median(
         blocks.iter().filter_map(|b| b.items.last().map(|i| (b.end_ns - b.start_ns) as f64 - i.stored)).collect(),
     );
@@ -129,6 +138,8 @@ pub fn summary(words: &[u64], k_blocks: u32) -> Option<Value> {
         "epilogue_us": o(epilogue), "scale_us": o(scale), "stage_us": o(stage), "copy_us": o(copy),
         "gap_us": o(gap),
         "tail_mainloop_us": o(tail_mainloop), "tail_exchange_us": o(tail_exchange), "tail_epilogue_us": o(tail_epilogue),
+        "tail_write_us": o(part(0)), "tail_release_us": o(part(1)), "tail_wait_us": o(part(2)),
+        "tail_land_us": o(part(3)), "tail_lower_us": o(part(4)), "tail_add_us": o(tail_add),
         "after_last_us": o(after_last),
     }))
 }
@@ -139,7 +150,8 @@ pub fn line(name: &str, m: usize, s: &Value) -> String {
     format!(
         "timeline {name} M={m}: {} blocks on {} SMs, <= {} steps ({} recorded); span {} us (starts spread {}, first end {}); \
          lead {}; whole tile: mainloop {} (later tiles {}, {} per k-block), epilogue {} (scales {}, staging {}, \
-         stores {}); gap {}; tail: mainloop {}, epilogue {} (exchange {}); after the last recorded step {}",
+         stores {}); gap {}; tail: mainloop {}, epilogue {} (exchange {}: write {}, release {}, wait {}, land {}, \
+         lower {}, add and scale {}); after the last recorded step {}",
         s["blocks"],
         s["sms"],
         s["steps_max"],
@@ -159,6 +171,12 @@ pub fn line(name: &str, m: usize, s: &Value) -> String {
         f("tail_mainloop_us"),
         f("tail_epilogue_us"),
         f("tail_exchange_us"),
+        f("tail_write_us"),
+        f("tail_release_us"),
+        f("tail_wait_us"),
+        f("tail_land_us"),
+        f("tail_lower_us"),
+        f("tail_add_us"),
         f("after_last_us"),
     )
 }
@@ -186,6 +204,15 @@ mod tests {
             item[ITEM_SCALED] = clock(scaled);
             item[ITEM_STAGED] = clock(staged);
             item[ITEM_STORED] = clock(stored);
+            if count < 16 {
+                // The exchange in five equal parts of the time from the MMAs to the row scales,
+                // the last ending 0.5 us before them.
+                let part = (scaled - multiplied - 500) / 5;
+                let stamps = [ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_SEEN, ITEM_LANDED, ITEM_LOWERED];
+                for (n, w) in stamps.into_iter().enumerate() {
+                    item[w] = clock(multiplied + part * (n as u64 + 1));
+                }
+            }
         }
         w
     }
@@ -226,6 +253,12 @@ mod tests {
         assert!((us("gap_us") - 0.4).abs() < 1e-9);
         assert!((us("tail_mainloop_us") - 5.0).abs() < 1e-9);
         assert!((us("tail_exchange_us") - 4.0).abs() < 1e-9);
+        for part in ["tail_write_us", "tail_release_us", "tail_wait_us", "tail_land_us", "tail_lower_us"] {
+            assert!((us(part) - 0.7).abs() < 1e-9, "{part}");
+        }
+        assert!((us("tail_add_us") - 0.5).abs() < 1e-9);
+        // Whole tiles carry no exchange.
+        assert!(blocks(&words, 16)[0].items.iter().all(|i| i.exchange.is_none()));
         // Block 2 starts 1 us after block 1 and ends 41 us after it.
         assert!((us("start_spread_us") - 1.0).abs() < 1e-9);
         assert!((us("span_us") - 41.0).abs() < 1e-9);
