@@ -540,6 +540,37 @@ unsafe fn load_col_bias<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, c
     }
 }
 
+/// This thread's column bias of the tile at column `col0` (0 past N, or without a bias), for
+/// [`store_col_bias`]: fetched at the start of the tile, so that the epilogue does not wait for
+/// global memory (the bias loads were ~0.8 us of each tile's epilogue, bench/NOTES.md "where a
+/// tile's time goes").
+///
+/// # Safety
+/// Every thread of the block; after the wait for the previous kernel.
+#[inline(always)]
+unsafe fn fetch_col_bias<T: WgmmaElement>(tile: WgmmaTile, col0: u32, params: &QkvParams) -> f32 {
+    let bias = params.bias::<T>();
+    let col = col0 + thread_idx_x_unhoisted();
+    if !bias.is_null() && col < col0 + tile.out_cols && col < params.shape.n() {
+        T::load(bias.add(col as usize))
+    } else {
+        0.0
+    }
+}
+
+/// The tile's column biases, [`fetch_col_bias`]'s `value` from each thread, into
+/// [`Ring::col_bias`], where there is a bias; a barrier must follow before they are read.
+///
+/// # Safety
+/// Every thread of the block; no thread reads the column biases of an earlier tile any more.
+#[inline(always)]
+unsafe fn store_col_bias<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, value: f32, params: &QkvParams) {
+    let tid = thread_idx_x_unhoisted();
+    if !params.bias::<T>().is_null() && tid < tile.out_cols {
+        col_bias.offset_f32(tid).store_f32(value);
+    }
+}
+
 /// The column biases of the tile's columns `col` and `col + 1` ([`load_col_bias`]), where
 /// `has_bias`.
 ///
@@ -1176,6 +1207,9 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
         }
         let k = KRange { first, count, ring_step };
         timeline.step(tile_index, first, count);
+        // (Not on 64-row tiles: the register it holds through the mainloop took them to 128, and
+        // 2-3 % slower at 256-1024 tokens; H200, bench/results/h200-exchange/bias.)
+        let bias = if BM == 128 { Some(fetch_col_bias::<T>(tile, origin.1, params)) } else { None };
         let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, prefetched), origin, local);
         timeline.stamp(ITEM_MULTIPLIED);
         ring_step += count;
@@ -1205,7 +1239,7 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
         };
         let (scales, col_bias) = (ring.row_scales(), ring.col_bias());
         let (sync, timeline) = (|| sync_threads(), &timeline);
-        let epilogue = Epilogue { tile, scales, col_bias, staged, origin, local, rows, sync, timeline };
+        let epilogue = Epilogue { tile, scales, col_bias, bias, staged, origin, local, rows, sync, timeline };
         epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
     }
     timeline.end();
@@ -1248,6 +1282,9 @@ struct Epilogue<'a, F: Fn()> {
     scales: SharedPtr,
     /// The column biases, one f32 per column of the tile ([`Ring::col_bias`]).
     col_bias: SharedPtr,
+    /// This thread's column bias, fetched ahead ([`fetch_col_bias`]), or `None`: loaded in
+    /// the epilogue.
+    bias: Option<f32>,
     /// Room for the staged output tile, `out_pitch` bytes per row: its first `tokens / 2` rows
     /// at the first, the others at the second.
     staged: [SharedPtr; 2],
@@ -1285,9 +1322,11 @@ impl<F: Fn()> Epilogue<'_, F> {
         let out = params.outputs::<T>();
         let coalesced = coalesced_outputs::<T>(params);
         let has_bias = !params.bias::<T>().is_null();
-        if coalesced {
+        match (coalesced, self.bias) {
+            (true, Some(bias)) => store_col_bias::<T>(self.col_bias, tile, bias, params),
             // Loaded while the row sums are added up.
-            load_col_bias::<T>(self.col_bias, tile, origin.1, params);
+            (true, None) => load_col_bias::<T>(self.col_bias, tile, origin.1, params),
+            (false, _) => {}
         }
         row_sums::<BM>(sum_sq, |row, sum| {
             scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
@@ -1377,6 +1416,7 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
     let mut tile_index = block_idx_x();
     while tile_index < tiles {
         let origin = tile_origin::<128, BN>(tile_index, shape.m, shape.n());
+        let bias = Some(fetch_col_bias::<T>(tile, origin.1, params));
         let mut acc: Acc = [0.0; 128];
         let mut sum_sq = 0.0f32;
         let mut k_block = 0;
@@ -1404,7 +1444,7 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams
         }
         let (scales, staged) = (ring.row_scales(), ring.staged_at(ring.out_tile()));
         let (col_bias, rows, timeline) = (ring.col_bias(), (0, 128), &Timeline::none());
-        let epilogue = Epilogue { tile, scales, col_bias, staged, origin, local, rows, sync, timeline };
+        let epilogue = Epilogue { tile, scales, col_bias, bias, staged, origin, local, rows, sync, timeline };
         epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
         tile_index += grid_dim_x();
     }
