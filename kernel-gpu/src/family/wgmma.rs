@@ -531,27 +531,21 @@ unsafe fn store_partial<const WN: u32>(acc: &Acc, partial: SharedPtr, tile: Wgmm
 /// Every thread of the block; no thread reads the column biases of an earlier tile any more.
 #[inline(always)]
 unsafe fn load_col_bias<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, col0: u32, params: &QkvParams) {
-    let bias = params.bias::<T>();
-    let tid = thread_idx_x_unhoisted();
-    if !bias.is_null() && tid < tile.out_cols {
-        let col = col0 + tid;
-        let value = if col < params.shape.n() { T::load(bias.add(col as usize)) } else { 0.0 };
-        col_bias.offset_f32(tid).store_f32(value);
-    }
+    store_col_bias::<T>(col_bias, tile, fetch_col_bias::<T>(tile, col0, params), params);
 }
 
 /// This thread's column bias of the tile at column `col0` (0 past N, or without a bias), for
-/// [`store_col_bias`]: fetched at the start of the tile, so that the epilogue does not wait for
-/// global memory (the bias loads were ~0.8 us of each tile's epilogue, bench/NOTES.md "where a
-/// tile's time goes").
+/// [`store_col_bias`]: on 128-row tiles fetched at the start of the tile, so that the epilogue
+/// does not wait for global memory (0.6 us of each tile's epilogue, bench/NOTES.md "the stream-K
+/// tail's exchange").
 ///
 /// # Safety
 /// Every thread of the block; after the wait for the previous kernel.
 #[inline(always)]
 unsafe fn fetch_col_bias<T: WgmmaElement>(tile: WgmmaTile, col0: u32, params: &QkvParams) -> f32 {
-    let bias = params.bias::<T>();
-    let col = col0 + thread_idx_x_unhoisted();
-    if !bias.is_null() && col < col0 + tile.out_cols && col < params.shape.n() {
+    let (bias, tid) = (params.bias::<T>(), thread_idx_x_unhoisted());
+    let col = col0 + tid;
+    if !bias.is_null() && tid < tile.out_cols && col < params.shape.n() {
         T::load(bias.add(col as usize))
     } else {
         0.0
@@ -1208,7 +1202,7 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
         let k = KRange { first, count, ring_step };
         timeline.step(tile_index, first, count);
         // (Not on 64-row tiles: the register it holds through the mainloop took them to 128, and
-        // 2-3 % slower at 256-1024 tokens; H200, bench/results/h200-exchange/bias.)
+        // 1-3 % slower at 256-1024 tokens; H200, bench/results/h200-exchange/bias.)
         let bias = if BM == 128 { Some(fetch_col_bias::<T>(tile, origin.1, params)) } else { None };
         let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, prefetched), origin, local);
         timeline.stamp(ITEM_MULTIPLIED);
@@ -1322,11 +1316,10 @@ impl<F: Fn()> Epilogue<'_, F> {
         let out = params.outputs::<T>();
         let coalesced = coalesced_outputs::<T>(params);
         let has_bias = !params.bias::<T>().is_null();
-        match (coalesced, self.bias) {
-            (true, Some(bias)) => store_col_bias::<T>(self.col_bias, tile, bias, params),
-            // Loaded while the row sums are added up.
-            (true, None) => load_col_bias::<T>(self.col_bias, tile, origin.1, params),
-            (false, _) => {}
+        if coalesced {
+            // Fetched ahead, or loaded now while the row sums are added up.
+            let bias = self.bias.unwrap_or_else(|| fetch_col_bias::<T>(tile, origin.1, params));
+            store_col_bias::<T>(self.col_bias, tile, bias, params);
         }
         row_sums::<BM>(sum_sq, |row, sum| {
             scales.offset_f32(row).store_f32(row_scale(sum, shape.hidden, params.eps, params.out_scale))
