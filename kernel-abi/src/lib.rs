@@ -195,10 +195,12 @@ macro_rules! kernel_list {
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d3: f16 { weight_rows: 32, tokens: 32, warps: 8, depth: 3 }]
             // wgmma (sm_90a): 128-row tiles load through TMA, 64-row tiles through cp.async (with
             // TMA, ptxas serialises their MMAs: warning C7515).
-            // Persistent (`ws`): a producer warp and one block per multiprocessor.
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n128_s5: bf16 { tokens: 128, out_cols: 128, stages: 5, load: TmaProducer }]
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n128_s4: bf16 { tokens: 128, out_cols: 128, stages: 4, load: TmaProducer }]
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_ws_m128_n192_s4: bf16 { tokens: 128, out_cols: 192, stages: 4, load: TmaProducer }]
+            // Persistent ping-pong (`pp`): a producer warp, one block per multiprocessor, each
+            // consumer warpgroup its own 64-row tiles.
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n192_s5: bf16 { tokens: 64, out_cols: 192, stages: 5, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n192_s6: bf16 { tokens: 64, out_cols: 192, stages: 6, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n256_s4: bf16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n192_s4: bf16 { tokens: 128, out_cols: 192, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n192_s5: bf16 { tokens: 128, out_cols: 192, stages: 5, load: Tma }]
@@ -208,9 +210,10 @@ macro_rules! kernel_list {
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s8: bf16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]
-            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n128_s5: f16 { tokens: 128, out_cols: 128, stages: 5, load: TmaProducer }]
-            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n128_s4: f16 { tokens: 128, out_cols: 128, stages: 4, load: TmaProducer }]
-            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_ws_m128_n192_s4: f16 { tokens: 128, out_cols: 192, stages: 4, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_pp_m64_n256_s4: f16 { tokens: 64, out_cols: 256, stages: 4, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_pp_m64_n192_s5: f16 { tokens: 64, out_cols: 192, stages: 5, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_pp_m64_n192_s6: f16 { tokens: 64, out_cols: 192, stages: 6, load: TmaProducer }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_pp_m64_n128_s6: f16 { tokens: 64, out_cols: 128, stages: 6, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n256_s4: f16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n192_s4: f16 { tokens: 128, out_cols: 192, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n192_s5: f16 { tokens: 128, out_cols: 192, stages: 5, load: Tma }]

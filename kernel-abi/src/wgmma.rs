@@ -3,11 +3,14 @@
 //! filled by TMA or `cp.async`. bf16 and f16; needs `hidden % 8 == 0`, even `q_cols` and
 //! `kv_cols`, 16-byte aligned `x` and 4-byte aligned outputs.
 //!
-//! Persistent tiles ([`Load::TmaProducer`]): one block per multiprocessor walks the tiles
-//! `block, block + grid, ..`; a producer warp of its own keeps a ring of stages full through TMA
-//! (per-stage "full" and "empty" mbarriers, no block-wide barrier in the mainloop) while the two
-//! consumer warpgroups multiply, and keeps loading the next tile while they store this one (the
-//! output tile is staged in shared memory of its own, not in the ring).
+//! Persistent ping-pong tiles ([`Load::TmaProducer`]): one block per multiprocessor walks the
+//! 64-row tiles `block, block + grid, ..`, its two consumer warpgroups taking them in turn (the
+//! block's even tiles the first, odd ones the second), so that one warpgroup's epilogue runs
+//! while the other multiplies. A producer warp of its own keeps a ring of stages full through
+//! TMA (per-stage "full" and "empty" mbarriers, no block-wide barrier in the mainloop), the tiles'
+//! k-blocks in the order of the block's tiles; the warpgroups take turns at the tensor cores and
+//! at the staged output tile (shared memory of its own, not in the ring), passed by named
+//! barriers.
 //!
 //! Split-K: launched in clusters of `splits` blocks (2 to [`MAX_SPLITS`]), the blocks of a
 //! cluster share one tile and each multiplies its share of `H` ([`k_range`]); their fp32
@@ -32,8 +35,11 @@ use crate::Launch;
 /// Threads per block that multiply (two warpgroups): every thread of the block, except the
 /// producer warp of [`Load::TmaProducer`] tiles ([`WgmmaTile::threads`]).
 pub const THREADS: u32 = 256;
-/// Warps that multiply: each releases a stage (arrives on its "empty" mbarrier) when done with it.
-pub const CONSUMER_WARPS: u32 = THREADS / crate::WARP_SIZE;
+/// Threads of one warpgroup (the unit `wgmma` runs on).
+pub const WARPGROUP_THREADS: u32 = 128;
+/// Warps of the warpgroup that multiplies a ping-pong tile: each releases a stage (arrives on
+/// its "empty" mbarrier) when done with it.
+pub const CONSUMER_WARPS: u32 = WARPGROUP_THREADS / crate::WARP_SIZE;
 /// Elements of `H` per k-block: one 128-byte swizzled row of a 16-bit dtype.
 pub const K_BLOCK: u32 = 64;
 /// Bytes of one row of a 128-byte-swizzled K-major tile.
@@ -129,8 +135,9 @@ pub enum Load {
     /// `cp.async` by every thread ([`crate::QkvParams`]).
     CpAsync,
     /// The copy engine, driven by a producer warp of its own, ahead of the multiplying threads
-    /// by up to the whole ring and across tiles: the persistent kernel ([`crate::TmaParams`];
-    /// one block per multiprocessor, no split-K).
+    /// by up to the whole ring and across tiles: the persistent ping-pong kernel
+    /// ([`crate::TmaParams`]; one block per multiprocessor, each warpgroup its own 64-row
+    /// tiles, no split-K).
     TmaProducer,
 }
 
@@ -144,9 +151,10 @@ impl Load {
 /// A `wgmma` kernel's tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WgmmaTile {
-    /// Rows of `y` (tokens) per block: 64 or 128.
+    /// Rows of `y` (tokens) per tile: 64 or 128 (a block's tile; the persistent kernel's are 64,
+    /// one per warpgroup).
     pub tokens: u32,
-    /// Columns of `y` per block: 128, 192 (with 128 tokens) or 256.
+    /// Columns of `y` per tile: 128, 192 (with 128 tokens or persistent) or 256.
     pub out_cols: u32,
     /// Shared-memory stages: 3 to 8.
     pub stages: u32,
@@ -154,15 +162,17 @@ pub struct WgmmaTile {
 }
 
 impl WgmmaTile {
-    /// Whether the kernel is written for this tile (the persistent kernel: 128 tokens, and its
+    /// Whether the kernel is written for this tile (the persistent kernel: 64 tokens, and its
     /// ring and staged output tile within the 227 KB a block may have).
     pub const fn is_valid(self) -> bool {
-        // 192 columns only with 128 tokens: a warpgroup's share is then 192 wide (`wgmma` n192),
-        // never 96.
-        let shape = matches!((self.tokens, self.out_cols), (128, 128 | 192 | 256) | (64, 128 | 256));
-        let ring = self.stages >= 3 && self.stages <= 8;
-        let persistent = !self.is_persistent() || (self.tokens == 128 && self.shared_bytes() <= MAX_SHARED_BYTES);
-        shape && ring && persistent
+        // 192 columns only where a warpgroup's share is then 192 wide (`wgmma` n192), never 96:
+        // with 128 tokens, or a ping-pong warpgroup's own tile.
+        let shape = if self.is_persistent() {
+            self.tokens == 64 && matches!(self.out_cols, 128 | 192 | 256) && self.shared_bytes() <= MAX_SHARED_BYTES
+        } else {
+            matches!((self.tokens, self.out_cols), (128, 128 | 192 | 256) | (64, 128 | 256))
+        };
+        shape && self.stages >= 3 && self.stages <= 8
     }
 
     /// One block per multiprocessor walks the tiles ([`Load::TmaProducer`]).
@@ -180,9 +190,10 @@ impl WgmmaTile {
     }
 
     /// Columns of `y` per warpgroup: with 128 tokens each warpgroup owns 64 rows and all
-    /// columns; with 64 tokens, all rows and half of the columns.
+    /// columns; with 64 tokens, all rows and half of the columns; a ping-pong warpgroup its own
+    /// tile.
     pub const fn cols_per_warpgroup(self) -> u32 {
-        if self.tokens == 128 {
+        if self.tokens == 128 || self.is_persistent() {
             self.out_cols
         } else {
             self.out_cols / 2
@@ -199,10 +210,19 @@ impl WgmmaTile {
         self.stages * self.stage_bytes()
     }
 
+    /// Rows of the row scales (one f32 each): the tile's, or both ping-pong warpgroups' tiles'.
+    pub const fn row_scale_rows(self) -> u32 {
+        if self.is_persistent() {
+            2 * self.tokens
+        } else {
+            self.tokens
+        }
+    }
+
     /// Where the stages' "full" mbarriers (8 bytes each) start, after the row scales; the
     /// "empty" ones follow them.
     pub const fn barriers_offset(self) -> u32 {
-        self.row_scales_offset() + self.tokens * 4
+        self.row_scales_offset() + self.row_scale_rows() * 4
     }
 
     /// Where the tile's column biases (one f32 per output column, read by the coalesced
@@ -213,7 +233,8 @@ impl WgmmaTile {
     }
 
     /// Where the persistent kernel's staged output tile (`tokens` rows of [`Self::out_pitch`]
-    /// bytes) starts, after the column biases; the other kernels stage it in their freed stages.
+    /// bytes, the warpgroups' turn about) starts, after the column biases; the other kernels
+    /// stage it in their freed stages.
     pub const fn out_tile_offset(self) -> u32 {
         self.col_bias_offset() + self.out_cols * 4
     }

@@ -63,7 +63,7 @@ macro_rules! declare_kernel {
         });
     };
     (shipped wgmma $name:ident $dtype:ident
-        { tokens: 128, out_cols: $bn:literal, stages: $stages:literal, load: TmaProducer }) => {
+        { tokens: 64, out_cols: $bn:literal, stages: $stages:literal, load: TmaProducer }) => {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: kernel_abi::TmaParams) {
             let loader = family::wgmma::Tma::in_params(crate::param_address!($name));

@@ -72,6 +72,18 @@ pub unsafe fn sync_named(id: u32, threads: u32) {
     core::arch::asm!("bar.sync {id}, {n};", id = in(reg32) id, n = in(reg32) threads, options(nostack));
 }
 
+/// Arrives at barrier `id` among `threads` threads (`bar.arrive id, threads`) without waiting:
+/// the other side of a [`sync_named`] by the rest of the `threads`, as when one warpgroup hands
+/// a turn to another. Memory accesses before it are performed for the threads that sync.
+///
+/// # Safety
+/// As [`sync_named`]: the arriving and syncing threads together exactly `threads`, in whole
+/// warps, once per use of the barrier.
+#[inline(always)]
+pub unsafe fn arrive_named(id: u32, threads: u32) {
+    core::arch::asm!("bar.arrive {id}, {n};", id = in(reg32) id, n = in(reg32) threads, options(nostack));
+}
+
 /// The GPU's global nanosecond timer (`%globaltimer`).
 #[inline(always)]
 pub fn global_timer_ns() -> u64 {

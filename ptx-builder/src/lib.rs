@@ -241,7 +241,7 @@ impl PtxBuilder {
             return Err(BuildError::MissingPtx(built));
         }
         let ptx = std::fs::read_to_string(&built).map_err(|source| BuildError::Io { path: built.clone(), source })?;
-        let fixed = align_tma_params(&ptx);
+        let fixed = bound_block_threads(&align_tma_params(&ptx));
         if fixed != ptx {
             std::fs::write(&built, fixed).map_err(|source| BuildError::Io { path: built.clone(), source })?;
         }
@@ -298,6 +298,34 @@ pub fn align_tma_params(ptx: &str) -> String {
         } else {
             out.push_str(line);
         }
+    }
+    out
+}
+
+/// Declares `.maxntid` (the most threads per block) on every kernel of the list launched with
+/// more than 256 threads (the persistent `wgmma` tiles: 288), so that ptxas, and the driver's
+/// JIT at module load, keep its registers within what the register file holds for one block
+/// (65536 / 288: 224 a thread). rustc emits no launch bounds; without them the JIT gave such a
+/// kernel more and every launch failed with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (H200).
+pub fn bound_block_threads(ptx: &str) -> String {
+    let bound = |name: &str| {
+        kernel_abi::KERNELS.iter().find(|k| k.name == name).and_then(|k| match k.tile {
+            kernel_abi::Tile::Wgmma(t) if t.threads() > kernel_abi::wgmma::THREADS => Some(t.threads()),
+            _ => None,
+        })
+    };
+    let mut out = String::with_capacity(ptx.len());
+    let mut pending = None;
+    for line in ptx.split_inclusive('\n') {
+        let body = line.trim();
+        if let Some(rest) = body.strip_prefix(".visible .entry ").or_else(|| body.strip_prefix(".entry ")) {
+            pending = bound(rest.split('(').next().unwrap_or_default().trim());
+        } else if body == "{" {
+            if let Some(threads) = pending.take() {
+                out.push_str(&format!(".maxntid {threads}, 1, 1\n"));
+            }
+        }
+        out.push_str(line);
     }
     out
 }
@@ -490,12 +518,28 @@ ptxas info    : Used 90 registers, used 1 barriers, 0 bytes smem\n";
         let ptx = format!(
             ".entry k(\n\t.param .align 16 .b8 k_param_0[{n}]\n)\n.entry j(\n\t.param .align 8 .b8 j_param_0[72]\n)\n\t.param .align 16 .b8 other[16]\n"
         );
-        let fixed = align_tma_params(&ptx);
+        let fixed = bound_block_threads(&align_tma_params(&ptx));
         assert_eq!(fixed.matches(".param .align 64 .b8 k_param_0").count(), 1, "{fixed}");
         assert!(
             fixed.contains(".param .align 16 .b8 other[16]") && fixed.contains(".param .align 8 .b8 j_param_0[72]")
         );
         assert_eq!(fixed.len(), ptx.len());
+    }
+
+    #[test]
+    fn persistent_kernels_get_their_block_bound() {
+        let persistent = kernel_abi::KERNELS
+            .iter()
+            .find(|k| matches!(k.tile, kernel_abi::Tile::Wgmma(t) if t.is_persistent()))
+            .expect("a persistent kernel in the list");
+        let plain = kernel_abi::KERNELS.iter().find(|k| !matches!(k.tile, kernel_abi::Tile::Wgmma(_))).unwrap();
+        let entry =
+            |name: &str| format!(".visible .entry {name}(\n\t.param .b8 p[8]\n)   // @{name}\n{{\n\tret;\n}}\n");
+        let ptx = entry(persistent.name) + &entry(plain.name);
+        let out = bound_block_threads(&ptx);
+        let bounded = format!(")   // @{}\n.maxntid 288, 1, 1\n{{", persistent.name);
+        assert!(out.contains(&bounded), "{out}");
+        assert_eq!(out.matches(".maxntid").count(), 1, "{out}");
     }
 
     #[test]

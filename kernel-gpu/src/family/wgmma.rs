@@ -52,7 +52,7 @@
 use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
 use kernel_abi::timeline::{ITEM_LANDED, ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_LOWERED, ITEM_SEEN};
 use kernel_abi::timeline::{ITEM_MULTIPLIED, ITEM_SCALED, ITEM_STAGED, ITEM_STORED};
-use kernel_abi::wgmma::{MAX_SPLITS, THREADS};
+use kernel_abi::wgmma::{MAX_SPLITS, THREADS, WARPGROUP_THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
@@ -63,7 +63,7 @@ use crate::qkv::{add_squares, bias_at, destination, output_value, row_scale, Sha
 use crate::shared::{dynamic_shared_base, SharedPtr};
 // The epilogue (steps 4 and 5) reads the thread index at each use: in the persistent kernel's
 // loop over tiles its addresses would otherwise stay in registers through the mainloop.
-use crate::thread::{block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x, thread_idx_x_unhoisted};
+use crate::thread::{arrive_named, block_idx_x, grid_dim_x, sync_named, sync_threads, thread_idx_x, thread_idx_x_unhoisted};
 use crate::timeline::Timeline;
 use crate::tma;
 use crate::warp::{lane_id, shuffle_xor_f32, sync_warp, WARP_SIZE};
@@ -466,8 +466,8 @@ fn staged_row(staged: [SharedPtr; 2], tile: WgmmaTile, r: u32) -> SharedPtr {
 }
 
 /// Step 5, coalesced: copies rows `first_row..end_row` of the staged output tile (`out_pitch`
-/// bytes per row, in two halves) to q, k and v in 16-byte pieces, consecutive threads along a
-/// row; rows past `M` and columns past `N` stay. Each thread keeps one piece of the row (the
+/// bytes per row, in two halves) to q, k and v in 16-byte pieces, consecutive threads (`tid` of
+/// `threads` that copy) along a row; rows past `M` and columns past `N` stay. Each thread keeps one piece of the row (the
 /// threads a whole number of rows cover; the rest idle), so its destination is worked out once.
 /// Needs q_cols and kv_cols multiples of 8 and 16-byte aligned q, k, v, so that a piece never
 /// straddles two of them.
@@ -477,12 +477,12 @@ unsafe fn copy_out_tile<T>(
     tile: WgmmaTile,
     (row0, col0): (u32, u32),
     (first_row, end_row): (u32, u32),
+    (tid, threads): (u32, u32),
     params: &QkvParams,
 ) {
     let pieces_per_row = tile.out_cols / 8;
-    let rows_per_pass = THREADS / pieces_per_row;
+    let rows_per_pass = threads / pieces_per_row;
     let (shape, out) = (params.shape, params.outputs::<T>());
-    let tid = thread_idx_x_unhoisted();
     let (piece, mut r) = (tid % pieces_per_row, first_row + tid / pieces_per_row);
     let col = col0 + piece * 8;
     let end_row = end_row.min(shape.m - row0);
@@ -1335,7 +1335,7 @@ impl<F: Fn()> Epilogue<'_, F> {
                 stage_tile::<T, WN, false>(acc, smem, staged, tile, local);
             }
             self.sync_then_stamp(ITEM_STAGED);
-            copy_out_tile::<T>(staged, tile, origin, rows, params);
+            copy_out_tile::<T>(staged, tile, origin, rows, (thread_idx_x_unhoisted(), THREADS), params);
         } else {
             for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, r, pair| {
                 if r >= rows.0 && r < rows.1 {
@@ -1348,8 +1348,45 @@ impl<F: Fn()> Epilogue<'_, F> {
     }
 }
 
-/// The barrier of the persistent kernel's multiplying threads (the producer warp never joins).
-const CONSUMERS_BARRIER: u32 = 1;
+/// Rows of a ping-pong warpgroup's tile ([`run_persistent`]).
+const OWN_ROWS: u32 = 64;
+
+/// Named barriers of the ping-pong kernel (0 is the block's): warpgroup `g`'s turn at the
+/// tensor cores is barrier `MATH_TURN + g`, its turn at the staged output tile
+/// `EPILOGUE_TURN + g` (both between the two warpgroups), and `WARPGROUP_BARRIER + g` is its
+/// own 128 threads'.
+const MATH_TURN: u32 = 1;
+const EPILOGUE_TURN: u32 = 3;
+const WARPGROUP_BARRIER: u32 = 5;
+
+/// A turn handed between the two consumer warpgroups of the ping-pong kernel, on a pair of
+/// named barriers (`first` + the warpgroup that takes it): the one that holds it passes it
+/// (`bar.arrive`, without waiting), the other takes it (`bar.sync`).
+#[derive(Clone, Copy)]
+struct Turn {
+    first: u32,
+}
+
+impl Turn {
+    /// Waits until the other warpgroup has passed the turn to warpgroup `g`.
+    ///
+    /// # Safety
+    /// Every thread of warpgroup `g`, once per [`Turn::pass`] of the other one.
+    #[inline(always)]
+    unsafe fn take(self, g: u32) {
+        sync_named(self.first + g, THREADS);
+    }
+
+    /// Passes the turn from warpgroup `g` to the other one; what `g` wrote to shared memory
+    /// before is visible to it once it has taken the turn.
+    ///
+    /// # Safety
+    /// Every thread of warpgroup `g`, once per [`Turn::take`] of the other one.
+    #[inline(always)]
+    unsafe fn pass(self, g: u32) {
+        arrive_named(self.first + 1 - g, THREADS);
+    }
+}
 
 /// Releases `step`'s stage to the producer: every lane of the warp is done with it (its MMAs
 /// waited for, its row sums added), then one arrival for the warp.
@@ -1364,9 +1401,9 @@ unsafe fn release(ring: Ring, step: u32) {
     }
 }
 
-/// The persistent kernel's producer: for every tile of this block, every k-block into the
-/// next stage once the multiplying warps have released it. Runs up to the whole ring ahead,
-/// across tiles (it loads the next tile while the block stores this one).
+/// The ping-pong kernel's producer: for every tile of this block in order, every k-block into
+/// the next stage once the warpgroup that multiplied its last use has released it. Runs up to
+/// the whole ring ahead, across tiles.
 ///
 /// # Safety
 /// One thread; the ring's barriers initialised.
@@ -1377,7 +1414,7 @@ unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
     let mut step = 0;
     let mut tile = block_idx_x();
     while tile < tiles {
-        let origin = tile_origin::<128, BN>(tile, shape.m, shape.n());
+        let origin = tile_origin::<OWN_ROWS, BN>(tile, shape.m, shape.n());
         let mut k_block = 0;
         while k_block < k_blocks {
             if step >= stages {
@@ -1392,67 +1429,170 @@ unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
     }
 }
 
-/// The persistent kernel's multiplying warps: per tile of this block, steps 2-5 as in [`run`]
-/// (128 rows, each warpgroup 64 of them), the stages waited for on their "full" mbarriers and
-/// released on their "empty" ones.
+/// Steps 2 and 3 of a ping-pong warpgroup's own 64-row tile, the k-blocks `k` (every k-block
+/// of `H`): A in registers as in [`multiply_a_in_registers`], each stage waited for on its
+/// "full" mbarrier and released on its "empty" one. `issued` runs once the last stage has been
+/// waited for and its MMAs issued (the other warpgroup may then take the tensor cores). Returns
+/// the accumulators, every MMA waited for, and this lane's sums of squares of its two rows.
 ///
 /// # Safety
-/// The 256 multiplying threads; the ring's barriers initialised.
+/// Every thread of the warpgroup, holding the turn at the tensor cores.
 #[inline(always)]
-unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, params: &QkvParams) {
-    let (tile, shape, stages) = (ring.tile, params.shape, ring.tile.stages);
-    let (tiles, k_blocks) = (tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
-    let local = (thread_idx_x() / 128 * 64, 0);
-    let a_offset = local.0 * SWIZZLE_ROW_BYTES;
-    let sync = || sync_named(CONSUMERS_BARRIER, THREADS);
+unsafe fn multiply_own_tile<T: WgmmaElement, const BN: u32>(
+    ring: Ring,
+    loader: &Tma,
+    k: KRange,
+    issued: impl FnOnce(),
+) -> (Acc, [f32; 2]) {
+    let mut acc: Acc = [0.0; 128];
+    let mut sums = [0.0f32; 2];
+    let (mut even, mut odd) = ([[0u32; 4]; 4], [[0u32; 4]; 4]);
     let mut step = 0;
-    let mut tile_index = block_idx_x();
-    while tile_index < tiles {
-        let origin = tile_origin::<128, BN>(tile_index, shape.m, shape.n());
-        let bias = Some(fetch_col_bias::<T>(tile, origin.1, params));
-        let mut acc: Acc = [0.0; 128];
-        let mut sum_sq = 0.0f32;
-        let mut k_block = 0;
-        while k_block < k_blocks {
-            mbarrier::wait_parity(ring.full(step), step / stages % 2);
-            let (a, b) = ring.stage(step);
-            let (desc_a, desc_b) = (descriptor_k_major_sw128(a.add(a_offset)), descriptor_k_major_sw128(b));
-            wgmma::fence();
-            unroll!(kk in [0, 1, 2, 3] {
-                T::mma_async::<BN>(&mut acc, desc_a + 2 * kk as u64, desc_b + 2 * kk as u64);
-            });
-            wgmma::commit_group();
-            add_row_squares::<T, 128>(a, &mut sum_sq);
-            // The previous step's MMAs are done: its stage goes back to the producer.
-            wgmma::wait_group::<BN, 1>(&mut acc);
-            if k_block > 0 {
-                release(ring, step - 1);
-            }
+    while step < k.count {
+        even = step_a_in_registers::<T, Tma, BN>(ring, loader, k.ring_step + step, 0, (&mut acc, &mut sums));
+        wgmma::release_fragments(&odd);
+        if step > 0 {
+            release(ring, k.ring_step + step - 1);
+        }
+        step += 1;
+        if step < k.count {
+            odd = step_a_in_registers::<T, Tma, BN>(ring, loader, k.ring_step + step, 0, (&mut acc, &mut sums));
+            wgmma::release_fragments(&even);
+            release(ring, k.ring_step + step - 1);
             step += 1;
-            k_block += 1;
         }
-        wgmma::wait_group::<BN, 0>(&mut acc);
-        if k_blocks > 0 {
-            release(ring, step - 1);
-        }
-        let (scales, staged) = (ring.row_scales(), ring.staged_at(ring.out_tile()));
-        let (col_bias, rows, timeline) = (ring.col_bias(), (0, 128), &Timeline::none());
-        let epilogue = Epilogue { tile, scales, col_bias, bias, staged, origin, local, rows, sync, timeline };
-        epilogue.store::<T, 128, BN>(&acc, sum_sq, params);
-        tile_index += grid_dim_x();
+    }
+    issued();
+    wgmma::wait_group::<BN, 0>(&mut acc);
+    wgmma::release_fragments(&even);
+    wgmma::release_fragments(&odd);
+    if k.count > 0 {
+        release(ring, k.ring_step + k.count - 1);
+    }
+    (acc, sums)
+}
+
+/// Step 4 of a ping-pong tile: each row's `rms_inv * out_scale` from the sums of squares of
+/// [`add_fragment_squares`] (a quad of lanes per row) into `scales`, the warpgroup's 64 rows.
+/// Each warp reads only its own 16 rows, so a warp's sync orders it.
+///
+/// # Safety
+/// Every lane of the warp.
+#[inline(always)]
+unsafe fn store_own_row_scales(sums: [f32; 2], scales: SharedPtr, params: &QkvParams) {
+    let mut sums = sums;
+    unroll!(half in [0, 1] {
+        sums[half] += shuffle_xor_f32(sums[half], 1);
+        sums[half] += shuffle_xor_f32(sums[half], 2);
+    });
+    let tid = thread_idx_x_unhoisted();
+    let (warp, lane) = (tid / WARP_SIZE % 4, tid % WARP_SIZE);
+    if lane % 4 == 0 {
+        let row = 16 * warp + lane / 4;
+        let scale = |sum: f32| row_scale(sum, params.shape.hidden, params.eps, params.out_scale);
+        scales.offset_f32(row).store_f32(scale(sums[0]));
+        scales.offset_f32(row + 8).store_f32(scale(sums[1]));
+    }
+    sync_warp();
+}
+
+/// The column biases of a tile at column `col0` (0 past N) into `col_bias` by the 128 threads of
+/// a warpgroup, where there is a bias; a barrier of the warpgroup must follow before they are
+/// read.
+///
+/// # Safety
+/// Every thread of the warpgroup, holding the turn at the staged output tile.
+#[inline(always)]
+unsafe fn load_col_bias_by_warpgroup<T: WgmmaElement>(col_bias: SharedPtr, tile: WgmmaTile, col0: u32, params: &QkvParams) {
+    let bias = params.bias::<T>();
+    if bias.is_null() {
+        return;
+    }
+    let mut c = thread_idx_x_unhoisted() % WARPGROUP_THREADS;
+    while c < tile.out_cols {
+        let col = col0 + c;
+        let value = if col < params.shape.n() { T::load(bias.add(col as usize)) } else { 0.0 };
+        col_bias.offset_f32(c).store_f32(value);
+        c += WARPGROUP_THREADS;
     }
 }
 
-/// The persistent kernel body ([`Load::TmaProducer`] tiles: 128 x `BN`, `S` stages): one block
-/// per multiprocessor walks the tiles `block, block + grid, ..` (the raster order of
-/// [`tile_origin`]); warps 0-7 multiply, warp 8's first lane produces. Launch contract as for
-/// [`run`], with the tile's threads and grid ([`kernel_abi::WgmmaTile::launch`]) and no cluster.
+/// The ping-pong kernel's consumer warpgroup `g`: tiles `g, g + 2, ..` of the block's tiles
+/// (`block, block + grid, ..`). Per tile: its turn at the tensor cores (after the other
+/// warpgroup has issued its last MMAs of the tile before), steps 2-3, the row scales, then its
+/// turn at the staged output tile and step 5, while the other warpgroup multiplies the next
+/// tile.
+///
+/// # Safety
+/// The 128 threads of consumer warpgroup `g`; the ring's barriers initialised.
+#[inline(always)]
+unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, loader: &Tma, params: &QkvParams, g: u32) {
+    let (tile, shape) = (ring.tile, params.shape);
+    let (tiles, k_blocks) = (tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
+    let (block, grid) = (block_idx_x(), grid_dim_x());
+    // The grid has at most one block per tile.
+    let count = (tiles - block).div_ceil(grid);
+    let (math, epilogue) = (Turn { first: MATH_TURN }, Turn { first: EPILOGUE_TURN });
+    let coalesced = coalesced_outputs::<T>(params);
+    let has_bias = !params.bias::<T>().is_null();
+    let scales = ring.row_scales().add(g * OWN_ROWS * 4);
+    let mut i = g;
+    while i < count {
+        let origin = tile_origin::<OWN_ROWS, BN>(block + i * grid, shape.m, shape.n());
+        let own_rows = (first_own_row::<OWN_ROWS>(origin.0), OWN_ROWS);
+        let next = i + 1 < count;
+        if i > 0 {
+            math.take(g);
+        }
+        let k = KRange { first: 0, count: k_blocks, ring_step: i * k_blocks };
+        let (acc, sums) = multiply_own_tile::<T, BN>(ring, loader, k, || {
+            if next {
+                math.pass(g)
+            }
+        });
+        store_own_row_scales(sums, scales, params);
+        if coalesced {
+            if i > 0 {
+                epilogue.take(g);
+            }
+            let (col_bias, staged) = (ring.col_bias(), ring.staged_at(ring.out_tile()));
+            load_col_bias_by_warpgroup::<T>(col_bias, tile, origin.1, params);
+            sync_named(WARPGROUP_BARRIER + g, WARPGROUP_THREADS);
+            if has_bias {
+                stage_tile::<T, BN, true>(&acc, (scales, col_bias), staged, tile, (0, 0));
+            } else {
+                stage_tile::<T, BN, false>(&acc, (scales, col_bias), staged, tile, (0, 0));
+            }
+            sync_named(WARPGROUP_BARRIER + g, WARPGROUP_THREADS);
+            let copier = (thread_idx_x_unhoisted() % WARPGROUP_THREADS, WARPGROUP_THREADS);
+            copy_out_tile::<T>(staged, tile, origin, own_rows, copier, params);
+            if next {
+                epilogue.pass(g);
+            }
+        } else {
+            let (out, pairs) = (params.outputs::<T>(), (&acc, scales, (0, 0), origin));
+            for_each_pair_by_bias::<T, BN>(has_bias, pairs, params, |row, col, r, pair| {
+                if r >= own_rows.0 {
+                    let (dst, cols, c) = destination(out, shape, col);
+                    crate::mem::store_u32(dst.add(row as usize * cols as usize + c as usize).cast(), pair)
+                }
+            });
+        }
+        i += 2;
+    }
+}
+
+/// The persistent ping-pong kernel body ([`Load::TmaProducer`] tiles: 64 x `BN`, `S` stages):
+/// one block per multiprocessor walks the tiles `block, block + grid, ..` (the raster order of
+/// [`tile_origin`]), its two consumer warpgroups (warps 0-7) taking them in turn; warp 8's first
+/// lane produces. Launch contract as for [`run`], with the tile's threads and grid
+/// ([`kernel_abi::WgmmaTile::launch`]) and no cluster.
 ///
 /// # Safety
 /// The launch contract.
 #[inline(always)]
 pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(params: &QkvParams, loader: Tma) {
-    let tile = WgmmaTile { tokens: 128, out_cols: BN, stages: S, load: Load::TmaProducer };
+    let tile = WgmmaTile { tokens: OWN_ROWS, out_cols: BN, stages: S, load: Load::TmaProducer };
     let ring = Ring { base: dynamic_shared_base().align_up(SWIZZLE_ATOM_BYTES), tile };
     if thread_idx_x() == 0 {
         let mut slot = 0;
@@ -1464,7 +1604,7 @@ pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(param
         mbarrier::fence_init();
     }
     sync_threads();
-    // Measurement-only: nothing prefetched before the wait.
+    // Nothing prefetched before the wait (yet).
     dependency::wait_then_launch_dependents();
     // From here on no block-wide barrier: the producer warp's other lanes leave at once.
     if thread_idx_x() >= THREADS {
@@ -1473,5 +1613,5 @@ pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(param
         }
         return;
     }
-    consume::<T, BN>(ring, params);
+    consume::<T, BN>(ring, &loader, params, thread_idx_x() / WARPGROUP_THREADS);
 }
