@@ -3,14 +3,15 @@
 //! filled by TMA or `cp.async`. bf16 and f16; needs `hidden % 8 == 0`, even `q_cols` and
 //! `kv_cols`, 16-byte aligned `x` and 4-byte aligned outputs.
 //!
-//! Persistent ping-pong tiles ([`Load::TmaProducer`]): one block per multiprocessor walks the
-//! 64-row tiles `block, block + grid, ..`, its two consumer warpgroups taking them in turn (the
-//! block's even tiles the first, odd ones the second), so that one warpgroup's epilogue runs
-//! while the other multiplies. A producer warp of its own keeps a ring of stages full through
-//! TMA (per-stage "full" and "empty" mbarriers, no block-wide barrier in the mainloop), the tiles'
-//! k-blocks in the order of the block's tiles; the warpgroups take turns at the tensor cores and
-//! at the staged output tile (shared memory of its own, not in the ring), passed by named
-//! barriers.
+//! Persistent ping-pong tiles ([`Load::TmaProducer`], measurement-only): clusters of
+//! [`PERSISTENT_CLUSTER`] blocks, one block per multiprocessor, walk 128-row cluster tiles, each
+//! block taking a 64-row half; a block's two consumer warpgroups take its tiles in turn (its even
+//! tiles the first, odd ones the second), so that one warpgroup's epilogue runs while the other
+//! multiplies. A producer warp of its own keeps a ring of stages full through TMA (per-stage
+//! "full" and "empty" mbarriers, no block-wide barrier in the mainloop), the block's `x` rows and
+//! half of the `W'` tile multicast into both blocks of the cluster; the warpgroups take turns at
+//! the tensor cores and at the staged output tile (shared memory of its own, not in the ring),
+//! passed by named barriers.
 //!
 //! Split-K: launched in clusters of `splits` blocks (2 to [`MAX_SPLITS`]), the blocks of a
 //! cluster share one tile and each multiplies its share of `H` ([`k_range`]); their fp32
@@ -52,6 +53,11 @@ pub const GROUP_M: u32 = 16;
 pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 /// Most blocks that split one tile's `H` (the portable cluster size).
 pub const MAX_SPLITS: u32 = 8;
+/// Blocks of a persistent ping-pong cluster: they take the two 64-row halves of 128-row tiles
+/// (the same `W'` columns), and each block's producer loads half of the `W'` tile into both
+/// (TMA multicast), so that each multiprocessor reads half of `W'` from L2 (bench/NOTES.md
+/// "Ping-pong consumers": L2-to-SM bandwidth bounds the mainloop).
+pub const PERSISTENT_CLUSTER: u32 = 2;
 
 /// The k-blocks (`first`, `count`) that block `rank` of `splits` multiplies, of `k_blocks`:
 /// consecutive ranges, their sizes differing by at most one.
@@ -136,8 +142,8 @@ pub enum Load {
     CpAsync,
     /// The copy engine, driven by a producer warp of its own, ahead of the multiplying threads
     /// by up to the whole ring and across tiles: the persistent ping-pong kernel
-    /// ([`crate::TmaParams`]; one block per multiprocessor, each warpgroup its own 64-row
-    /// tiles, no split-K).
+    /// ([`crate::TmaParams`]; one block per multiprocessor in clusters of
+    /// [`PERSISTENT_CLUSTER`], each warpgroup its own 64-row tiles, no split-K).
     TmaProducer,
 }
 
@@ -331,13 +337,32 @@ impl WgmmaTile {
         m.div_ceil(self.tokens) * n.div_ceil(self.out_cols)
     }
 
+    /// The persistent kernel's cluster tiles for `m` tokens and `n` columns: a cluster's blocks
+    /// take the [`PERSISTENT_CLUSTER`] row tiles of one (`tokens * PERSISTENT_CLUSTER` rows).
+    pub const fn cluster_tiles(self, m: u32, n: u32) -> u32 {
+        m.div_ceil(self.tokens * PERSISTENT_CLUSTER) * n.div_ceil(self.out_cols)
+    }
+
+    /// Rows of `W'` per TMA box: the tile's columns, or the half a persistent block multicasts.
+    pub const fn w_box_rows(self) -> u32 {
+        if self.is_persistent() {
+            self.out_cols / PERSISTENT_CLUSTER
+        } else {
+            self.out_cols
+        }
+    }
+
     /// Grid: `splits` blocks per tile (1: no split), along x: the blocks of a tile are
     /// consecutive and form one cluster; tiles are walked in raster groups. A persistent tile
-    /// takes one block per tile up to `multiprocessors` blocks, and never splits.
-    pub const fn launch(self, m: u32, n: u32, splits: u32, multiprocessors: u32) -> Launch {
+    /// takes one cluster of [`PERSISTENT_CLUSTER`] blocks per cluster tile, up to `resident`
+    /// blocks (those that fit at once in such clusters), and never splits.
+    pub const fn launch(self, m: u32, n: u32, splits: u32, resident: u32) -> Launch {
         let tiles = self.tiles(m, n);
         let (blocks, cluster) = if self.is_persistent() {
-            (if tiles < multiprocessors { tiles } else { multiprocessors }, 1)
+            let (wanted, most) = (self.cluster_tiles(m, n), resident / PERSISTENT_CLUSTER);
+            let clusters = if wanted < most { wanted } else { most };
+            let clusters = if clusters == 0 { 1 } else { clusters };
+            (clusters * PERSISTENT_CLUSTER, PERSISTENT_CLUSTER)
         } else {
             (tiles * splits, splits)
         };

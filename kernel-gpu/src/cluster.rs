@@ -57,6 +57,12 @@ impl ClusterPtr {
         ClusterPtr(mapped)
     }
 
+    /// The 32-bit `shared::cluster` address, for instructions that take one.
+    #[inline(always)]
+    pub fn address(self) -> u32 {
+        self.0
+    }
+
     /// Loads one f32.
     ///
     /// # Safety

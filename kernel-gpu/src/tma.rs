@@ -47,6 +47,23 @@ pub unsafe fn load_2d(dst: SharedPtr, map: u64, inner: u32, outer: u32, barrier:
     );
 }
 
+/// [`load_2d`] into the same offset `dst` of the shared memory of every block of the cluster
+/// whose bit is set in `blocks` (TMA multicast: read from L2 once), each transfer counting
+/// towards the mbarrier at offset `barrier` of the block it lands in.
+///
+/// # Safety
+/// As [`load_2d`], for `dst` and `barrier` in every block of `blocks` (each block's mbarrier
+/// expecting these bytes in its current phase); launched in clusters containing those blocks.
+#[inline(always)]
+pub unsafe fn load_2d_multicast(dst: SharedPtr, map: u64, (inner, outer): (u32, u32), barrier: SharedPtr, blocks: u16) {
+    asm!(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [{d}], [{m}, {{{c0}, {c1}}}], [{b}], {mask};",
+        d = in(reg32) dst.0, m = in(reg64) map, c0 = in(reg32) inner, c1 = in(reg32) outer, b = in(reg32) barrier.0,
+        mask = in(reg16) blocks,
+        options(nostack),
+    );
+}
+
 /// Asks the copy engine to bring the box of the 2-D tensor `map` at (`inner`, `outer`) into L2
 /// (no shared memory, no barrier; nothing waits for it).
 ///

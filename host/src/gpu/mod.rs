@@ -136,12 +136,14 @@ impl Kernels {
                     .context(|| format!("querying the occupancy of {}", kernel.name))?;
             }
             if let (Tile::Wgmma(tile), Some(ex), Some(shape)) = (kernel.tile, &launch_ex, shape) {
-                if !tile.is_persistent() {
-                    for (size, blocks) in clustered.iter_mut().enumerate().skip(2) {
-                        let launch = kernel_abi::Launch { cluster: size as u32, ..shape };
-                        // A shape the driver rejects cannot be launched: none of it fits.
-                        *blocks = ex.resident_in_clusters(&function, kernel.name, launch).unwrap_or(0) as usize;
+                for (size, blocks) in clustered.iter_mut().enumerate().skip(2) {
+                    // The persistent kernel runs in clusters of its own size only.
+                    if tile.is_persistent() && size != kernel_abi::wgmma::PERSISTENT_CLUSTER as usize {
+                        continue;
                     }
+                    let launch = kernel_abi::Launch { cluster: size as u32, ..shape };
+                    // A shape the driver rejects cannot be launched: none of it fits.
+                    *blocks = ex.resident_in_clusters(&function, kernel.name, launch).unwrap_or(0) as usize;
                 }
             }
             functions.push(Some(function));
@@ -358,16 +360,16 @@ impl<T: Dtype> GpuLayer<T> {
         if let (Some(encoder), true) = (&kernels.tma, tma_rows) {
             for kernel in KERNELS.iter().filter(|k| k.dtype == T::KIND.abi() && is_built(k, true)) {
                 if let Tile::Wgmma(tile) = kernel.tile {
-                    if tile.load.uses_tma() && !w_maps.iter().any(|(rows, _)| *rows == tile.out_cols) {
+                    if tile.load.uses_tma() && !w_maps.iter().any(|(rows, _)| *rows == tile.w_box_rows()) {
                         let map = encoder.encode_2d(
                             T::KIND,
                             params.qkv_weight,
                             c.qkv_cols(),
                             c.hidden,
-                            tile.out_cols,
+                            tile.w_box_rows(),
                             kernel_abi::wgmma::K_BLOCK,
                         )?;
-                        w_maps.push((tile.out_cols, map));
+                        w_maps.push((tile.w_box_rows(), map));
                     }
                 }
             }
@@ -510,7 +512,12 @@ impl<T: Dtype> GpuLayer<T> {
                     }
                     Tile::Wgmma(t) => {
                         let launch = match grid {
-                            WgmmaGrid::Split(splits) => t.launch(m, n, splits, self.kernels.multiprocessors as u32),
+                            // A persistent grid: as many clusters as fit at once.
+                            WgmmaGrid::Split(splits) => {
+                                let resident = self.kernels.residency(index).clustered
+                                    [kernel_abi::wgmma::PERSISTENT_CLUSTER as usize];
+                                t.launch(m, n, splits, resident as u32)
+                            }
                             WgmmaGrid::Stream(blocks) => t.launch_stream(blocks),
                         };
                         if t.load.uses_tma() {
@@ -628,12 +635,10 @@ impl<T: Dtype> GpuLayer<T> {
             .ok_or_else(|| Error::InvalidConfig("TMA kernels need compute capability 9.0".into()))?;
         let (k_block, rows, hidden) = (kernel_abi::wgmma::K_BLOCK, qkv.shape.m as usize, self.config.hidden);
         let x_map = encoder.encode_2d(T::KIND, qkv.x, rows, hidden, tile.tokens, k_block)?;
-        let w_map = self
-            .w_maps
-            .iter()
-            .find(|(rows, _)| *rows == tile.out_cols)
-            .map(|(_, map)| *map)
-            .ok_or_else(|| Error::InvalidConfig(format!("no tensor map of W for {}-row boxes", tile.out_cols)))?;
+        let w_map =
+            self.w_maps.iter().find(|(rows, _)| *rows == tile.w_box_rows()).map(|(_, map)| *map).ok_or_else(|| {
+                Error::InvalidConfig(format!("no tensor map of W for {}-row boxes", tile.w_box_rows()))
+            })?;
         Ok(TmaParams { x_map, w_map, qkv })
     }
 

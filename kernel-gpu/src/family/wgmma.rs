@@ -52,7 +52,7 @@
 use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
 use kernel_abi::timeline::{ITEM_LANDED, ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_LOWERED, ITEM_SEEN};
 use kernel_abi::timeline::{ITEM_MULTIPLIED, ITEM_SCALED, ITEM_STAGED, ITEM_STORED};
-use kernel_abi::wgmma::{MAX_SPLITS, THREADS, WARPGROUP_THREADS};
+use kernel_abi::wgmma::{MAX_SPLITS, PERSISTENT_CLUSTER, THREADS, WARPGROUP_THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
@@ -1388,8 +1388,9 @@ impl Turn {
     }
 }
 
-/// Releases `step`'s stage to the producer: every lane of the warp is done with it (its MMAs
-/// waited for, its row sums added), then one arrival for the warp.
+/// Releases `step`'s stage to the producers of both blocks of the cluster (each multicasts
+/// into it): every lane of the warp is done with it (its MMAs waited for, its row sums added),
+/// then one arrival for the warp on each block's "empty" mbarrier.
 ///
 /// # Safety
 /// All lanes of a multiplying warp, once per step, after the step's MMAs are waited for.
@@ -1397,35 +1398,85 @@ impl Turn {
 unsafe fn release(ring: Ring, step: u32) {
     sync_warp();
     if lane_id() == 0 {
+        let rank = cluster::block_rank();
         mbarrier::arrive(ring.empty(step));
+        let mut peer = 1;
+        while peer < PERSISTENT_CLUSTER {
+            mbarrier::arrive_in_block(ring.empty(step), (rank + peer) % PERSISTENT_CLUSTER);
+            peer += 1;
+        }
+    }
+}
+
+/// A persistent block's place: its cluster's cluster tiles (`cluster, cluster + clusters, ..`
+/// of `count`), and its rank, the 64-row half of each it multiplies.
+#[derive(Clone, Copy)]
+struct ClusterWalk {
+    cluster: u32,
+    clusters: u32,
+    count: u32,
+    rank: u32,
+}
+
+impl ClusterWalk {
+    #[inline(always)]
+    fn of_block<const BN: u32>(tile: WgmmaTile, shape: Shape) -> ClusterWalk {
+        let (cluster, clusters) = (block_idx_x() / PERSISTENT_CLUSTER, grid_dim_x() / PERSISTENT_CLUSTER);
+        let count = tile.cluster_tiles(shape.m, shape.n()).saturating_sub(cluster).div_ceil(clusters);
+        ClusterWalk { cluster, clusters, count, rank: cluster::block_rank() }
+    }
+
+    /// The block's `i`-th tile: its first row and column of `y` (the cluster tile's, moved up to
+    /// end at row `M` as [`tile_origin`] does, plus 64 rows for rank 1), and the rows of it the
+    /// block stores (none where the cluster tile's half is wholly past `M` or the tile above's).
+    #[inline(always)]
+    fn tile<const BN: u32>(self, i: u32, shape: Shape) -> ((u32, u32), (u32, u32)) {
+        const CLUSTER_ROWS: u32 = OWN_ROWS * PERSISTENT_CLUSTER;
+        let (row0, col0) = tile_origin::<CLUSTER_ROWS, BN>(self.cluster + i * self.clusters, shape.m, shape.n());
+        let offset = self.rank * OWN_ROWS;
+        let first = first_own_row::<CLUSTER_ROWS>(row0).saturating_sub(offset);
+        let first = if row0 + offset >= shape.m { OWN_ROWS } else { first.min(OWN_ROWS) };
+        ((row0 + offset, col0), (first, OWN_ROWS))
     }
 }
 
 /// The ping-pong kernel's producer: for every tile of this block in order, every k-block into
-/// the next stage once the warpgroup that multiplied its last use has released it. Runs up to
-/// the whole ring ahead, across tiles.
+/// the next stage once the warpgroups of both blocks of the cluster that multiplied its last use
+/// have released it: this block's `x` rows, and its half of the `W'` tile into both blocks
+/// (multicast). Runs up to the whole ring ahead, across tiles.
 ///
 /// # Safety
-/// One thread; the ring's barriers initialised.
+/// One thread; the ring's barriers initialised in both blocks and a cluster barrier passed since.
 #[inline(always)]
 unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
-    let stages = ring.tile.stages;
-    let (tiles, k_blocks) = (ring.tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
+    let tile = ring.tile;
+    let stages = tile.stages;
+    let walk = ClusterWalk::of_block::<BN>(tile, shape);
+    let k_blocks = shape.hidden.div_ceil(K_BLOCK);
+    let half = tile.w_box_rows();
     let mut step = 0;
-    let mut tile = block_idx_x();
-    while tile < tiles {
-        let origin = tile_origin::<OWN_ROWS, BN>(tile, shape.m, shape.n());
+    let mut i = 0;
+    while i < walk.count {
+        let ((row0, col0), _) = walk.tile::<BN>(i, shape);
         let mut k_block = 0;
         while k_block < k_blocks {
             if step >= stages {
                 // The stage's previous use (phase step / stages - 1) is released.
                 mbarrier::wait_parity(ring.empty(step), (step / stages + 1) % 2);
             }
-            loader.issue(ring, step, k_block, origin);
+            let (a, b) = ring.stage(step);
+            let full = ring.full(step);
+            let h = k_block * K_BLOCK;
+            // This block's x rows, and both halves of W' (one from each block's producer).
+            mbarrier::arrive_expect_tx(full, tile.stage_bytes());
+            tma::load_2d(a, loader.x_map, h, row0, full);
+            let own_half = b.add(walk.rank * half * SWIZZLE_ROW_BYTES);
+            let every_block = ((1u32 << PERSISTENT_CLUSTER) - 1) as u16;
+            tma::load_2d_multicast(own_half, loader.w_map, (h, col0 + walk.rank * half), full, every_block);
             step += 1;
             k_block += 1;
         }
-        tile += grid_dim_x();
+        i += 1;
     }
 }
 
@@ -1518,28 +1569,24 @@ unsafe fn load_col_bias_by_warpgroup<T: WgmmaElement>(col_bias: SharedPtr, tile:
 }
 
 /// The ping-pong kernel's consumer warpgroup `g`: tiles `g, g + 2, ..` of the block's tiles
-/// (`block, block + grid, ..`). Per tile: its turn at the tensor cores (after the other
-/// warpgroup has issued its last MMAs of the tile before), steps 2-3, the row scales, then its
-/// turn at the staged output tile and step 5, while the other warpgroup multiplies the next
-/// tile.
+/// ([`ClusterWalk`]). Per tile: its turn at the tensor cores (after the other warpgroup has
+/// issued its last MMAs of the tile before), steps 2-3, the row scales, then its turn at the
+/// staged output tile and step 5, while the other warpgroup multiplies the next tile.
 ///
 /// # Safety
 /// The 128 threads of consumer warpgroup `g`; the ring's barriers initialised.
 #[inline(always)]
 unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, loader: &Tma, params: &QkvParams, g: u32) {
     let (tile, shape) = (ring.tile, params.shape);
-    let (tiles, k_blocks) = (tile.tiles(shape.m, shape.n()), shape.hidden.div_ceil(K_BLOCK));
-    let (block, grid) = (block_idx_x(), grid_dim_x());
-    // The grid has at most one block per tile.
-    let count = (tiles - block).div_ceil(grid);
+    let walk = ClusterWalk::of_block::<BN>(tile, shape);
+    let (count, k_blocks) = (walk.count, shape.hidden.div_ceil(K_BLOCK));
     let (math, epilogue) = (Turn { first: MATH_TURN }, Turn { first: EPILOGUE_TURN });
     let coalesced = coalesced_outputs::<T>(params);
     let has_bias = !params.bias::<T>().is_null();
     let scales = ring.row_scales().add(g * OWN_ROWS * 4);
     let mut i = g;
     while i < count {
-        let origin = tile_origin::<OWN_ROWS, BN>(block + i * grid, shape.m, shape.n());
-        let own_rows = (first_own_row::<OWN_ROWS>(origin.0), OWN_ROWS);
+        let (origin, own_rows) = walk.tile::<BN>(i, shape);
         let next = i + 1 < count;
         if i > 0 {
             math.take(g);
@@ -1583,10 +1630,11 @@ unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, loader: &Tma, para
 }
 
 /// The persistent ping-pong kernel body ([`Load::TmaProducer`] tiles: 64 x `BN`, `S` stages):
-/// one block per multiprocessor walks the tiles `block, block + grid, ..` (the raster order of
-/// [`tile_origin`]), its two consumer warpgroups (warps 0-7) taking them in turn; warp 8's first
-/// lane produces. Launch contract as for [`run`], with the tile's threads and grid
-/// ([`kernel_abi::WgmmaTile::launch`]) and no cluster.
+/// clusters of [`PERSISTENT_CLUSTER`] blocks, one block per multiprocessor, walk the 128-row
+/// cluster tiles ([`ClusterWalk`], the raster order of [`tile_origin`]); each block's two
+/// consumer warpgroups (warps 0-7) take its 64-row halves in turn; warp 8's first lane produces.
+/// Launch contract as for [`run`], with the tile's threads, grid and clusters
+/// ([`kernel_abi::WgmmaTile::launch`]).
 ///
 /// # Safety
 /// The launch contract.
@@ -1598,20 +1646,24 @@ pub unsafe fn run_persistent<T: WgmmaElement, const BN: u32, const S: u32>(param
         let mut slot = 0;
         while slot < S {
             mbarrier::init(ring.full(slot), 1);
-            mbarrier::init(ring.empty(slot), CONSUMER_WARPS);
+            // Every multiplying warp of the cluster releases each stage (both producers write it).
+            mbarrier::init(ring.empty(slot), CONSUMER_WARPS * PERSISTENT_CLUSTER);
             slot += 1;
         }
         mbarrier::fence_init();
     }
-    sync_threads();
+    // The barriers are initialised in every block before any is multicast into or arrived on.
+    cluster::sync_cluster();
     // Nothing prefetched before the wait (yet).
     dependency::wait_then_launch_dependents();
-    // From here on no block-wide barrier: the producer warp's other lanes leave at once.
     if thread_idx_x() >= THREADS {
         if thread_idx_x() == THREADS {
             produce::<BN>(ring, &loader, params.shape);
         }
-        return;
+        sync_warp();
+    } else {
+        consume::<T, BN>(ring, &loader, params, thread_idx_x() / WARPGROUP_THREADS);
     }
-    consume::<T, BN>(ring, &loader, params, thread_idx_x() / WARPGROUP_THREADS);
+    // No block exits while the other may still multicast into it or arrive on its barriers.
+    cluster::sync_cluster();
 }
