@@ -160,7 +160,8 @@ pub struct WgmmaTile {
     /// Rows of `y` (tokens) per tile: 64 or 128 (a block's tile; the persistent kernel's are 64,
     /// one per warpgroup).
     pub tokens: u32,
-    /// Columns of `y` per tile: 128, 192 (with 128 tokens or persistent) or 256.
+    /// Columns of `y` per tile: 128, 144 (with 128 tokens), 192 (with 128 tokens or persistent)
+    /// or 256.
     pub out_cols: u32,
     /// Shared-memory stages: 3 to 8.
     pub stages: u32,
@@ -171,12 +172,12 @@ impl WgmmaTile {
     /// Whether the kernel is written for this tile (the persistent kernel: 64 tokens, and its
     /// ring and staged output tile within the 227 KB a block may have).
     pub const fn is_valid(self) -> bool {
-        // 192 columns only where a warpgroup's share is then 192 wide (`wgmma` n192), never 96:
-        // with 128 tokens, or a ping-pong warpgroup's own tile.
+        // 144 and 192 columns only where a warpgroup's share is then as wide (`wgmma` n144,
+        // n192), never 72 or 96: with 128 tokens, or (192) a ping-pong warpgroup's own tile.
         let shape = if self.is_persistent() {
             self.tokens == 64 && matches!(self.out_cols, 128 | 192 | 256) && self.shared_bytes() <= MAX_SHARED_BYTES
         } else {
-            matches!((self.tokens, self.out_cols), (128, 128 | 192 | 256) | (64, 128 | 256))
+            matches!((self.tokens, self.out_cols), (128, 128 | 144 | 192 | 256) | (64, 128 | 256))
         };
         shape && self.stages >= 3 && self.stages <= 8
     }
@@ -391,7 +392,7 @@ impl WgmmaTile {
 // stages they reuse,
 // for every valid tile shape at its smallest ring (3 stages; the load does not change the layout).
 const _: () = {
-    let shapes = [(128, 256), (128, 192), (128, 128), (64, 256), (64, 128)];
+    let shapes = [(128, 256), (128, 192), (128, 144), (128, 128), (64, 256), (64, 128)];
     let mut i = 0;
     while i < shapes.len() {
         let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };

@@ -80,6 +80,7 @@ pub unsafe fn fence_proxy_async_shared() {
 macro_rules! with_acc_indices {
     (64, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]) };
     (128, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63]) };
+    (144, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71]) };
     (192, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95]) };
     (256, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127]) };
 }
@@ -108,12 +109,13 @@ macro_rules! mma_async_asm {
     };
 }
 
-/// [`mma_async_asm`] for the tile width `$n` (a const generic: 64, 128, 192, else 256).
+/// [`mma_async_asm`] for the tile width `$n` (a const generic: 64, 128, 144, 192, else 256).
 macro_rules! mma_async_for_width {
     ($ty:literal, $n:ident, $acc:ident, $a:tt, $b:ident) => {
         match $n {
             64 => with_acc_indices!(64, mma_async_asm!($ty, 64, $acc, $a, $b,)),
             128 => with_acc_indices!(128, mma_async_asm!($ty, 128, $acc, $a, $b,)),
+            144 => with_acc_indices!(144, mma_async_asm!($ty, 144, $acc, $a, $b,)),
             192 => with_acc_indices!(192, mma_async_asm!($ty, 192, $acc, $a, $b,)),
             _ => with_acc_indices!(256, mma_async_asm!($ty, 256, $acc, $a, $b,)),
         }
@@ -136,7 +138,7 @@ macro_rules! wait_asm {
 }
 
 /// Waits until at most `PENDING` (0 or 1) of this warpgroup's MMA groups are in flight; the
-/// accumulators of a 64 x `N` tile (64, 128, 192 or 256) are then safe to read if `PENDING` is 0.
+/// accumulators of a 64 x `N` tile (64, 128, 144, 192 or 256) are then safe to read if `PENDING` is 0.
 ///
 /// # Safety
 /// All threads of the warpgroup must execute it together; sm_90a.
@@ -147,6 +149,8 @@ pub unsafe fn wait_group<const N: u32, const PENDING: u32>(acc: &mut Acc) {
         (64, _) => with_acc_indices!(64, wait_asm!(1, acc,)),
         (128, 0) => with_acc_indices!(128, wait_asm!(0, acc,)),
         (128, _) => with_acc_indices!(128, wait_asm!(1, acc,)),
+        (144, 0) => with_acc_indices!(144, wait_asm!(0, acc,)),
+        (144, _) => with_acc_indices!(144, wait_asm!(1, acc,)),
         (192, 0) => with_acc_indices!(192, wait_asm!(0, acc,)),
         (192, _) => with_acc_indices!(192, wait_asm!(1, acc,)),
         (_, 0) => with_acc_indices!(256, wait_asm!(0, acc,)),

@@ -103,7 +103,7 @@ pub(crate) struct Call {
     pub multiprocessors: usize,
     /// How many blocks of the wide `wgmma` tiles ([`WIDE_TILES`]) fit at once, to choose
     /// between them ([`wgmma_tile`]).
-    pub wide: [Residency; 2],
+    pub wide: [Residency; WIDE_COUNT],
 }
 
 /// How many blocks of one kernel the GPU holds at once.
@@ -333,7 +333,7 @@ fn fallback_tokens(m: usize) -> u32 {
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
 /// multiprocessors, `wide` the residency of the [`WIDE_TILES`] (measured on the H100,
 /// bench/NOTES.md v5, and the H200, NOTES "tiles x split-K", "stream-K", "128 x 192"): a wide tile
-/// ([`wide_tile`]: 128 x 256 or 128 x 192, by the predicted time of its grid) with split-K from
+/// ([`wide_tile`]: 128 x 256, 192 or 144, by the predicted time of its grid) with split-K from
 /// [`LONG_K_MIN_TOKENS`] where `H` has at least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of
 /// 256 (each block then multiplies enough k-blocks to pay for the partial-tile exchange, and W is
 /// read once per 128 tokens, not per 64); else 64 x 128 up to 64 tokens (one row tile: W is read
@@ -352,7 +352,7 @@ fn fallback_tokens(m: usize) -> u32 {
 /// tiles alone give split-K nothing to do (they fill [`SPLIT_K_FILL_TENTHS`] of the SMs) and H
 /// has at least [`MID_K_BLOCKS`] k-blocks, 128 x 128 tiles in split-K instead: as many blocks,
 /// each with half the k-blocks, and W read half as often.
-pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; 2]) -> WgmmaTile {
+pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; WIDE_COUNT]) -> WgmmaTile {
     let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
     let tile = |tokens, out_cols, stages, load| WgmmaTile { tokens, out_cols, stages, load };
     let long_k = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) >= LONG_K_BLOCKS;
@@ -376,17 +376,26 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
     }
 }
 
-/// The wide tiles, one block per multiprocessor: 128 x 256 and 128 x 192.
-pub const WIDE_TILES: [WgmmaTile; 2] = [
+/// How many wide tiles there are ([`WIDE_TILES`]).
+pub const WIDE_COUNT: usize = 3;
+
+/// The wide tiles, one block per multiprocessor: 128 x 256, 128 x 192 and 128 x 144, so that
+/// some width's tile count fills the last wave where another's leaves it part empty.
+pub const WIDE_TILES: [WgmmaTile; WIDE_COUNT] = [
     WgmmaTile { tokens: 128, out_cols: 256, stages: 4, load: Load::Tma },
     WgmmaTile { tokens: 128, out_cols: 192, stages: 4, load: Load::Tma },
+    WgmmaTile { tokens: 128, out_cols: 144, stages: 5, load: Load::Tma },
 ];
 
-/// Time of one k-block of each [`WIDE_TILES`] tile on one multiprocessor, in units of the first's:
-/// 128 x 192 does 3/4 of 128 x 256's work in 0.87 of its time (H200, graph mode, one wave of
-/// whole tiles: qwen3-8b at 384 tokens, 64 k-blocks per tile, 45.8 us for 72 tiles of 128 x 256,
-/// 39.3 for 96 of 128 x 192; at 512 tokens 46.3 and 40.8; bench/results/h200-n192).
-const WIDE_K_BLOCK_TIME: [f64; 2] = [1.0, 0.87];
+/// Time of one k-block of each [`WIDE_TILES`] tile on one multiprocessor, in units of the first's,
+/// from one wave of whole tiles each (H200, graph mode):
+/// - 128 x 192 does 3/4 of 128 x 256's work in 0.87 of its time (qwen3-8b at 384 tokens, 64
+///   k-blocks per tile, 45.8 us for 72 tiles of 128 x 256, 39.3 for 96 of 128 x 192; at 512
+///   tokens 46.3 and 40.8; bench/results/h200-n192);
+/// - 128 x 144 does 3/4 of 128 x 192's work in 0.89-0.93 of its time (qwen3-8b and qwen3-4b at
+///   384 tokens, 129 tiles against 96: 32.3 / 21.5 us against 36.2 / 24.2; qwen2.5-0.5b at 2048
+///   tokens, 128 tiles against 96: 10.0 against 11.5; bench/results/h200-n144).
+const WIDE_K_BLOCK_TIME: [f64; WIDE_COUNT] = [1.0, 0.87, 0.78];
 
 /// What a stream-K tail tile's split costs beyond its k-blocks, per block past the first, in
 /// 128 x 256 k-block times: the exchange of partials and the wait for the slowest block of the
@@ -398,9 +407,10 @@ const TAIL_SPLIT_K_BLOCKS: f64 = 7.0;
 /// predicted time for `m` tokens is least: the k-blocks its busiest block multiplies on the grid
 /// [`wgmma_grid`] gives it (whole waves of tiles, then a split tail tile; or its share of a
 /// split-K tile, in as many waves as the clusters need) times its k-block time, plus the tail's
-/// split cost. The narrower tile wins where its tile count fills the last wave better: qwen3-8b
-/// (N = 6144) at 384 tokens has 72 tiles of 128 x 256 for 132 SMs but 96 of 128 x 192.
-pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; 2]) -> WgmmaTile {
+/// split cost. A narrower tile wins where its tile count fills the last wave better: qwen3-8b
+/// (N = 6144) at 384 tokens has 72 tiles of 128 x 256 for 132 SMs, 96 of 128 x 192 and 129 of
+/// 128 x 144.
+pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; WIDE_COUNT]) -> WgmmaTile {
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) as u32;
     let cost = |i: usize| {
         let (tile, residency) = (WIDE_TILES[i], wide[i]);
@@ -419,11 +429,14 @@ pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; 2]) -> Wgm
         };
         k_blocks_busiest as f64 * WIDE_K_BLOCK_TIME[i] + splits_past_first as f64 * TAIL_SPLIT_K_BLOCKS
     };
-    if cost(1) < cost(0) {
-        WIDE_TILES[1]
-    } else {
-        WIDE_TILES[0]
+    // The first of the least (the wider tile where two tie).
+    let mut best = 0;
+    for i in 1..WIDE_COUNT {
+        if cost(i) < cost(best) {
+            best = i;
+        }
     }
+    WIDE_TILES[best]
 }
 
 /// Blocks per tile for the `wgmma` `tile` at `m` tokens, `n` output columns and rows of `hidden`
@@ -589,7 +602,7 @@ mod tests {
     /// `wgmma` tiles: GPCs hold whole clusters, so 3-, 4-, .. 8-block clusters fit fewer.
     const H200_ONE_PER_SM: Residency =
         Residency { multiprocessors: 132, slots: 132, clustered: [0, 132, 132, 117, 120, 110, 102, 105, 120] };
-    const WIDE: [Residency; 2] = [H200_ONE_PER_SM; 2];
+    const WIDE: [Residency; WIDE_COUNT] = [H200_ONE_PER_SM; WIDE_COUNT];
 
     fn call(m: usize, dtype: Dtype) -> Call {
         Call {
@@ -716,13 +729,15 @@ mod tests {
         assert_eq!(wgmma_splits(tile, 64, 10240, 5120, Residency::uniform(132, 2)), 2);
     }
 
-    /// The wide tile follows the predicted time of its grid: 128 x 192 where its tiles fill the
-    /// last wave better (qwen3-8b, N = 6144, at 384-768 tokens: 96-192 tiles against 72-144),
-    /// 128 x 256 where they fill it as well or its split-K clusters do not fit at once.
+    /// The wide tile follows the predicted time of its grid: 128 x 144 or 192 where its tiles
+    /// fill the last wave better (qwen3-8b, N = 6144: 129 tiles of 128 x 144 at 384 tokens, 128
+    /// and 192 of 128 x 192 at 512 and 768, against 96-144 of 128 x 256), 128 x 256 where they
+    /// fill it as well or its split-K clusters do not fit at once.
     #[test]
     fn wide_tile_follows_the_predicted_grid_time() {
         let cols = |m, n, hidden| wide_tile(m, n, hidden, WIDE).out_cols;
-        for m in [384, 512, 768] {
+        assert_eq!(cols(384, 6144, 4096), 144, "qwen3-8b at 384 tokens");
+        for m in [512, 768] {
             assert_eq!(cols(m, 6144, 4096), 192, "qwen3-8b at {m} tokens");
         }
         // 128 tokens: 32 tiles of 128 x 192 in 4-block clusters would need 128 blocks at once;
@@ -736,13 +751,17 @@ mod tests {
         // 80; at 512, 216 leave a tail of 84 that no split covers, 160 one of 28 split 4 ways.
         assert_eq!(cols(256, 10240, 5120), 192);
         assert_eq!(cols(512, 10240, 5120), 256);
-        // N = 1152 (qwen2.5-0.5b, 6 x 192): 128 x 192 once its tiles fill two thirds of the
-        // SMs, else 128 x 128 as before.
+        // N = 1152 (qwen2.5-0.5b, 6 x 192, 8 x 144): a wide tile once 128 x 192 tiles fill two
+        // thirds of the SMs, else 128 x 128 as before; 128 x 144 where its tiles make whole waves
+        // (128 at 2048 tokens, 256 at 4096), 128 x 192 where they leave a last wave of 116.
         assert_eq!(wgmma_tile(8192, 1152, 896, 132, WIDE).out_cols, 192);
-        assert_eq!(wgmma_tile(2048, 1152, 896, 132, WIDE).out_cols, 192);
+        assert_eq!(wgmma_tile(4096, 1152, 896, 132, WIDE).out_cols, 144);
+        assert_eq!(wgmma_tile(2048, 1152, 896, 132, WIDE).out_cols, 144);
         assert_eq!(wgmma_tile(1024, 1152, 896, 132, WIDE).out_cols, 128);
-        // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too.
-        assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 192);
+        // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too, at 384
+        // tokens 129 tiles of 128 x 144.
+        assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 144);
+        assert_eq!(wgmma_tile(768, 6144, 2560, 132, WIDE).out_cols, 192);
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Kernels {
 
     /// The residency of the wide `wgmma` tiles of `dtype` ([`dispatch::WIDE_TILES`]), as if
     /// one per multiprocessor where a tile is not loaded.
-    pub(crate) fn wide_residency(&self, dtype: kernel_abi::Dtype) -> [Residency; 2] {
+    pub(crate) fn wide_residency(&self, dtype: kernel_abi::Dtype) -> [Residency; dispatch::WIDE_COUNT] {
         dispatch::WIDE_TILES.map(|tile| {
             KERNELS
                 .iter()
@@ -284,7 +284,7 @@ pub struct GpuLayer<T: Dtype> {
     workspace: Option<Arc<Workspace>>,
     /// How many blocks of the wide `wgmma` tiles of the layer's dtype fit at once (the
     /// dispatch chooses between them by it); looked up once, not per call.
-    wide: [Residency; 2],
+    wide: [Residency; dispatch::WIDE_COUNT],
     policy: KernelPolicy,
     split_k: SplitK,
     /// Launch as a programmatic dependent of the previous kernel on the stream (where

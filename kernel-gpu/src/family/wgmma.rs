@@ -866,6 +866,28 @@ fn add_fragment_squares<T: WgmmaElement>(fragments: &[[u32; 4]; 4], sums: &mut [
     });
 }
 
+/// Adds up each row's sum of squares of [`add_fragment_squares`] over the row's quad of lanes,
+/// and hands the warp's rows (`local_row0 + 16 (warp % 4) + lane / 4` and `+ 8`) with their sums
+/// to `sink`, from the quad's first lane.
+///
+/// # Safety
+/// Every lane of the warp.
+#[inline(always)]
+unsafe fn quad_row_sums(sums: [f32; 2], local_row0: u32, mut sink: impl FnMut(u32, f32)) {
+    let mut sums = sums;
+    unroll!(half in [0, 1] {
+        sums[half] += shuffle_xor_f32(sums[half], 1);
+        sums[half] += shuffle_xor_f32(sums[half], 2);
+    });
+    let tid = thread_idx_x_unhoisted();
+    let (warp, lane) = (tid / WARP_SIZE % 4, tid % WARP_SIZE);
+    if lane % 4 == 0 {
+        let row = local_row0 + 16 * warp + lane / 4;
+        sink(row, sums[0]);
+        sink(row + 8, sums[1]);
+    }
+}
+
 /// The sums of squares of [`add_fragment_squares`] as the per-thread shares the epilogue and
 /// the partial exchanges take ([`add_row_squares`]'s mapping: thread `t` holds a share of row
 /// `t / (THREADS / BM)`): each row's quad adds its lanes' sums, its first lane leaves the row's
@@ -877,19 +899,9 @@ fn add_fragment_squares<T: WgmmaElement>(fragments: &[[u32; 4]; 4], sums: &mut [
 /// reading thread writes it (the row scales: the epilogue's writer of a row is its reader here).
 #[inline(always)]
 unsafe fn fragment_row_shares<const BM: u32>(sums: [f32; 2], scratch: SharedPtr, local_row0: u32) -> f32 {
-    let mut sums = sums;
-    unroll!(half in [0, 1] {
-        sums[half] += shuffle_xor_f32(sums[half], 1);
-        sums[half] += shuffle_xor_f32(sums[half], 2);
-    });
-    let tid = thread_idx_x_unhoisted();
-    let (warp, lane) = (tid / WARP_SIZE % 4, tid % WARP_SIZE);
-    if lane % 4 == 0 {
-        let row = local_row0 + 16 * warp + lane / 4;
-        scratch.offset_f32(row).store_f32(sums[0]);
-        scratch.offset_f32(row + 8).store_f32(sums[1]);
-    }
+    quad_row_sums(sums, local_row0, |row, sum| scratch.offset_f32(row).store_f32(sum));
     sync_threads();
+    let tid = thread_idx_x_unhoisted();
     let threads_per_row = THREADS / BM;
     if tid % threads_per_row == 0 {
         scratch.offset_f32(tid / threads_per_row).load_f32()
@@ -1531,19 +1543,9 @@ unsafe fn multiply_own_tile<T: WgmmaElement, const BN: u32>(
 /// Every lane of the warp.
 #[inline(always)]
 unsafe fn store_own_row_scales(sums: [f32; 2], scales: SharedPtr, params: &QkvParams) {
-    let mut sums = sums;
-    unroll!(half in [0, 1] {
-        sums[half] += shuffle_xor_f32(sums[half], 1);
-        sums[half] += shuffle_xor_f32(sums[half], 2);
+    quad_row_sums(sums, 0, |row, sum| {
+        scales.offset_f32(row).store_f32(row_scale(sum, params.shape.hidden, params.eps, params.out_scale))
     });
-    let tid = thread_idx_x_unhoisted();
-    let (warp, lane) = (tid / WARP_SIZE % 4, tid % WARP_SIZE);
-    if lane % 4 == 0 {
-        let row = 16 * warp + lane / 4;
-        let scale = |sum: f32| row_scale(sum, params.shape.hidden, params.eps, params.out_scale);
-        scales.offset_f32(row).store_f32(scale(sums[0]));
-        scales.offset_f32(row + 8).store_f32(scale(sums[1]));
-    }
     sync_warp();
 }
 
