@@ -55,8 +55,9 @@ pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 pub const MAX_SPLITS: u32 = 8;
 /// Blocks of a persistent ping-pong cluster: they take the two 64-row halves of 128-row tiles
 /// (the same `W'` columns), and each block's producer loads half of the `W'` tile into both
-/// (TMA multicast), so that each multiprocessor reads half of `W'` from L2 (bench/NOTES.md
-/// "Ping-pong consumers": L2-to-SM bandwidth bounds the mainloop).
+/// (TMA multicast), so that each multiprocessor reads half of `W'` from L2. (That bought 0-11 %
+/// on the H200: the mainloop is bound by shared-memory bandwidth, not L2; bench/NOTES.md
+/// "Ping-pong consumers".)
 pub const PERSISTENT_CLUSTER: u32 = 2;
 
 /// The k-blocks (`first`, `count`) that block `rank` of `splits` multiplies, of `k_blocks`:

@@ -304,9 +304,10 @@ pub fn align_tma_params(ptx: &str) -> String {
 
 /// Declares `.maxntid` (the most threads per block) on every kernel of the list launched with
 /// more than 256 threads (the persistent `wgmma` tiles: 288), so that ptxas, and the driver's
-/// JIT at module load, keep its registers within what the register file holds for one block
-/// (65536 / 288: 224 a thread). rustc emits no launch bounds; without them the JIT gave such a
-/// kernel more and every launch failed with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (H200).
+/// JIT at module load, keep its registers within what the register file holds for one block:
+/// each of the four sub-partitions has 16384, and 9 warps put 3 on one, so 168 a thread (not
+/// 65536 / 288). rustc emits no launch bounds; without them the JIT gave such a kernel more and
+/// every launch failed with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (H200).
 pub fn bound_block_threads(ptx: &str) -> String {
     let bound = |name: &str| {
         kernel_abi::KERNELS.iter().find(|k| k.name == name).and_then(|k| match k.tile {

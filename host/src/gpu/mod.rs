@@ -512,7 +512,8 @@ impl<T: Dtype> GpuLayer<T> {
                     }
                     Tile::Wgmma(t) => {
                         let launch = match grid {
-                            // A persistent grid: as many clusters as fit at once.
+                            // A persistent tile takes as many clusters as fit at once (the
+                            // others take one block or cluster per tile and ignore it).
                             WgmmaGrid::Split(splits) => {
                                 let resident = self.kernels.residency(index).clustered
                                     [kernel_abi::wgmma::PERSISTENT_CLUSTER as usize];

@@ -1432,7 +1432,7 @@ struct ClusterWalk {
 
 impl ClusterWalk {
     #[inline(always)]
-    fn of_block<const BN: u32>(tile: WgmmaTile, shape: Shape) -> ClusterWalk {
+    fn of_block(tile: WgmmaTile, shape: Shape) -> ClusterWalk {
         let (cluster, clusters) = (block_idx_x() / PERSISTENT_CLUSTER, grid_dim_x() / PERSISTENT_CLUSTER);
         let count = tile.cluster_tiles(shape.m, shape.n()).saturating_sub(cluster).div_ceil(clusters);
         ClusterWalk { cluster, clusters, count, rank: cluster::block_rank() }
@@ -1463,7 +1463,7 @@ impl ClusterWalk {
 unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
     let tile = ring.tile;
     let stages = tile.stages;
-    let walk = ClusterWalk::of_block::<BN>(tile, shape);
+    let walk = ClusterWalk::of_block(tile, shape);
     let k_blocks = shape.hidden.div_ceil(K_BLOCK);
     let half = tile.w_box_rows();
     let mut step = 0;
@@ -1580,7 +1580,7 @@ unsafe fn load_col_bias_by_warpgroup<T: WgmmaElement>(col_bias: SharedPtr, tile:
 #[inline(always)]
 unsafe fn consume<T: WgmmaElement, const BN: u32>(ring: Ring, loader: &Tma, params: &QkvParams, g: u32) {
     let (tile, shape) = (ring.tile, params.shape);
-    let walk = ClusterWalk::of_block::<BN>(tile, shape);
+    let walk = ClusterWalk::of_block(tile, shape);
     let (count, k_blocks) = (walk.count, shape.hidden.div_ceil(K_BLOCK));
     let (math, epilogue) = (Turn { first: MATH_TURN }, Turn { first: EPILOGUE_TURN });
     let coalesced = coalesced_outputs::<T>(params);
