@@ -193,8 +193,9 @@ macro_rules! kernel_list {
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w4_d3: f16 { weight_rows: 32, tokens: 32, warps: 4, depth: 3 }]
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d2: f16 { weight_rows: 32, tokens: 32, warps: 8, depth: 2 }]
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d3: f16 { weight_rows: 32, tokens: 32, warps: 8, depth: 3 }]
-            // wgmma (sm_90a): 128-row tiles load through TMA, 64-row tiles through cp.async (with
-            // TMA, ptxas serialises their MMAs: warning C7515).
+            // wgmma (sm_90a): 128- and 192-row tiles load through TMA, 64-row tiles through
+            // cp.async (with TMA, ptxas serialises their MMAs: warning C7515). 192-row tiles take
+            // three warpgroups.
             // Persistent ping-pong (`pp`): a producer warp, one block per multiprocessor, each
             // consumer warpgroup its own 64-row tiles.
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: TmaProducer }]
@@ -202,6 +203,9 @@ macro_rules! kernel_list {
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n192_s6: bf16 { tokens: 64, out_cols: 192, stages: 6, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n256_s4: bf16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m192_n192_s4: bf16 { tokens: 192, out_cols: 192, stages: 4, load: Tma }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m192_n144_s5: bf16 { tokens: 192, out_cols: 144, stages: 5, load: Tma }]
+            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m192_n128_s5: bf16 { tokens: 192, out_cols: 128, stages: 5, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n192_s4: bf16 { tokens: 128, out_cols: 192, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n192_s5: bf16 { tokens: 128, out_cols: 192, stages: 5, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n144_s4: bf16 { tokens: 128, out_cols: 144, stages: 4, load: Tma }]
@@ -217,6 +221,9 @@ macro_rules! kernel_list {
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_pp_m64_n192_s6: f16 { tokens: 64, out_cols: 192, stages: 6, load: TmaProducer }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_pp_m64_n128_s6: f16 { tokens: 64, out_cols: 128, stages: 6, load: TmaProducer }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n256_s4: f16 { tokens: 128, out_cols: 256, stages: 4, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m192_n192_s4: f16 { tokens: 192, out_cols: 192, stages: 4, load: Tma }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m192_n144_s5: f16 { tokens: 192, out_cols: 144, stages: 5, load: Tma }]
+            [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m192_n128_s5: f16 { tokens: 192, out_cols: 128, stages: 5, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n192_s4: f16 { tokens: 128, out_cols: 192, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n192_s5: f16 { tokens: 128, out_cols: 192, stages: 5, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n144_s4: f16 { tokens: 128, out_cols: 144, stages: 4, load: Tma }]

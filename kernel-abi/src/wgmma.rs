@@ -33,9 +33,21 @@
 
 use crate::Launch;
 
-/// Threads per block that multiply (two warpgroups): every thread of the block, except the
-/// producer warp of [`Load::TmaProducer`] tiles ([`WgmmaTile::threads`]).
+/// Threads per block that multiply on 64- and 128-row tiles (two warpgroups): every thread of
+/// the block, except the producer warp of [`Load::TmaProducer`] tiles ([`WgmmaTile::threads`]).
+/// 192-row tiles take three warpgroups ([`multiplying_threads`]).
 pub const THREADS: u32 = 256;
+
+/// Threads that multiply a `tokens`-row tile (not persistent): a warpgroup per 64 rows of 192-row
+/// tiles, else two ([`THREADS`]: 128 rows, a warpgroup per 64; 64 rows, a warpgroup per half of
+/// the columns).
+pub const fn multiplying_threads(tokens: u32) -> u32 {
+    if tokens == 192 {
+        3 * WARPGROUP_THREADS
+    } else {
+        THREADS
+    }
+}
 /// Threads of one warpgroup (the unit `wgmma` runs on).
 pub const WARPGROUP_THREADS: u32 = 128;
 /// Warps of the warpgroup that multiplies a ping-pong tile: each releases a stage (arrives on
@@ -158,11 +170,11 @@ impl Load {
 /// A `wgmma` kernel's tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WgmmaTile {
-    /// Rows of `y` (tokens) per tile: 64 or 128 (a block's tile; the persistent kernel's are 64,
-    /// one per warpgroup).
+    /// Rows of `y` (tokens) per tile: 64, 128 or 192 (a block's tile; the persistent kernel's
+    /// are 64, one per warpgroup).
     pub tokens: u32,
-    /// Columns of `y` per tile: 128, 144 (with 128 tokens), 192 (with 128 tokens or persistent)
-    /// or 256.
+    /// Columns of `y` per tile: 128, 144 (with 128 or 192 tokens), 192 (with 128 or 192 tokens,
+    /// or persistent) or 256 (with 64 or 128 tokens).
     pub out_cols: u32,
     /// Shared-memory stages: 3 to 8.
     pub stages: u32,
@@ -170,17 +182,24 @@ pub struct WgmmaTile {
 }
 
 impl WgmmaTile {
-    /// Whether the kernel is written for this tile (the persistent kernel: 64 tokens, and its
-    /// ring and staged output tile within the 227 KB a block may have).
+    /// Whether the kernel is written for this tile (the persistent kernel: 64 tokens), with its
+    /// shared memory within the 227 KB a block may have; a 192-row tile's split-K partial tile
+    /// fits in its stages from 4 of them.
     pub const fn is_valid(self) -> bool {
         // 144 and 192 columns only where a warpgroup's share is then as wide (`wgmma` n144,
-        // n192), never 72 or 96: with 128 tokens, or (192) a ping-pong warpgroup's own tile.
+        // n192), never 72 or 96: with 128 or 192 tokens, or (192) a ping-pong warpgroup's own
+        // tile. 192 x 256 would need 128 accumulators a thread of the 168 registers that three
+        // warpgroups leave each.
         let shape = if self.is_persistent() {
-            self.tokens == 64 && matches!(self.out_cols, 128 | 192 | 256) && self.shared_bytes() <= MAX_SHARED_BYTES
+            self.tokens == 64 && matches!(self.out_cols, 128 | 192 | 256)
         } else {
-            matches!((self.tokens, self.out_cols), (128, 128 | 144 | 192 | 256) | (64, 128 | 256))
+            matches!(
+                (self.tokens, self.out_cols),
+                (128, 128 | 144 | 192 | 256) | (192, 128 | 144 | 192) | (64, 128 | 256)
+            )
         };
-        shape && self.stages >= 3 && self.stages <= 8
+        let min_stages = if self.tokens == 192 { 4 } else { 3 };
+        shape && self.stages >= min_stages && self.stages <= 8 && self.shared_bytes() <= MAX_SHARED_BYTES
     }
 
     /// One block per multiprocessor walks the tiles ([`Load::TmaProducer`]).
@@ -188,20 +207,30 @@ impl WgmmaTile {
         matches!(self.load, Load::TmaProducer)
     }
 
-    /// Threads per block: [`THREADS`], plus the producer warp of a persistent tile (the last warp).
+    /// Threads per block: [`Self::multiplying`], plus the producer warp of a persistent tile
+    /// (the last warp).
     pub const fn threads(self) -> u32 {
         if self.is_persistent() {
             THREADS + crate::WARP_SIZE
         } else {
-            THREADS
+            self.multiplying()
         }
     }
 
-    /// Columns of `y` per warpgroup: with 128 tokens each warpgroup owns 64 rows and all
+    /// Threads that multiply: [`multiplying_threads`], or both ping-pong warpgroups.
+    pub const fn multiplying(self) -> u32 {
+        if self.is_persistent() {
+            THREADS
+        } else {
+            multiplying_threads(self.tokens)
+        }
+    }
+
+    /// Columns of `y` per warpgroup: with 128 or 192 tokens each warpgroup owns 64 rows and all
     /// columns; with 64 tokens, all rows and half of the columns; a ping-pong warpgroup its own
     /// tile.
     pub const fn cols_per_warpgroup(self) -> u32 {
-        if self.tokens == 128 || self.is_persistent() {
+        if self.tokens >= 128 || self.is_persistent() {
             self.out_cols
         } else {
             self.out_cols / 2
@@ -277,7 +306,7 @@ impl WgmmaTile {
     /// sum of squares (thread `t`'s at float `tokens * out_cols + t`). A block leaves only what
     /// the other blocks of its tail tile reduce: the bands not its own.
     pub const fn stream_partial_floats(self) -> u32 {
-        self.tokens * self.out_cols + THREADS
+        self.tokens * self.out_cols + self.multiplying()
     }
 
     /// Bytes of one warp's accumulators in a stream-K partial: 64 rows' worth of its
@@ -289,7 +318,7 @@ impl WgmmaTile {
     /// Warps whose accumulators cover `bands` bands: one per band, two with 64 tokens (where
     /// both warpgroups hold every row, each half of the columns).
     pub const fn band_warps(self, bands: u32) -> u32 {
-        if self.tokens == 128 {
+        if self.tokens >= 128 {
             bands
         } else {
             2 * bands
@@ -299,7 +328,7 @@ impl WgmmaTile {
     /// Bytes a tail block reducing `bands` bands gathers from each other block of its tile:
     /// their warps' accumulators, then their rows' sum-of-squares shares.
     pub const fn tail_slot_bytes(self, bands: u32) -> u32 {
-        self.band_warps(bands) * self.warp_partial_bytes() + THREADS / self.tokens * BAND_ROWS * bands * 4
+        self.band_warps(bands) * self.warp_partial_bytes() + self.multiplying() / self.tokens * BAND_ROWS * bands * 4
     }
 
     /// Most shared memory a tail block gathers into (its freed stages): one slot per other block
@@ -391,12 +420,16 @@ impl WgmmaTile {
 
 // The staged output tile, a split-K block's fp32 partial tile and a stream-K partial fit in the
 // stages they reuse,
-// for every valid tile shape at its smallest ring (3 stages; the load does not change the layout).
+// for every valid tile shape at its smallest ring (3 stages, 4 with 192 rows; the load does not
+// change the layout).
 const _: () = {
-    let shapes = [(128, 256), (128, 192), (128, 144), (128, 128), (64, 256), (64, 128)];
+    let shapes =
+        [(128, 256), (128, 192), (128, 144), (128, 128), (192, 192), (192, 144), (192, 128), (64, 256), (64, 128)];
     let mut i = 0;
     while i < shapes.len() {
-        let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages: 3, load: Load::CpAsync };
+        let stages = if shapes[i].0 == 192 { 4 } else { 3 };
+        let t = WgmmaTile { tokens: shapes[i].0, out_cols: shapes[i].1, stages, load: Load::Tma };
+        assert!(t.is_valid());
         assert!(t.tokens * t.out_pitch() <= t.row_scales_offset());
         assert!(t.tokens * t.partial_pitch() <= t.row_scales_offset());
         // Half the staged output tile fits in one stage (a stream-K block stages it in two
@@ -405,10 +438,10 @@ const _: () = {
         // What a stream-K tail block gathers from the others fits in the stages; its warps'
         // accumulators tile the partial.
         assert!(t.tail_gather_bytes() <= t.row_scales_offset());
-        assert!(8 * t.warp_partial_bytes() == t.tokens * t.out_cols * 4);
+        assert!(t.multiplying() / crate::WARP_SIZE * t.warp_partial_bytes() == t.tokens * t.out_cols * 4);
         // The column biases follow the barriers, 16-byte aligned for the epilogue's paired
         // loads, and end where the persistent kernel's output tile starts; at every ring depth.
-        let mut stages = 3;
+        let mut stages = t.stages;
         while stages <= 8 {
             let t = WgmmaTile { stages, ..t };
             assert!(
@@ -428,7 +461,7 @@ mod tests {
     /// The blocks sharing a tail tile store every band of its rows exactly once, in order.
     #[test]
     fn tail_bands_cover_every_row_once() {
-        for tokens in [64, 128] {
+        for tokens in [64, 128, 192] {
             for splits in 1..=MAX_TAIL_SPLITS {
                 let mut next = 0;
                 for rank in 0..splits {

@@ -56,7 +56,7 @@ macro_rules! declare_kernel {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: kernel_abi::TmaParams) {
             let loader = family::wgmma::Tma::in_params(crate::param_address!($name));
-            family::wgmma::run::<element!($dtype), _, $bm, $bn, { if $bm == 128 { $bn } else { $bn / 2 } }, $stages>(
+            family::wgmma::run::<element!($dtype), _, $bm, $bn, { if $bm >= 128 { $bn } else { $bn / 2 } }, $stages>(
                 &params.qkv,
                 loader,
             )
@@ -79,7 +79,7 @@ macro_rules! declare_kernel {
                 qkv_weight: params.qkv_weight::<element!($dtype)>(),
                 shape: params.shape,
             };
-            family::wgmma::run::<element!($dtype), _, $bm, $bn, { if $bm == 128 { $bn } else { $bn / 2 } }, $stages>(
+            family::wgmma::run::<element!($dtype), _, $bm, $bn, { if $bm >= 128 { $bn } else { $bn / 2 } }, $stages>(
                 &params,
                 loader,
             )

@@ -333,7 +333,7 @@ fn fallback_tokens(m: usize) -> u32 {
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
 /// multiprocessors, `wide` the residency of the [`WIDE_TILES`] (measured on the H100,
 /// bench/NOTES.md v5, and the H200, NOTES "tiles x split-K", "stream-K", "128 x 192"): a wide tile
-/// ([`wide_tile`]: 128 x 256, 192 or 144, by the predicted time of its grid) with split-K from
+/// ([`wide_tile`]: 128 x 256, 192 or 144, or 192 x 192, by the predicted time of its grid) with split-K from
 /// [`LONG_K_MIN_TOKENS`] where `H` has at least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of
 /// 256 (each block then multiplies enough k-blocks to pay for the partial-tile exchange, and W is
 /// read once per 128 tokens, not per 64); else 64 x 128 up to 64 tokens (one row tile: W is read
@@ -377,14 +377,16 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
 }
 
 /// How many wide tiles there are ([`WIDE_TILES`]).
-pub const WIDE_COUNT: usize = 3;
+pub const WIDE_COUNT: usize = 4;
 
-/// The wide tiles, one block per multiprocessor: 128 x 256, 128 x 192 and 128 x 144, so that
-/// some width's tile count fills the last wave where another's leaves it part empty.
+/// The wide tiles, one block per multiprocessor: 128 x 256, 128 x 192, 128 x 144 and 192 x 192
+/// (three warpgroups), so that some shape's tile count fills the last wave where another's
+/// leaves it part empty.
 pub const WIDE_TILES: [WgmmaTile; WIDE_COUNT] = [
     WgmmaTile { tokens: 128, out_cols: 256, stages: 4, load: Load::Tma },
     WgmmaTile { tokens: 128, out_cols: 192, stages: 4, load: Load::Tma },
     WgmmaTile { tokens: 128, out_cols: 144, stages: 5, load: Load::Tma },
+    WgmmaTile { tokens: 192, out_cols: 192, stages: 4, load: Load::Tma },
 ];
 
 /// Time of one k-block of each [`WIDE_TILES`] tile on one multiprocessor, in units of the first's,
@@ -394,8 +396,12 @@ pub const WIDE_TILES: [WgmmaTile; WIDE_COUNT] = [
 ///   tokens 46.3 and 40.8; bench/results/h200-n192);
 /// - 128 x 144 does 3/4 of 128 x 192's work in 0.89-0.93 of its time (qwen3-8b and qwen3-4b at
 ///   384 tokens, 129 tiles against 96: 32.3 / 21.5 us against 36.2 / 24.2; qwen2.5-0.5b at 2048
-///   tokens, 128 tiles against 96: 10.0 against 11.5; bench/results/h200-n144).
-const WIDE_K_BLOCK_TIME: [f64; WIDE_COUNT] = [1.0, 0.87, 0.78];
+///   tokens, 128 tiles against 96: 10.0 against 11.5; bench/results/h200-n144);
+/// - 192 x 192 does 9/8 of 128 x 256's work in 1.15 of its time (qwen3-8b at 8192 tokens, 64
+///   k-blocks per tile: 1376 tiles, 11 per block, 573 us against 1536 of 128 x 256, 12 per
+///   block, 544; qwen3-4b at 2048 tokens 100.8 against 88.8 us, 3 tiles per block each;
+///   bench/results/h200-m192).
+const WIDE_K_BLOCK_TIME: [f64; WIDE_COUNT] = [1.0, 0.87, 0.78, 1.15];
 
 /// What a stream-K tail tile's split costs beyond its k-blocks, per block past the first, in
 /// 128 x 256 k-block times: the exchange of partials and the wait for the slowest block of the
@@ -409,7 +415,12 @@ const TAIL_SPLIT_K_BLOCKS: f64 = 7.0;
 /// split-K tile, in as many waves as the clusters need) times its k-block time, plus the tail's
 /// split cost. A narrower tile wins where its tile count fills the last wave better: qwen3-8b
 /// (N = 6144) at 384 tokens has 72 tiles of 128 x 256 for 132 SMs, 96 of 128 x 192 and 129 of
-/// 128 x 144.
+/// 128 x 144; a taller one where its row tiles do: at 768 tokens 128 of 192 x 192.
+///
+/// 192-row tiles only where their grid has no split-K clusters: split, they measured far from
+/// this prediction (qwen3-4b at 192 tokens, 32 tiles of 192 x 192: 20.2 us in 3-block clusters,
+/// 24.8 in 2 and 31.7 in 4, against 21.0 for 128 x 192 in 2; the partial tiles' exchange, which
+/// this cost leaves out, is 1.5x larger; bench/results/h200-m192).
 pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; WIDE_COUNT]) -> WgmmaTile {
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) as u32;
     let cost = |i: usize| {
@@ -422,6 +433,7 @@ pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; WIDE_COUNT
                 let tail_splits = if whole < tiles { splits - 1 } else { 0 };
                 (whole / blocks * k_blocks + tail, tail_splits)
             }
+            WgmmaGrid::Split(splits) if splits > 1 && tile.tokens == 192 => return f64::INFINITY,
             WgmmaGrid::Split(splits) => {
                 let waves = (tiles as usize * splits as usize).div_ceil(residency.blocks(splits).max(1));
                 (waves as u32 * k_blocks.div_ceil(splits), 0)
@@ -731,37 +743,49 @@ mod tests {
 
     /// The wide tile follows the predicted time of its grid: 128 x 144 or 192 where its tiles
     /// fill the last wave better (qwen3-8b, N = 6144: 129 tiles of 128 x 144 at 384 tokens, 128
-    /// and 192 of 128 x 192 at 512 and 768, against 96-144 of 128 x 256), 128 x 256 where they
-    /// fill it as well or its split-K clusters do not fit at once.
+    /// of 128 x 192 at 512, against 72-96 of 128 x 256), 192 x 192 where its row tiles do (128
+    /// at 768 tokens, against 144-192 of the others), 128 x 256 where they fill it as well or
+    /// its split-K clusters do not fit at once.
     #[test]
     fn wide_tile_follows_the_predicted_grid_time() {
         let cols = |m, n, hidden| wide_tile(m, n, hidden, WIDE).out_cols;
-        assert_eq!(cols(384, 6144, 4096), 144, "qwen3-8b at 384 tokens");
-        for m in [512, 768] {
-            assert_eq!(cols(m, 6144, 4096), 192, "qwen3-8b at {m} tokens");
-        }
+        let shape = |m, n, hidden| {
+            let tile = wide_tile(m, n, hidden, WIDE);
+            (tile.tokens, tile.out_cols)
+        };
+        assert_eq!(shape(384, 6144, 4096), (128, 144), "qwen3-8b at 384 tokens");
+        assert_eq!(shape(512, 6144, 4096), (128, 192), "qwen3-8b at 512 tokens");
+        assert_eq!(shape(768, 6144, 4096), (192, 192), "qwen3-8b at 768 tokens");
+        // 192-row tiles never split: 32 of them at 192 tokens would take 4-block clusters.
+        assert_eq!(shape(192, 6144, 4096), (128, 192), "qwen3-8b at 192 tokens");
         // 128 tokens: 32 tiles of 128 x 192 in 4-block clusters would need 128 blocks at once;
         // 120 fit (whole clusters per GPC), so they split in 2, behind 128 x 256 in 4.
         assert_eq!(wgmma_splits(WIDE_TILES[1], 128, 6144, 4096, H200_ONE_PER_SM), 2);
         assert_eq!(wgmma_splits(WIDE_TILES[0], 128, 6144, 4096, H200_ONE_PER_SM), 4);
         assert_eq!(cols(128, 6144, 4096), 256);
-        assert_eq!(cols(2048, 6144, 4096), 256);
-        assert_eq!(cols(8192, 6144, 4096), 256);
+        assert_eq!(shape(2048, 6144, 4096), (128, 256));
+        assert_eq!(shape(8192, 6144, 4096), (128, 256));
         // qwen3-32b (N = 10240): 108 tiles of 128 x 192 at 256 tokens fill one wave better than
         // 80; at 512, 216 leave a tail of 84 that no split covers, 160 one of 28 split 4 ways.
         assert_eq!(cols(256, 10240, 5120), 192);
         assert_eq!(cols(512, 10240, 5120), 256);
         // N = 1152 (qwen2.5-0.5b, 6 x 192, 8 x 144): a wide tile once 128 x 192 tiles fill two
         // thirds of the SMs, else 128 x 128 as before; 128 x 144 where its tiles make whole waves
-        // (128 at 2048 tokens, 256 at 4096), 128 x 192 where they leave a last wave of 116.
-        assert_eq!(wgmma_tile(8192, 1152, 896, 132, WIDE).out_cols, 192);
-        assert_eq!(wgmma_tile(4096, 1152, 896, 132, WIDE).out_cols, 144);
-        assert_eq!(wgmma_tile(2048, 1152, 896, 132, WIDE).out_cols, 144);
+        // (128 at 2048 tokens), 192 x 192 where its do (132 at 4096 tokens; 258 at 8192, where
+        // 128 x 192 leaves a last wave of 116 and 128 x 144 one of 124 of 512).
+        let tile = |m| {
+            let tile = wgmma_tile(m, 1152, 896, 132, WIDE);
+            (tile.tokens, tile.out_cols)
+        };
+        assert_eq!(tile(8192), (192, 192));
+        assert_eq!(tile(4096), (192, 192));
+        assert_eq!(tile(2048), (128, 144));
         assert_eq!(wgmma_tile(1024, 1152, 896, 132, WIDE).out_cols, 128);
         // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too, at 384
         // tokens 129 tiles of 128 x 144.
         assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 144);
-        assert_eq!(wgmma_tile(768, 6144, 2560, 132, WIDE).out_cols, 192);
+        let qwen3_4b_768 = wgmma_tile(768, 6144, 2560, 132, WIDE);
+        assert_eq!((qwen3_4b_768.tokens, qwen3_4b_768.out_cols), (192, 192));
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Kernels {
 
 /// The `wgmma` kernels' stream-K workspace on the device: a flag per block (zero between
 /// launches: each launch leaves them so) and an fp32 partial tile per block, sized for the
-/// largest grid of the loaded kernels (~17 MB on an H200). A layer makes its own; layers whose
+/// largest grid of the loaded kernels (~20 MB on an H200). A layer makes its own; layers whose
 /// calls never overlap on the GPU may share one ([`GpuLayer::sharing_workspace`]).
 pub struct Workspace {
     buffer: DeviceBuffer<u8>,
@@ -322,7 +322,7 @@ impl<T: Dtype> GpuLayer<T> {
 
     /// As [`GpuLayer::new`], using `workspace` (another layer's, [`GpuLayer::workspace`]) instead
     /// of a stream-K workspace of its own: for layers whose calls never run on the GPU at the
-    /// same time, as a model's layers on one stream (saves ~17 MB per layer on an H200).
+    /// same time, as a model's layers on one stream (saves ~20 MB per layer on an H200).
     pub fn sharing_workspace(
         kernels: Arc<Kernels>,
         weights: &QkvWeights<T>,

@@ -6,9 +6,9 @@
 //! `rms_inv` is applied in the epilogue, from sums of squares taken from the same `x` tiles
 //! while they sit in shared memory: `x` is read from memory once per tile, never in a second pass.
 //!
-//! Block: two warpgroups (256 threads) compute a `BM x BN` tile of `y`. With `BM = 128` each
-//! warpgroup owns 64 rows and all `BN` columns; with `BM = 64` each owns half of the columns
-//! (`WN` = columns per warpgroup). Steps:
+//! Block: two warpgroups (256 threads; three for `BM = 192`) compute a `BM x BN` tile of `y`.
+//! With `BM = 128` or `192` each warpgroup owns 64 rows and all `BN` columns; with `BM = 64` each
+//! owns half of the columns (`WN` = columns per warpgroup). Steps:
 //! 1. load: the k-block `S - 1` ahead (64 elements of `H`) of the `x` and `W'` tiles goes into a
 //!    ring of `S` shared-memory stages in the 128-byte swizzled layout `wgmma` reads
 //!    ([`crate::wgmma::swizzled_offset`]), by a [`StageLoader`]: [`Tma`] (one thread, whole
@@ -42,7 +42,8 @@
 //! block taking whole tiles of the full waves, then its part of a tile of the last wave
 //! ([`kernel_abi::wgmma::stream_tail`]), the partials meeting in the workspace
 //! ([`StreamWorkspace`]), each block of the tile storing a band of its rows. One block per tile
-//! is the plain grid. Tiles are 64 or 128 rows by 128, 144 or 192 (128 rows only) or 256 columns.
+//! is the plain grid. Tiles are 64 or 128 rows by 128, 144, 192 (128 rows only) or 256 columns,
+//! or 192 rows by 128, 144 or 192 columns.
 //!
 //! Launch contract: [`kernel_abi::WgmmaTile::launch`] for the kernel's tile (dynamic shared
 //! memory [`kernel_abi::WgmmaTile::shared_bytes`], laid out by its `*_offset` functions; above
@@ -52,7 +53,7 @@
 use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
 use kernel_abi::timeline::{ITEM_LANDED, ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_LOWERED, ITEM_SEEN};
 use kernel_abi::timeline::{ITEM_MULTIPLIED, ITEM_SCALED, ITEM_STAGED, ITEM_STORED};
-use kernel_abi::wgmma::{MAX_SPLITS, PERSISTENT_CLUSTER, THREADS, WARPGROUP_THREADS};
+use kernel_abi::wgmma::{multiplying_threads, MAX_SPLITS, PERSISTENT_CLUSTER, THREADS, WARPGROUP_THREADS};
 use kernel_abi::{Load, QkvParams, WgmmaTile};
 
 use crate::async_copy;
@@ -332,7 +333,7 @@ impl<T> StageLoader for CpAsync<T> {
 /// Step 3: adds the squares of this thread's share of its row of the stage's `x` tile.
 #[inline(always)]
 unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum_sq: &mut f32) {
-    let threads_per_row = THREADS / BM;
+    let threads_per_row = multiplying_threads(BM) / BM;
     let chunks = 8 / threads_per_row;
     let tid = thread_idx_x();
     let (row, part) = (tid / threads_per_row, tid % threads_per_row);
@@ -349,7 +350,7 @@ unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum
 /// other threads read what the sink stored.
 #[inline(always)]
 unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
-    let threads_per_row = THREADS / BM;
+    let threads_per_row = multiplying_threads(BM) / BM;
     let mut sum_sq = sum_sq;
     // The row's threads are adjacent lanes.
     if threads_per_row >= 4 {
@@ -586,7 +587,9 @@ unsafe fn col_bias_pair(col_bias: SharedPtr, col: u32, has_bias: bool) -> [Optio
 /// the bias (the tile's column biases, put in shared memory by [`load_col_bias`] before the
 /// cluster barrier) and the rounding of [`stage_tile`], stored to q, k and v: 8 bytes at once
 /// where the outputs allow ([`Epilogue::store`]'s test), else pair by pair. (A thread per 4
-/// columns, not 8: 8 took 10-30 % longer at 3-8 splits, its 16-byte loads 32 bytes apart.)
+/// columns, not 8: 8 took 10-30 % longer at 3-8 splits, its 16-byte loads 32 bytes apart. Also
+/// slower, 3-43 % on split-K grids: this block's own share read locally behind a branch per
+/// block, and two quads a pass with every load ahead; H200, bench/NOTES.md "192-row tiles".)
 #[inline(always)]
 unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
     ring: Ring,
@@ -649,7 +652,7 @@ unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
                 });
             }
         }
-        i += THREADS;
+        i += multiplying_threads(BM);
     }
 }
 
@@ -714,8 +717,8 @@ unsafe fn multiply<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32
     load_ahead(ring, loader, k, origin, (prefetched, S - 1));
     // The 3-stage tile runs two blocks per SM, which needs 128 registers or fewer: the two
     // fragment sets would take it past that (168).
-    if BM == 128 && S >= 4 {
-        multiply_a_in_registers::<T, L, WN, S>(ring, loader, k, origin, local)
+    if BM >= 128 && S >= 4 {
+        multiply_a_in_registers::<T, L, BM, WN, S>(ring, loader, k, origin, local)
     } else {
         multiply_a_in_shared::<T, L, BM, WN, S>(ring, loader, k, origin, local)
     }
@@ -803,7 +806,7 @@ unsafe fn step_a_in_registers<T: WgmmaElement, L: StageLoader, const WN: u32>(
 /// for its MMAs and only then loaded again, so each set can stay in the same registers across
 /// the loop.
 #[inline(always)]
-unsafe fn multiply_a_in_registers<T: WgmmaElement, L: StageLoader, const WN: u32, const S: u32>(
+unsafe fn multiply_a_in_registers<T: WgmmaElement, L: StageLoader, const BM: u32, const WN: u32, const S: u32>(
     ring: Ring,
     loader: &L,
     k: KRange,
@@ -830,7 +833,7 @@ unsafe fn multiply_a_in_registers<T: WgmmaElement, L: StageLoader, const WN: u32
     wgmma::wait_group::<WN, 0>(&mut acc);
     wgmma::release_fragments(&even);
     wgmma::release_fragments(&odd);
-    let sum_sq = fragment_row_shares::<128>(sums, ring.row_scales(), local.0);
+    let sum_sq = fragment_row_shares::<BM>(sums, ring.row_scales(), local.0);
     (acc, sum_sq)
 }
 
@@ -902,7 +905,7 @@ unsafe fn fragment_row_shares<const BM: u32>(sums: [f32; 2], scratch: SharedPtr,
     quad_row_sums(sums, local_row0, |row, sum| scratch.offset_f32(row).store_f32(sum));
     sync_threads();
     let tid = thread_idx_x_unhoisted();
-    let threads_per_row = THREADS / BM;
+    let threads_per_row = multiplying_threads(BM) / BM;
     if tid % threads_per_row == 0 {
         scratch.offset_f32(tid / threads_per_row).load_f32()
     } else {
@@ -996,7 +999,7 @@ impl StreamWorkspace {
         let tile = self.tile;
         let tid = thread_idx_x_unhoisted();
         let (warp_bytes, slot_bytes) = (tile.warp_partial_bytes(), tile.tail_slot_bytes(bands.1));
-        let (band_warps, row_threads) = (tile.band_warps(bands.1), THREADS / BM * BAND_ROWS);
+        let (band_warps, row_threads) = (tile.band_warps(bands.1), multiplying_threads(BM) / BM * BAND_ROWS);
         // The other blocks' slots in block order, this block's skipped.
         let slot = |peer: u32| ring.base.add((peer - (peer > rank) as u32) * slot_bytes);
         // Every generic access to the stages is done before the copy engine writes them.
@@ -1011,7 +1014,7 @@ impl StreamWorkspace {
                     crate::mem::fence_acq_rel_gpu();
                     let partial = self.partial(first_block + peer).cast::<u8>();
                     // The bands' warps: one run, or one per warpgroup with 64 tokens.
-                    let runs = if BM == 128 { 1 } else { 2 };
+                    let runs = if BM >= 128 { 1 } else { 2 };
                     let run_warps = band_warps / runs;
                     let mut run = 0;
                     while run < runs {
@@ -1048,7 +1051,7 @@ impl StreamWorkspace {
         let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
         if in_bands(acc_band::<BM>(warp), bands) {
             // This warp's place among the bands' warps in a slot.
-            let at = if BM == 128 { warp - bands.0 } else { warp / 4 * bands.1 + warp % 4 - bands.0 } * warp_bytes;
+            let at = if BM >= 128 { warp - bands.0 } else { warp / 4 * bands.1 + warp % 4 - bands.0 } * warp_bytes;
             unroll!(peer in [0, 1, 2, 3] {
                 if (peer as u32) < splits && peer as u32 != rank {
                     let part = slot(peer as u32).add(at + 16 * lane);
@@ -1085,7 +1088,7 @@ const _: () = assert!(kernel_abi::wgmma::MAX_TAIL_SPLITS == 4);
 /// `16 (w % 4)..` with 64 (both warpgroups hold every row then).
 #[inline(always)]
 fn acc_band<const BM: u32>(warp: u32) -> u32 {
-    if BM == 128 {
+    if BM >= 128 {
         warp
     } else {
         warp % 4
@@ -1095,7 +1098,7 @@ fn acc_band<const BM: u32>(warp: u32) -> u32 {
 /// The band of the row whose sum-of-squares share thread `tid` adds ([`add_row_squares`]).
 #[inline(always)]
 fn row_sum_band<const BM: u32>(tid: u32) -> u32 {
-    tid / (THREADS / BM) / BAND_ROWS
+    tid / (multiplying_threads(BM) / BM) / BAND_ROWS
 }
 
 /// Whether `band` is one of `bands` (`first`, `count`).
@@ -1120,7 +1123,7 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
     loader.init(ring);
     // This warpgroup's 64 x WN share of the tile.
     let wg = thread_idx_x() / 128;
-    let local = if BM == 128 { (wg * 64, 0) } else { (0, wg * WN) };
+    let local = if BM >= 128 { (wg * 64, 0) } else { (0, wg * WN) };
     if cluster::cluster_blocks() > 1 {
         run_split_k::<T, L, BM, BN, WN, S>(params, &loader, ring, local);
     } else {
@@ -1215,7 +1218,7 @@ unsafe fn run_stream<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u
         timeline.step(tile_index, first, count);
         // (Not on 64-row tiles: the register it holds through the mainloop took them to 128, and
         // 1-3 % slower at 256-1024 tokens; H200, bench/results/h200-exchange/bias.)
-        let bias = if BM == 128 { Some(fetch_col_bias::<T>(tile, origin.1, params)) } else { None };
+        let bias = if BM >= 128 { Some(fetch_col_bias::<T>(tile, origin.1, params)) } else { None };
         let (mut acc, mut sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, prefetched), origin, local);
         timeline.stamp(ITEM_MULTIPLIED);
         ring_step += count;
@@ -1347,7 +1350,7 @@ impl<F: Fn()> Epilogue<'_, F> {
                 stage_tile::<T, WN, false>(acc, smem, staged, tile, local);
             }
             self.sync_then_stamp(ITEM_STAGED);
-            copy_out_tile::<T>(staged, tile, origin, rows, (thread_idx_x_unhoisted(), THREADS), params);
+            copy_out_tile::<T>(staged, tile, origin, rows, (thread_idx_x_unhoisted(), multiplying_threads(BM)), params);
         } else {
             for_each_pair_by_bias::<T, WN>(has_bias, pairs, params, |row, col, r, pair| {
                 if r >= rows.0 && r < rows.1 {
