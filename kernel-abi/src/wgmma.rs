@@ -198,8 +198,11 @@ impl WgmmaTile {
                 (128, 128 | 144 | 192 | 256) | (192, 128 | 144 | 192) | (64, 128 | 256)
             )
         };
+        // 192-row tiles load through TMA only: `cp.async`'s thread-to-row mapping is written for
+        // two warpgroups.
+        let load = self.tokens != 192 || matches!(self.load, Load::Tma);
         let min_stages = if self.tokens == 192 { 4 } else { 3 };
-        shape && self.stages >= min_stages && self.stages <= 8 && self.shared_bytes() <= MAX_SHARED_BYTES
+        shape && load && self.stages >= min_stages && self.stages <= 8 && self.shared_bytes() <= MAX_SHARED_BYTES
     }
 
     /// One block per multiprocessor walks the tiles ([`Load::TmaProducer`]).
