@@ -1,7 +1,7 @@
 //! The Hopper prefill kernel (`kernel-gpu/src/family/wgmma.rs`, sm_90a): `tokens x out_cols`
-//! tiles of `y` on `wgmma`, two warpgroups per block, a ring of `stages` shared-memory stages
-//! filled by TMA or `cp.async`. bf16 and f16; needs `hidden % 8 == 0`, even `q_cols` and
-//! `kv_cols`, 16-byte aligned `x` and 4-byte aligned outputs.
+//! tiles of `y` on `wgmma`, two warpgroups per block (three on 192-row tiles), a ring of
+//! `stages` shared-memory stages filled by TMA or `cp.async`. bf16 and f16; needs
+//! `hidden % 8 == 0`, even `q_cols` and `kv_cols`, 16-byte aligned `x` and 4-byte aligned outputs.
 //!
 //! Persistent ping-pong tiles ([`Load::TmaProducer`], measurement-only): clusters of
 //! [`PERSISTENT_CLUSTER`] blocks, one block per multiprocessor, walk 128-row cluster tiles, each
