@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 or 128 tokens by 128, 192 or 256 columns; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -333,8 +333,8 @@ fn fallback_tokens(m: usize) -> u32 {
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
 /// multiprocessors, `wide` the residency of the [`WIDE_TILES`] (measured on the H100,
 /// bench/NOTES.md v5, and the H200, NOTES "tiles x split-K", "stream-K", "128 x 192"): a wide tile
-/// ([`wide_tile`]: 128 x 256, 192 or 144, or 192 x 192, by the predicted time of its grid) with split-K from
-/// [`LONG_K_MIN_TOKENS`] where `H` has at least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of
+/// ([`wide_tile`]: 128 x 256, 192 or 144, or 192 x 192, by the predicted time of its grid) with
+/// split-K from [`LONG_K_MIN_TOKENS`] where `H` has at least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of
 /// 256 (each block then multiplies enough k-blocks to pay for the partial-tile exchange, and W is
 /// read once per 128 tokens, not per 64); else 64 x 128 up to 64 tokens (one row tile: W is read
 /// once either way) and while 128 x 128 tiles would leave half the multiprocessors idle (small M
