@@ -303,11 +303,12 @@ pub fn align_tma_params(ptx: &str) -> String {
 }
 
 /// Declares `.maxntid` (the most threads per block) on every kernel of the list launched with
-/// more than 256 threads (the persistent `wgmma` tiles: 288), so that ptxas, and the driver's
-/// JIT at module load, keep its registers within what the register file holds for one block:
-/// each of the four sub-partitions has 16384, and 9 warps put 3 on one, so 168 a thread (not
-/// 65536 / 288). rustc emits no launch bounds; without them the JIT gave such a kernel more and
-/// every launch failed with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (H200).
+/// more than 256 threads (the persistent `wgmma` tiles: 288; 192-row tiles: 384), so that ptxas,
+/// and the driver's JIT at module load, keep its registers within what the register file holds
+/// for one block: each of the four sub-partitions has 16384, and 9 warps put 3 on one, so 168 a
+/// thread (not 65536 / 288). rustc emits no launch bounds; without them the JIT gave such a kernel more and
+/// every launch failed with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (H200). Idempotent: a kernel that
+/// has its bound keeps it.
 pub fn bound_block_threads(ptx: &str) -> String {
     let bound = |name: &str| {
         kernel_abi::KERNELS.iter().find(|k| k.name == name).and_then(|k| match k.tile {
@@ -321,6 +322,10 @@ pub fn bound_block_threads(ptx: &str) -> String {
         let body = line.trim();
         if let Some(rest) = body.strip_prefix(".visible .entry ").or_else(|| body.strip_prefix(".entry ")) {
             pending = bound(rest.split('(').next().unwrap_or_default().trim());
+        } else if body.starts_with(".maxntid ") {
+            // Bounded already: the PTX file is rewritten in place, and a build that finds it
+            // up to date hands it over again.
+            pending = None;
         } else if body == "{" {
             if let Some(threads) = pending.take() {
                 out.push_str(&format!(".maxntid {threads}, 1, 1\n"));
@@ -541,6 +546,8 @@ ptxas info    : Used 90 registers, used 1 barriers, 0 bytes smem\n";
         let bounded = format!(")   // @{}\n.maxntid 288, 1, 1\n{{", persistent.name);
         assert!(out.contains(&bounded), "{out}");
         assert_eq!(out.matches(".maxntid").count(), 1, "{out}");
+        // The builder rewrites the PTX file in place and may see it again unchanged.
+        assert_eq!(bound_block_threads(&out), out);
     }
 
     #[test]
