@@ -441,10 +441,11 @@ pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; WIDE_COUNT
         };
         k_blocks_busiest as f64 * WIDE_K_BLOCK_TIME[i] + splits_past_first as f64 * TAIL_SPLIT_K_BLOCKS
     };
+    let costs: [f64; WIDE_COUNT] = core::array::from_fn(cost);
     // The first of the least (the wider tile where two tie).
     let mut best = 0;
     for i in 1..WIDE_COUNT {
-        if cost(i) < cost(best) {
+        if costs[i] < costs[best] {
             best = i;
         }
     }
@@ -748,11 +749,9 @@ mod tests {
     /// its split-K clusters do not fit at once.
     #[test]
     fn wide_tile_follows_the_predicted_grid_time() {
+        let dims = |tile: WgmmaTile| (tile.tokens, tile.out_cols);
         let cols = |m, n, hidden| wide_tile(m, n, hidden, WIDE).out_cols;
-        let shape = |m, n, hidden| {
-            let tile = wide_tile(m, n, hidden, WIDE);
-            (tile.tokens, tile.out_cols)
-        };
+        let shape = |m, n, hidden| dims(wide_tile(m, n, hidden, WIDE));
         assert_eq!(shape(384, 6144, 4096), (128, 144), "qwen3-8b at 384 tokens");
         assert_eq!(shape(512, 6144, 4096), (128, 192), "qwen3-8b at 512 tokens");
         assert_eq!(shape(768, 6144, 4096), (192, 192), "qwen3-8b at 768 tokens");
@@ -773,10 +772,7 @@ mod tests {
         // thirds of the SMs, else 128 x 128 as before; 128 x 144 where its tiles make whole waves
         // (128 at 2048 tokens), 192 x 192 where its do (132 at 4096 tokens; 258 at 8192, where
         // 128 x 192 leaves a last wave of 116 and 128 x 144 one of 124 of 512).
-        let tile = |m| {
-            let tile = wgmma_tile(m, 1152, 896, 132, WIDE);
-            (tile.tokens, tile.out_cols)
-        };
+        let tile = |m| dims(wgmma_tile(m, 1152, 896, 132, WIDE));
         assert_eq!(tile(8192), (192, 192));
         assert_eq!(tile(4096), (192, 192));
         assert_eq!(tile(2048), (128, 144));
@@ -784,8 +780,7 @@ mod tests {
         // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too, at 384
         // tokens 129 tiles of 128 x 144.
         assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 144);
-        let qwen3_4b_768 = wgmma_tile(768, 6144, 2560, 132, WIDE);
-        assert_eq!((qwen3_4b_768.tokens, qwen3_4b_768.out_cols), (192, 192));
+        assert_eq!(dims(wgmma_tile(768, 6144, 2560, 132, WIDE)), (192, 192));
     }
 
     #[test]

@@ -330,10 +330,17 @@ impl<T> StageLoader for CpAsync<T> {
     }
 }
 
+/// Threads that share one row of a `BM`-row tile's sums of squares ([`add_row_squares`]): 4
+/// with 64 rows, 2 with 128 or 192.
+#[inline(always)]
+const fn threads_per_row<const BM: u32>() -> u32 {
+    multiplying_threads(BM) / BM
+}
+
 /// Step 3: adds the squares of this thread's share of its row of the stage's `x` tile.
 #[inline(always)]
 unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum_sq: &mut f32) {
-    let threads_per_row = multiplying_threads(BM) / BM;
+    let threads_per_row = threads_per_row::<BM>();
     let chunks = 8 / threads_per_row;
     let tid = thread_idx_x();
     let (row, part) = (tid / threads_per_row, tid % threads_per_row);
@@ -350,7 +357,7 @@ unsafe fn add_row_squares<T: WgmmaElement, const BM: u32>(x_tile: SharedPtr, sum
 /// other threads read what the sink stored.
 #[inline(always)]
 unsafe fn row_sums<const BM: u32>(sum_sq: f32, mut sink: impl FnMut(u32, f32)) {
-    let threads_per_row = multiplying_threads(BM) / BM;
+    let threads_per_row = threads_per_row::<BM>();
     let mut sum_sq = sum_sq;
     // The row's threads are adjacent lanes.
     if threads_per_row >= 4 {
@@ -905,7 +912,7 @@ unsafe fn fragment_row_shares<const BM: u32>(sums: [f32; 2], scratch: SharedPtr,
     quad_row_sums(sums, local_row0, |row, sum| scratch.offset_f32(row).store_f32(sum));
     sync_threads();
     let tid = thread_idx_x_unhoisted();
-    let threads_per_row = multiplying_threads(BM) / BM;
+    let threads_per_row = threads_per_row::<BM>();
     if tid % threads_per_row == 0 {
         scratch.offset_f32(tid / threads_per_row).load_f32()
     } else {
@@ -999,7 +1006,7 @@ impl StreamWorkspace {
         let tile = self.tile;
         let tid = thread_idx_x_unhoisted();
         let (warp_bytes, slot_bytes) = (tile.warp_partial_bytes(), tile.tail_slot_bytes(bands.1));
-        let (band_warps, row_threads) = (tile.band_warps(bands.1), multiplying_threads(BM) / BM * BAND_ROWS);
+        let (band_warps, row_threads) = (tile.band_warps(bands.1), threads_per_row::<BM>() * BAND_ROWS);
         // The other blocks' slots in block order, this block's skipped.
         let slot = |peer: u32| ring.base.add((peer - (peer > rank) as u32) * slot_bytes);
         // Every generic access to the stages is done before the copy engine writes them.
@@ -1098,7 +1105,7 @@ fn acc_band<const BM: u32>(warp: u32) -> u32 {
 /// The band of the row whose sum-of-squares share thread `tid` adds ([`add_row_squares`]).
 #[inline(always)]
 fn row_sum_band<const BM: u32>(tid: u32) -> u32 {
-    tid / (multiplying_threads(BM) / BM) / BAND_ROWS
+    tid / threads_per_row::<BM>() / BAND_ROWS
 }
 
 /// Whether `band` is one of `bands` (`first`, `count`).
