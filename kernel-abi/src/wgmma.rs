@@ -173,8 +173,8 @@ pub struct WgmmaTile {
     /// Rows of `y` (tokens) per tile: 64, 128 or 192 (a block's tile; the persistent kernel's
     /// are 64, one per warpgroup).
     pub tokens: u32,
-    /// Columns of `y` per tile: 128, 144 (with 128 or 192 tokens), 192 (with 128 or 192 tokens,
-    /// or persistent) or 256 (with 64 or 128 tokens).
+    /// Columns of `y` per tile: 96 or 160 (with 64 tokens), 128, 144 (with 128 or 192 tokens),
+    /// 192, or 256 (with 64 or 128 tokens).
     pub out_cols: u32,
     /// Shared-memory stages: 3 to 8.
     pub stages: u32,
@@ -186,16 +186,16 @@ impl WgmmaTile {
     /// shared memory within the 227 KB a block may have; a 192-row tile's split-K partial tile
     /// fits in its stages from 4 of them.
     pub const fn is_valid(self) -> bool {
-        // 144 and 192 columns only where a warpgroup's share is then as wide (`wgmma` n144,
-        // n192), never 72 or 96: with 128 or 192 tokens, or (192) a ping-pong warpgroup's own
-        // tile. 192 x 256 would need 128 accumulators a thread of the 168 registers that three
-        // warpgroups leave each.
+        // A warpgroup's share must be a `wgmma` width the epilogue's 16-column pieces cover: all
+        // columns with 128 or 192 tokens (or a ping-pong warpgroup's own tile), half of them
+        // with 64 (n48, n64, n80, n96, n128; so no 64 x 144). 192 x 256 would need 128
+        // accumulators a thread of the 168 registers that three warpgroups leave each.
         let shape = if self.is_persistent() {
             self.tokens == 64 && matches!(self.out_cols, 128 | 192 | 256)
         } else {
             matches!(
                 (self.tokens, self.out_cols),
-                (128, 128 | 144 | 192 | 256) | (192, 128 | 144 | 192) | (64, 128 | 256)
+                (128, 128 | 144 | 192 | 256) | (192, 128 | 144 | 192) | (64, 96 | 128 | 160 | 192 | 256)
             )
         };
         // 192-row tiles load through TMA only: `cp.async`'s thread-to-row mapping is written for
@@ -426,8 +426,19 @@ impl WgmmaTile {
 // for every valid tile shape at its smallest ring (3 stages, 4 with 192 rows; the load does not
 // change the layout).
 const _: () = {
-    let shapes =
-        [(128, 256), (128, 192), (128, 144), (128, 128), (192, 192), (192, 144), (192, 128), (64, 256), (64, 128)];
+    const WIDTHS: [(u32, &[u32]); 3] =
+        [(128, &[256, 192, 144, 128]), (192, &[192, 144, 128]), (64, &[256, 192, 160, 128, 96])];
+    let mut shapes = [(0, 0); 12];
+    let (mut n, mut r) = (0, 0);
+    while r < WIDTHS.len() {
+        let mut c = 0;
+        while c < WIDTHS[r].1.len() {
+            shapes[n] = (WIDTHS[r].0, WIDTHS[r].1[c]);
+            (n, c) = (n + 1, c + 1);
+        }
+        r += 1;
+    }
+    assert!(n == shapes.len());
     let mut i = 0;
     while i < shapes.len() {
         let stages = if shapes[i].0 == 192 { 4 } else { 3 };

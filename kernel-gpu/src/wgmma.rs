@@ -78,6 +78,9 @@ pub unsafe fn fence_proxy_async_shared() {
 
 /// Calls `$then!(args.., [indices])` with the accumulator indices a 64 x `$n` tile covers.
 macro_rules! with_acc_indices {
+    (48, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]) };
+    (80, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39]) };
+    (96, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47]) };
     (64, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]) };
     (128, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63]) };
     (144, $then:ident!($($args:tt)*)) => { $then!($($args)* [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71]) };
@@ -109,10 +112,14 @@ macro_rules! mma_async_asm {
     };
 }
 
-/// [`mma_async_asm`] for the tile width `$n` (a const generic: 64, 128, 144, 192, else 256).
+/// [`mma_async_asm`] for the tile width `$n` (a const generic: 48, 64, 80, 96, 128, 144, 192,
+/// else 256).
 macro_rules! mma_async_for_width {
     ($ty:literal, $n:ident, $acc:ident, $a:tt, $b:ident) => {
         match $n {
+            48 => with_acc_indices!(48, mma_async_asm!($ty, 48, $acc, $a, $b,)),
+            80 => with_acc_indices!(80, mma_async_asm!($ty, 80, $acc, $a, $b,)),
+            96 => with_acc_indices!(96, mma_async_asm!($ty, 96, $acc, $a, $b,)),
             64 => with_acc_indices!(64, mma_async_asm!($ty, 64, $acc, $a, $b,)),
             128 => with_acc_indices!(128, mma_async_asm!($ty, 128, $acc, $a, $b,)),
             144 => with_acc_indices!(144, mma_async_asm!($ty, 144, $acc, $a, $b,)),
@@ -138,13 +145,20 @@ macro_rules! wait_asm {
 }
 
 /// Waits until at most `PENDING` (0 or 1) of this warpgroup's MMA groups are in flight; the
-/// accumulators of a 64 x `N` tile (64, 128, 144, 192 or 256) are then safe to read if `PENDING` is 0.
+/// accumulators of a 64 x `N` tile (48, 64, 80, 96, 128, 144, 192 or 256) are then safe to read
+/// if `PENDING` is 0.
 ///
 /// # Safety
 /// All threads of the warpgroup must execute it together; sm_90a.
 #[inline(always)]
 pub unsafe fn wait_group<const N: u32, const PENDING: u32>(acc: &mut Acc) {
     match (N, PENDING) {
+        (48, 0) => with_acc_indices!(48, wait_asm!(0, acc,)),
+        (48, _) => with_acc_indices!(48, wait_asm!(1, acc,)),
+        (80, 0) => with_acc_indices!(80, wait_asm!(0, acc,)),
+        (80, _) => with_acc_indices!(80, wait_asm!(1, acc,)),
+        (96, 0) => with_acc_indices!(96, wait_asm!(0, acc,)),
+        (96, _) => with_acc_indices!(96, wait_asm!(1, acc,)),
         (64, 0) => with_acc_indices!(64, wait_asm!(0, acc,)),
         (64, _) => with_acc_indices!(64, wait_asm!(1, acc,)),
         (128, 0) => with_acc_indices!(128, wait_asm!(0, acc,)),
