@@ -426,19 +426,20 @@ impl WgmmaTile {
 // for every valid tile shape at its smallest ring (3 stages, 4 with 192 rows; the load does not
 // change the layout).
 const _: () = {
-    const WIDTHS: [(u32, &[u32]); 3] =
-        [(128, &[256, 192, 144, 128]), (192, &[192, 144, 128]), (64, &[256, 192, 160, 128, 96])];
-    let mut shapes = [(0, 0); 12];
-    let (mut n, mut r) = (0, 0);
-    while r < WIDTHS.len() {
-        let mut c = 0;
-        while c < WIDTHS[r].1.len() {
-            shapes[n] = (WIDTHS[r].0, WIDTHS[r].1[c]);
-            (n, c) = (n + 1, c + 1);
-        }
-        r += 1;
-    }
-    assert!(n == shapes.len());
+    let shapes = [
+        (128, 256),
+        (128, 192),
+        (128, 144),
+        (128, 128),
+        (192, 192),
+        (192, 144),
+        (192, 128),
+        (64, 256),
+        (64, 192),
+        (64, 160),
+        (64, 128),
+        (64, 96),
+    ];
     let mut i = 0;
     while i < shapes.len() {
         let stages = if shapes[i].0 == 192 { 4 } else { 3 };

@@ -152,23 +152,25 @@ macro_rules! wait_asm {
 /// All threads of the warpgroup must execute it together; sm_90a.
 #[inline(always)]
 pub unsafe fn wait_group<const N: u32, const PENDING: u32>(acc: &mut Acc) {
-    match (N, PENDING) {
-        (48, 0) => with_acc_indices!(48, wait_asm!(0, acc,)),
-        (48, _) => with_acc_indices!(48, wait_asm!(1, acc,)),
-        (80, 0) => with_acc_indices!(80, wait_asm!(0, acc,)),
-        (80, _) => with_acc_indices!(80, wait_asm!(1, acc,)),
-        (96, 0) => with_acc_indices!(96, wait_asm!(0, acc,)),
-        (96, _) => with_acc_indices!(96, wait_asm!(1, acc,)),
-        (64, 0) => with_acc_indices!(64, wait_asm!(0, acc,)),
-        (64, _) => with_acc_indices!(64, wait_asm!(1, acc,)),
-        (128, 0) => with_acc_indices!(128, wait_asm!(0, acc,)),
-        (128, _) => with_acc_indices!(128, wait_asm!(1, acc,)),
-        (144, 0) => with_acc_indices!(144, wait_asm!(0, acc,)),
-        (144, _) => with_acc_indices!(144, wait_asm!(1, acc,)),
-        (192, 0) => with_acc_indices!(192, wait_asm!(0, acc,)),
-        (192, _) => with_acc_indices!(192, wait_asm!(1, acc,)),
-        (_, 0) => with_acc_indices!(256, wait_asm!(0, acc,)),
-        (_, _) => with_acc_indices!(256, wait_asm!(1, acc,)),
+    // One `wait_group` per width, its accumulators named.
+    macro_rules! wait_for_width {
+        ($n:tt) => {
+            if PENDING == 0 {
+                with_acc_indices!($n, wait_asm!(0, acc,))
+            } else {
+                with_acc_indices!($n, wait_asm!(1, acc,))
+            }
+        };
+    }
+    match N {
+        48 => wait_for_width!(48),
+        64 => wait_for_width!(64),
+        80 => wait_for_width!(80),
+        96 => wait_for_width!(96),
+        128 => wait_for_width!(128),
+        144 => wait_for_width!(144),
+        192 => wait_for_width!(192),
+        _ => wait_for_width!(256),
     }
 }
 

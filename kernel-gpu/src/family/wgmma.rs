@@ -900,7 +900,7 @@ unsafe fn quad_row_sums(sums: [f32; 2], local_row0: u32, mut sink: impl FnMut(u3
 
 /// The sums of squares of [`add_fragment_squares`] as the per-thread shares the epilogue and
 /// the partial exchanges take ([`add_row_squares`]'s mapping: thread `t` holds a share of row
-/// `t / (THREADS / BM)`): each row's quad adds its lanes' sums, its first lane leaves the row's
+/// `t / threads_per_row::<BM>()`): each row's quad adds its lanes' sums, its first lane leaves the row's
 /// sum in `scratch` (one f32 per row of the tile), and the row's first thread in the other
 /// mapping takes it (its other threads 0).
 ///
