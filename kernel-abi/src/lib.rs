@@ -193,9 +193,9 @@ macro_rules! kernel_list {
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w4_d3: f16 { weight_rows: 32, tokens: 32, warps: 4, depth: 3 }]
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d2: f16 { weight_rows: 32, tokens: 32, warps: 8, depth: 2 }]
             [sweep mma fused_rmsnorm_qkv_f16_mma_r32_t32_w8_d3: f16 { weight_rows: 32, tokens: 32, warps: 8, depth: 3 }]
-            // wgmma (sm_90a): 128- and 192-row tiles load through TMA, 64-row tiles through
-            // cp.async (with TMA, ptxas serialises their MMAs: warning C7515). 192-row tiles take
-            // three warpgroups.
+            // wgmma (sm_90a): 128- and 192-row tiles load through TMA; 64-row tiles through TMA
+            // with 6-8 stage rings (one block per multiprocessor) or through cp.async (4 stages,
+            // two per multiprocessor). 192-row tiles take three warpgroups.
             // Persistent ping-pong (`pp`): a producer warp, one block per multiprocessor, each
             // consumer warpgroup its own 64-row tiles.
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_pp_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: TmaProducer }]
@@ -213,10 +213,10 @@ macro_rules! kernel_list {
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n128_s4: bf16 { tokens: 128, out_cols: 128, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m128_n128_s3: bf16 { tokens: 128, out_cols: 128, stages: 3, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s4: bf16 { tokens: 64, out_cols: 128, stages: 4, load: CpAsync }]
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n96_s8: bf16 { tokens: 64, out_cols: 96, stages: 8, load: Tma }]
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: Tma }]
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n160_s6: bf16 { tokens: 64, out_cols: 160, stages: 6, load: Tma }]
-            [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n192_s6: bf16 { tokens: 64, out_cols: 192, stages: 6, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n96_s8: bf16 { tokens: 64, out_cols: 96, stages: 8, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n160_s6: bf16 { tokens: 64, out_cols: 160, stages: 6, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_bf16_wgmma_tma_m64_n192_s6: bf16 { tokens: 64, out_cols: 192, stages: 6, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n256_s4: bf16 { tokens: 64, out_cols: 256, stages: 4, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s6: bf16 { tokens: 64, out_cols: 128, stages: 6, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_bf16_wgmma_m64_n128_s8: bf16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]
@@ -235,6 +235,10 @@ macro_rules! kernel_list {
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n128_s4: f16 { tokens: 128, out_cols: 128, stages: 4, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m128_n128_s3: f16 { tokens: 128, out_cols: 128, stages: 3, load: Tma }]
             [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n128_s4: f16 { tokens: 64, out_cols: 128, stages: 4, load: CpAsync }]
+            [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m64_n96_s8: f16 { tokens: 64, out_cols: 96, stages: 8, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m64_n128_s6: f16 { tokens: 64, out_cols: 128, stages: 6, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m64_n160_s6: f16 { tokens: 64, out_cols: 160, stages: 6, load: Tma }]
+            [shipped wgmma fused_rmsnorm_qkv_f16_wgmma_tma_m64_n192_s6: f16 { tokens: 64, out_cols: 192, stages: 6, load: Tma }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n256_s4: f16 { tokens: 64, out_cols: 256, stages: 4, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n128_s6: f16 { tokens: 64, out_cols: 128, stages: 6, load: CpAsync }]
             [sweep wgmma fused_rmsnorm_qkv_f16_wgmma_m64_n128_s8: f16 { tokens: 64, out_cols: 128, stages: 8, load: CpAsync }]

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 tokens by 96 to 192 columns where one wave of them is predicted fastest, else 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -101,9 +101,45 @@ pub(crate) struct Call {
     /// once (the occupancy calculator's blocks per SM x SMs).
     pub mma_fits_one_wave: bool,
     pub multiprocessors: usize,
-    /// How many blocks of the wide `wgmma` tiles ([`WIDE_TILES`]) fit at once, to choose
-    /// between them ([`wgmma_tile`]).
+    /// How many blocks of the `wgmma` tiles the tile rule compares fit at once ([`wgmma_tile`]).
+    pub residencies: Residencies,
+}
+
+/// How many blocks of each `wgmma` tile the tile rule ([`wgmma_tile`]) compares fit at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Residencies {
+    /// The [`WIDE_TILES`].
     pub wide: [Residency; WIDE_COUNT],
+    /// The [`NARROW_TILES`].
+    pub narrow: [Residency; NARROW_COUNT],
+    /// [`CP_ASYNC_TILE`].
+    pub cp_async: Residency,
+    /// [`SQUARE_TILE`].
+    pub square: Residency,
+}
+
+impl Residencies {
+    /// Every tile at `per_multiprocessor(tile)` blocks per multiprocessor, clusters packed
+    /// without loss.
+    pub fn uniform(multiprocessors: usize, per_multiprocessor: impl Fn(WgmmaTile) -> usize) -> Self {
+        let of = |tile| Residency::uniform(multiprocessors, per_multiprocessor(tile));
+        Residencies {
+            wide: WIDE_TILES.map(of),
+            narrow: NARROW_TILES.map(of),
+            cp_async: of(CP_ASYNC_TILE),
+            square: of(SQUARE_TILE),
+        }
+    }
+
+    /// The residency of `tile`, where it is one the tile rule compares.
+    pub fn of(&self, tile: WgmmaTile) -> Option<Residency> {
+        let listed = |tiles: &[WgmmaTile], residencies: &[Residency]| {
+            tiles.iter().position(|&t| t == tile).map(|i| residencies[i])
+        };
+        listed(&WIDE_TILES, &self.wide)
+            .or_else(|| listed(&NARROW_TILES, &self.narrow))
+            .or_else(|| listed(&[CP_ASYNC_TILE, SQUARE_TILE], &[self.cp_async, self.square]))
+    }
 }
 
 /// How many blocks of one kernel the GPU holds at once.
@@ -276,7 +312,9 @@ impl Family {
             Family::Fallback => {
                 Tile::Fallback(kernel_abi::FallbackTile { tokens: fallback_tokens(call.m), vector: call.vector })
             }
-            Family::Wgmma => Tile::Wgmma(wgmma_tile(call.m, call.n, call.hidden, call.multiprocessors, call.wide)),
+            Family::Wgmma => {
+                Tile::Wgmma(wgmma_tile(call.m, call.n, call.hidden, call.multiprocessors, &call.residencies))
+            }
         }
     }
 }
@@ -331,7 +369,16 @@ fn fallback_tokens(m: usize) -> u32 {
 }
 
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
-/// multiprocessors, `wide` the residency of the [`WIDE_TILES`] (measured on the H100,
+/// multiprocessors, `residencies` those of the tiles compared: the block rule's tile
+/// ([`block_tile`]), or a 64-row TMA tile ([`NARROW_TILES`], [`narrow_tile`]) where one
+/// wave of it is predicted faster.
+pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, residencies: &Residencies) -> WgmmaTile {
+    let block = block_tile(m, n, hidden, sms, residencies.wide);
+    narrow_tile(m, n, hidden, block, residencies).unwrap_or(block)
+}
+
+/// The `wgmma` tile of the block rule for `m` tokens, `n` output columns and rows of `hidden` on
+/// `sms` multiprocessors, `wide` the residency of the [`WIDE_TILES`] (measured on the H100,
 /// bench/NOTES.md v5, and the H200, NOTES "tiles x split-K", "stream-K", "128 x 192"): a wide tile
 /// ([`wide_tile`]: 128 x 256, 192 or 144, or 192 x 192, by the predicted time of its grid) with
 /// split-K from [`LONG_K_MIN_TOKENS`] where `H` has at least [`LONG_K_BLOCKS`] k-blocks and N is a multiple of
@@ -352,9 +399,8 @@ fn fallback_tokens(m: usize) -> u32 {
 /// tiles alone give split-K nothing to do (they fill [`SPLIT_K_FILL_TENTHS`] of the SMs) and H
 /// has at least [`MID_K_BLOCKS`] k-blocks, 128 x 128 tiles in split-K instead: as many blocks,
 /// each with half the k-blocks, and W read half as often.
-pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; WIDE_COUNT]) -> WgmmaTile {
+fn block_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residency; WIDE_COUNT]) -> WgmmaTile {
     let blocks = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols);
-    let tile = |tokens, out_cols, stages, load| WgmmaTile { tokens, out_cols, stages, load };
     let long_k = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize) >= LONG_K_BLOCKS;
     if long_k && m >= LONG_K_MIN_TOKENS && n.is_multiple_of(256) {
         wide_tile(m, n, hidden, wide)
@@ -362,9 +408,9 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
         let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
         let unsplit = blocks(64, 128) * 10 >= SPLIT_K_FILL_TENTHS * sms;
         if m > 64 && unsplit && k_blocks >= MID_K_BLOCKS {
-            tile(128, 128, 4, Load::Tma)
+            SQUARE_TILE
         } else {
-            tile(64, 128, 4, Load::CpAsync)
+            CP_ASYNC_TILE
         }
     } else if (n.is_multiple_of(256) && 3 * blocks(128, 256) >= 2 * sms)
         || (n.is_multiple_of(192) && 3 * blocks(128, 192) >= 2 * sms)
@@ -372,9 +418,123 @@ pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, wide: [Residenc
     {
         wide_tile(m, n, hidden, wide)
     } else {
-        tile(128, 128, 4, Load::Tma)
+        SQUARE_TILE
     }
 }
+
+/// The block rule's 64-row tile: 64 x 128 through a 4-stage cp.async ring, two blocks per
+/// multiprocessor ([`block_tile`]).
+pub const CP_ASYNC_TILE: WgmmaTile = WgmmaTile { tokens: 64, out_cols: 128, stages: 4, load: Load::CpAsync };
+/// The block rule's 128 x 128 tile (TMA, one block per multiprocessor).
+pub const SQUARE_TILE: WgmmaTile = WgmmaTile { tokens: 128, out_cols: 128, stages: 4, load: Load::Tma };
+
+/// How many narrow tiles there are ([`NARROW_TILES`]).
+pub const NARROW_COUNT: usize = 4;
+
+/// The narrow tiles: 64 tokens by 96 to 192 columns through deep TMA rings, one block per
+/// multiprocessor, so that some width's tile count fills one wave ([`narrow_tile`]). Their
+/// rings hold 160-200 KB, the bytes in flight one multiprocessor needs to stream W at its
+/// share of the bandwidth.
+pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
+    WgmmaTile { tokens: 64, out_cols: 96, stages: 8, load: Load::Tma },
+    WgmmaTile { tokens: 64, out_cols: 128, stages: 6, load: Load::Tma },
+    WgmmaTile { tokens: 64, out_cols: 160, stages: 6, load: Load::Tma },
+    WgmmaTile { tokens: 64, out_cols: 192, stages: 6, load: Load::Tma },
+];
+
+/// Microseconds per k-block of each [`NARROW_TILES`] tile in a grid of one wave: the slopes
+/// of `t = 2.24 us + k-blocks x slope`, fitted to 92 unsplit one-wave grids of these tiles
+/// (H200, graph mode, five models, 64 to 512 tokens, bench/results/h200-s10/m64-tma; residual
+/// 0.56 us rms). Nearly flat in the width: a block waits on latency, not on bytes, so the
+/// wider tile streams more W per k-block in the same time.
+const NARROW_K_BLOCK_US: [f64; NARROW_COUNT] = [0.38, 0.385, 0.40, 0.41];
+/// ... of 128 x 256, the unit of [`WIDE_K_BLOCK_TIME`] (bench/NOTES.md "What cuBLAS runs").
+const WIDE_K_BLOCK_US: f64 = 0.64;
+/// What splitting a tile's k-blocks between blocks costs, per 1024 elements of the tile: the
+/// partial tiles' exchange and the wait for the cluster's slowest block. The value that
+/// orders the measured grids best (bench/results/h200-s10/m64-tma, 64-row tiles in 2 and 4
+/// and the block rule's split wide tiles at 128-256 tokens); 128 x 192 in two pays 6 us.
+const SPLIT_US_PER_KILO_ELEMENT: f64 = 0.25;
+
+/// Predicted microseconds of one wave of `tile`'s blocks, each with `k_blocks / splits` of the
+/// k-blocks (less the fixed cost all grids share), or `None` for a tile without a k-block time.
+fn one_wave_us(tile: WgmmaTile, splits: u32, k_blocks: usize) -> Option<f64> {
+    let per_k_block = if let Some(i) = NARROW_TILES.iter().position(|&t| t == tile) {
+        NARROW_K_BLOCK_US[i]
+    } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == tile) {
+        WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US
+    } else {
+        return None;
+    };
+    let split =
+        if splits > 1 { SPLIT_US_PER_KILO_ELEMENT * (tile.tokens * tile.out_cols) as f64 / 1024.0 } else { 0.0 };
+    Some(k_blocks.div_ceil(splits as usize) as f64 * per_k_block + split)
+}
+
+/// The narrow tile ([`NARROW_TILES`]) that replaces the block rule's `block` tile for `m`
+/// tokens, if any: of the narrow grids of one wave ([`wgmma_splits`] blocks per tile, all
+/// resident at once), the one of least predicted time ([`one_wave_us`]), where
+/// - `m` is at most 64 tokens (one row tile, W read once), `block` being the cp.async tile,
+///   and the narrow grid gives each block more k-blocks than the cp.async ring holds (its
+///   deeper ring is what it brings). Measured on the H200, graph mode, at 17-64 tokens
+///   (bench/results/h200-s11/ab, x): qwen3-8b 21.4 -> 19.6 us at 32 tokens (64 x 96 in two),
+///   qwen3-32b 36.2 -> 32.7 (64 x 160 in two), qwen3-1.7b 10.8 -> 9.8 (64 x 160 in four),
+///   qwen2.5-7b and Llama-3.2-3B -13 %; with 2-4 k-blocks per block it was slower
+///   (qwen2.5-0.5b at 32 tokens 4.17 -> 4.40, qwen2.5-1.5b 5.96 -> 6.36). Below
+///   [`NARROW_X_HALF_TOKENS`] the 64 x 96 tile is left out: TMA fills the rows past M with
+///   zeros slowly, and of the narrow tiles its `x` box is the largest share of a stage (qwen3-8b
+///   at 17 tokens 20.7 -> 21.2 us; the wider tiles still gained there);
+/// - or from 65 tokens, unsplit (more than one row tile in split-K measured slower), where
+///   `block` is the cp.async tile unsplit (the same grid through TMA: qwen3-0.6b at 192 and 256
+///   tokens 9.54 -> 8.88 and 9.67 -> 9.09 us, qwen2.5-0.5b at 512 8.84 -> 7.95), or a wide tile
+///   in a split-K grid of one wave predicted slower (qwen3-4b at 192 tokens: 128 x 192 in two,
+///   21.0 us, against 64 x 160 unsplit, 19.1; qwen3-14b at 192: 38.5 against 35.6 with 64 x 192;
+///   Llama-3.2-3B at 192: 22.1 against 20.9). 128 x 128 in split-K stays: it was ahead of the
+///   narrow grids wherever measured (qwen3-1.7b at 192 and 256 tokens, 13.7 against 14.3-14.8
+///   us; qwen2.5-1.5b at 384 and 512, 11.2 and 11.7 against 12.1).
+///
+/// More than one wave of a narrow tile (one block per multiprocessor) measured 1.5-3x slower.
+fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies: &Residencies) -> Option<WgmmaTile> {
+    let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
+    let one_wave = |tile: WgmmaTile, residency: Residency| {
+        let splits = wgmma_splits(tile, m, n, hidden, residency);
+        let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
+        (blocks <= residency.blocks(splits)).then_some(splits)
+    };
+    let to_beat = if block == CP_ASYNC_TILE {
+        // The cp.async tile split (from 65 tokens: several row tiles) stays.
+        if m > 64 && one_wave(block, residencies.cp_async) != Some(1) {
+            return None;
+        }
+        f64::INFINITY
+    } else if WIDE_TILES.contains(&block) {
+        let residency = residencies.of(block)?;
+        match (wgmma_grid(block, m, n, hidden, residency), one_wave(block, residency)) {
+            (WgmmaGrid::Split(splits), Some(_)) if splits > 1 => one_wave_us(block, splits, k_blocks)?,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    let mut best: Option<(f64, WgmmaTile, u32)> = None;
+    for (tile, residency) in NARROW_TILES.into_iter().zip(residencies.narrow) {
+        let Some(splits) = one_wave(tile, residency) else { continue };
+        if (m > 64 && splits > 1) || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0]) {
+            continue;
+        }
+        let Some(us) = one_wave_us(tile, splits, k_blocks) else { continue };
+        if us < to_beat && best.is_none_or(|(least, ..)| us < least) {
+            best = Some((us, tile, splits));
+        }
+    }
+    let (_, tile, splits) = best?;
+    let deeper_ring_used = k_blocks.div_ceil(splits as usize) > CP_ASYNC_TILE.stages as usize;
+    (m > 64 || deeper_ring_used).then_some(tile)
+}
+
+/// Below this many tokens more than half of a narrow tile's `x` rows lie past M
+/// ([`narrow_tile`]).
+pub const NARROW_X_HALF_TOKENS: usize = 32;
 
 /// How many wide tiles there are ([`WIDE_TILES`]).
 pub const WIDE_COUNT: usize = 4;
@@ -616,6 +776,17 @@ mod tests {
     const H200_ONE_PER_SM: Residency =
         Residency { multiprocessors: 132, slots: 132, clustered: [0, 132, 132, 117, 120, 110, 102, 105, 120] };
     const WIDE: [Residency; WIDE_COUNT] = [H200_ONE_PER_SM; WIDE_COUNT];
+    /// The H200's: every tile compared one per SM but the cp.async tile, two.
+    const H200: Residencies = Residencies {
+        wide: WIDE,
+        narrow: [H200_ONE_PER_SM; NARROW_COUNT],
+        cp_async: Residency {
+            multiprocessors: 132,
+            slots: 264,
+            clustered: [0, 264, 264, 264, 264, 260, 264, 259, 264],
+        },
+        square: H200_ONE_PER_SM,
+    };
 
     fn call(m: usize, dtype: Dtype) -> Call {
         Call {
@@ -628,7 +799,7 @@ mod tests {
             hopper: true,
             multiprocessors: 132,
             mma_fits_one_wave: true,
-            wide: WIDE,
+            residencies: H200,
         }
     }
 
@@ -684,7 +855,7 @@ mod tests {
 
     #[test]
     fn split_k_fills_idle_multiprocessors_only() {
-        let tile = wgmma_tile(64, 6144, 4096, 132, WIDE);
+        let tile = block_tile(64, 6144, 4096, 132, WIDE);
         assert_eq!((tile.tokens, tile.out_cols), (64, 128));
         // qwen3-8b at 64 tokens: 48 tiles on 132 SMs (2 blocks fit per SM): 96 blocks.
         assert_eq!(wgmma_splits(tile, 64, 6144, 4096, Residency::uniform(132, 2)), 2);
@@ -693,31 +864,31 @@ mod tests {
         assert_eq!(wgmma_splits(tile, 128, 4096, 1024, Residency::uniform(132, 2)), 2);
         // Enough tiles: no split.
         assert_eq!(wgmma_splits(tile, 256, 4096, 1024, Residency::uniform(132, 2)), 1);
-        assert_eq!(wgmma_splits(wgmma_tile(8192, 6144, 4096, 132, WIDE), 8192, 6144, 4096, H200_ONE_PER_SM), 1);
+        assert_eq!(wgmma_splits(block_tile(8192, 6144, 4096, 132, WIDE), 8192, 6144, 4096, H200_ONE_PER_SM), 1);
         // Splits must fit at once, and one block per SM splits evenly: 40 tiles take 2, not 3.
         assert_eq!(wgmma_splits(tile, 64, 5120, 4096, H200_ONE_PER_SM), 2);
         assert_eq!(wgmma_splits(tile, 64, 5120, 4096, Residency::uniform(132, 2)), 3);
         // Long H from 65 tokens: 128 x 256, qwen3-8b at 128 tokens in 4, qwen3-32b in 2.
-        let long = wgmma_tile(128, 6144, 4096, 132, WIDE);
+        let long = block_tile(128, 6144, 4096, 132, WIDE);
         assert_eq!((long.tokens, long.out_cols), (128, 256));
         assert_eq!(wgmma_splits(long, 128, 6144, 4096, H200_ONE_PER_SM), 4);
         assert_eq!(wgmma_splits(long, 128, 10240, 5120, H200_ONE_PER_SM), 2);
         assert_eq!(wgmma_splits(long, 384, 6144, 4096, H200_ONE_PER_SM), 1);
         // Short H (qwen3-1.7b) keeps 64 x 128 at 128 tokens; 64 tokens keep it for any H; from
         // half the SMs' worth of 128 x 128 tiles (qwen3-0.6b at 384 tokens), 128 x 128.
-        assert_eq!(wgmma_tile(128, 4096, 2048, 132, WIDE).tokens, 64);
+        assert_eq!(block_tile(128, 4096, 2048, 132, WIDE).tokens, 64);
         // qwen3-1.7b at 256 tokens: 128 tiles of 64 x 128 would run unsplit; 128 x 128 in two.
-        let mid_k = wgmma_tile(256, 4096, 2048, 132, WIDE);
+        let mid_k = block_tile(256, 4096, 2048, 132, WIDE);
         assert_eq!((mid_k.tokens, mid_k.out_cols, mid_k.stages), (128, 128, 4));
         assert_eq!(wgmma_splits(mid_k, 256, 4096, 2048, H200_ONE_PER_SM), 2);
-        assert_eq!(wgmma_tile(64, 10240, 5120, 132, WIDE).tokens, 64);
-        assert_eq!(wgmma_tile(256, 4096, 1024, 132, WIDE).tokens, 64);
-        let mid = wgmma_tile(384, 4096, 1024, 132, WIDE);
+        assert_eq!(block_tile(64, 10240, 5120, 132, WIDE).tokens, 64);
+        assert_eq!(block_tile(256, 4096, 1024, 132, WIDE).tokens, 64);
+        let mid = block_tile(384, 4096, 1024, 132, WIDE);
         assert_eq!((mid.tokens, mid.out_cols, mid.stages), (128, 128, 4));
         // Stream-K where one block fills an SM and there is more than a wave: qwen3-32b at 512
         // tokens (160 tiles of 128 x 256), qwen3-8b at 1408 (264); not within one wave, nor
         // with two blocks per SM.
-        let big = wgmma_tile(512, 10240, 5120, 132, WIDE);
+        let big = block_tile(512, 10240, 5120, 132, WIDE);
         assert_eq!(wgmma_grid(big, 512, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 1408, 6144, 4096, H200_ONE_PER_SM), WgmmaGrid::Stream(132));
         assert_eq!(wgmma_grid(big, 256, 10240, 5120, H200_ONE_PER_SM), WgmmaGrid::Split(1));
@@ -726,11 +897,11 @@ mod tests {
         assert_eq!(wgmma_grid(two_per_sm, 4096, 1000, 1024, Residency::uniform(132, 2)), WgmmaGrid::Split(1));
         // Past one wave of 128 x 128, a wide tile whatever N: qwen3-0.6b (N = 4096) at 640
         // tokens, 160 tiles of 128 x 128, takes 110 of 128 x 192; N = 1000 at 4096 tokens.
-        let past_a_wave = wgmma_tile(640, 4096, 1024, 132, WIDE);
+        let past_a_wave = block_tile(640, 4096, 1024, 132, WIDE);
         assert_eq!((past_a_wave.out_cols, past_a_wave.stages), (192, 4));
-        assert!(wgmma_tile(4096, 1000, 1024, 132, WIDE).out_cols > 128);
+        assert!(block_tile(4096, 1000, 1024, 132, WIDE).out_cols > 128);
         // Within one wave, 128 x 128 (qwen3-0.6b at 512 tokens: 128 tiles).
-        assert_eq!(wgmma_tile(512, 4096, 1024, 132, WIDE).out_cols, 128);
+        assert_eq!(block_tile(512, 4096, 1024, 132, WIDE).out_cols, 128);
         // qwen2.5-0.5b at 16 tokens: 9 tiles, MAX_SPLITS; a short H caps it at its k-blocks.
         assert_eq!(wgmma_splits(tile, 16, 1152, 896, Residency::uniform(132, 2)), kernel_abi::wgmma::MAX_SPLITS);
         assert_eq!(wgmma_splits(tile, 16, 1152, 128, Residency::uniform(132, 2)), 2);
@@ -772,15 +943,15 @@ mod tests {
         // thirds of the SMs, else 128 x 128 as before; 128 x 144 where its tiles make whole waves
         // (128 at 2048 tokens), 192 x 192 where its do (132 at 4096 tokens; 258 at 8192, where
         // 128 x 192 leaves a last wave of 116 and 128 x 144 one of 124 of 512).
-        let tile = |m| dims(wgmma_tile(m, 1152, 896, 132, WIDE));
+        let tile = |m| dims(block_tile(m, 1152, 896, 132, WIDE));
         assert_eq!(tile(8192), (192, 192));
         assert_eq!(tile(4096), (192, 192));
         assert_eq!(tile(2048), (128, 144));
-        assert_eq!(wgmma_tile(1024, 1152, 896, 132, WIDE).out_cols, 128);
+        assert_eq!(block_tile(1024, 1152, 896, 132, WIDE).out_cols, 128);
         // The tile rule takes it for long H from 65 tokens: qwen3-4b (40 k-blocks) too, at 384
         // tokens 129 tiles of 128 x 144.
-        assert_eq!(wgmma_tile(384, 6144, 2560, 132, WIDE).out_cols, 144);
-        assert_eq!(dims(wgmma_tile(768, 6144, 2560, 132, WIDE)), (192, 192));
+        assert_eq!(block_tile(384, 6144, 2560, 132, WIDE).out_cols, 144);
+        assert_eq!(dims(block_tile(768, 6144, 2560, 132, WIDE)), (192, 192));
     }
 
     #[test]
@@ -797,5 +968,66 @@ mod tests {
         let unaligned = Call { vector: false, ..call(64, Dtype::F32) };
         assert!(choose(vector_fallback, &unaligned, |_| true).is_err());
         assert!(choose(vector_fallback, &call(64, Dtype::F32), |_| true).is_ok());
+    }
+
+    /// The narrow tiles take one row tile's grid from the cp.async tile, and grids of one wave
+    /// from split-K where predicted faster; never more than one wave, never split past one row
+    /// tile. The cases are the measured ones (bench/results/h200-s10/m64-tma).
+    #[test]
+    fn narrow_tiles_take_one_wave() {
+        let plan = |m, n, hidden| {
+            let tile = wgmma_tile(m, n, hidden, 132, &H200);
+            let residency = H200.of(tile).unwrap();
+            let splits = match wgmma_grid(tile, m, n, hidden, residency) {
+                WgmmaGrid::Split(splits) => splits,
+                WgmmaGrid::Stream(_) => 0,
+            };
+            (tile.tokens, tile.out_cols, tile.load, splits)
+        };
+        // One row tile: qwen3-8b, qwen3-32b and qwen3-1.7b at 32 tokens; at 17, qwen3-8b
+        // leaves 64 x 96 out.
+        assert_eq!(plan(32, 6144, 4096), (64, 96, Load::Tma, 2));
+        assert_eq!(plan(32, 10240, 5120), (64, 160, Load::Tma, 2));
+        assert_eq!(plan(32, 4096, 2048), (64, 160, Load::Tma, 4));
+        assert_eq!(plan(17, 6144, 4096), (64, 128, Load::Tma, 2));
+        // ... but not with 4 k-blocks per block or fewer: qwen3-0.6b, qwen2.5-0.5b, qwen2.5-1.5b.
+        assert_eq!(plan(64, 4096, 1024).2, Load::CpAsync);
+        assert_eq!(plan(32, 1152, 896).2, Load::CpAsync);
+        assert_eq!(plan(32, 2048, 1536).2, Load::CpAsync);
+        // The cp.async tile unsplit: qwen3-0.6b at 256 tokens, qwen2.5-0.5b at 512.
+        assert_eq!(plan(256, 4096, 1024), (64, 128, Load::Tma, 1));
+        assert_eq!(plan(512, 1152, 896).2, Load::Tma);
+        // ... split from 65 tokens, it stays: qwen3-0.6b at 128, qwen2.5-0.5b at 192.
+        assert_eq!(plan(128, 4096, 1024), (64, 128, Load::CpAsync, 2));
+        assert_eq!(plan(192, 1152, 896), (64, 128, Load::CpAsync, 4));
+        // Wide split-K grids predicted slower: qwen3-4b at 192 and 256 tokens, qwen3-14b at 192.
+        assert_eq!(plan(192, 6144, 2560), (64, 160, Load::Tma, 1));
+        assert_eq!(plan(256, 6144, 2560), (64, 192, Load::Tma, 1));
+        assert_eq!(plan(192, 7168, 5120), (64, 192, Load::Tma, 1));
+        // ... predicted faster: qwen3-8b at 128 and 256 tokens.
+        assert_eq!(plan(128, 6144, 4096), (128, 256, Load::Tma, 4));
+        assert_eq!(plan(256, 6144, 4096), (128, 192, Load::Tma, 2));
+        // 128 x 128 in split-K stays (qwen3-1.7b at 192 tokens, qwen2.5-1.5b at 384).
+        assert_eq!(plan(192, 4096, 2048), (128, 128, Load::Tma, 2));
+        assert_eq!(plan(384, 2048, 1536), (128, 128, Load::Tma, 2));
+        // More than one wave of the narrow tiles: the block rule (qwen3-0.6b at 512 tokens, N =
+        // 30000 at 32 tokens, 157 tiles of 64 x 192).
+        assert_eq!(plan(512, 4096, 1024), (128, 128, Load::Tma, 1));
+        assert_eq!(plan(32, 30000, 1024).2, Load::CpAsync);
+        // Every narrow choice fits at once, and splits only one row tile.
+        for hidden in [512, 896, 1024, 2048, 2560, 3584, 4096, 5120, 8192] {
+            for n in [1152, 2048, 3072, 4096, 4608, 5120, 6144, 7168, 10240, 14336] {
+                for m in [9, 17, 33, 64, 65, 100, 128, 192, 256, 320, 384, 512, 768, 1024] {
+                    let tile = wgmma_tile(m, n, hidden, 132, &H200);
+                    if let Some(i) = NARROW_TILES.iter().position(|&t| t == tile) {
+                        let residency = H200.narrow[i];
+                        let splits = wgmma_splits(tile, m, n, hidden, residency);
+                        let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
+                        assert!(blocks <= residency.blocks(splits), "{m} x {n} x {hidden}: {blocks} blocks");
+                        assert!(m <= 64 || splits == 1, "{m} x {n} x {hidden}: {splits} splits");
+                    }
+                }
+            }
+        }
     }
 }

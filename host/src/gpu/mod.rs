@@ -195,16 +195,22 @@ impl Kernels {
         Residency { multiprocessors: sms, slots, clustered }
     }
 
-    /// The residency of the wide `wgmma` tiles of `dtype` ([`dispatch::WIDE_TILES`]), as if
-    /// one per multiprocessor where a tile is not loaded.
-    pub(crate) fn wide_residency(&self, dtype: kernel_abi::Dtype) -> [Residency; dispatch::WIDE_COUNT] {
-        dispatch::WIDE_TILES.map(|tile| {
+    /// The residencies of the `wgmma` tiles of `dtype` the tile rule compares
+    /// ([`dispatch::Residencies`]), as if one per multiprocessor where a tile is not loaded.
+    pub(crate) fn dispatch_residencies(&self, dtype: kernel_abi::Dtype) -> dispatch::Residencies {
+        let of = |tile: kernel_abi::WgmmaTile| {
             KERNELS
                 .iter()
                 .position(|k| k.dtype == dtype && k.tile == Tile::Wgmma(tile) && k.shipped)
                 .filter(|&i| self.functions[i].is_some())
                 .map_or(Residency::uniform(self.multiprocessors, 1), |i| self.residency(i))
-        })
+        };
+        dispatch::Residencies {
+            wide: dispatch::WIDE_TILES.map(of),
+            narrow: dispatch::NARROW_TILES.map(of),
+            cp_async: of(dispatch::CP_ASYNC_TILE),
+            square: of(dispatch::SQUARE_TILE),
+        }
     }
 
     /// Bytes of the stream-K workspace a layer of `dtype` needs: the largest of the loaded
@@ -282,9 +288,9 @@ pub struct GpuLayer<T: Dtype> {
     w_maps: Vec<(u32, TensorMap)>,
     /// The stream-K grids' workspace; `None` off Hopper.
     workspace: Option<Arc<Workspace>>,
-    /// How many blocks of the wide `wgmma` tiles of the layer's dtype fit at once (the
+    /// How many blocks of the `wgmma` tiles the tile rule compares fit at once (the
     /// dispatch chooses between them by it); looked up once, not per call.
-    wide: [Residency; dispatch::WIDE_COUNT],
+    residencies: dispatch::Residencies,
     policy: KernelPolicy,
     split_k: SplitK,
     /// Launch as a programmatic dependent of the previous kernel on the stream (where
@@ -390,7 +396,7 @@ impl<T: Dtype> GpuLayer<T> {
         };
         let params =
             QkvParams { workspace: workspace.as_ref().map_or(0, |w| w.buffer.as_device_ptr().as_raw()), ..params };
-        let wide = kernels.wide_residency(T::KIND.abi());
+        let residencies = kernels.dispatch_residencies(T::KIND.abi());
         let dependent_launch = kernels.launch_ex.is_some();
         Ok(GpuLayer {
             config: c,
@@ -400,7 +406,7 @@ impl<T: Dtype> GpuLayer<T> {
             params,
             w_maps,
             workspace,
-            wide,
+            residencies,
             policy: KernelPolicy::Auto,
             split_k: SplitK::Auto,
             dependent_launch,
@@ -557,7 +563,7 @@ impl<T: Dtype> GpuLayer<T> {
                 self.kernels.multiprocessors,
                 resident,
             ),
-            wide: self.wide,
+            residencies: self.residencies,
         };
         let index = dispatch::choose(self.policy, &call, |i| self.kernels.functions[i].is_some())?;
         let residency = self.kernels.residency(index);
