@@ -114,32 +114,6 @@ pub struct Residencies {
     pub narrow: [Residency; NARROW_COUNT],
     /// [`CP_ASYNC_TILE`].
     pub cp_async: Residency,
-    /// [`SQUARE_TILE`].
-    pub square: Residency,
-}
-
-impl Residencies {
-    /// Every tile at `per_multiprocessor(tile)` blocks per multiprocessor, clusters packed
-    /// without loss.
-    pub fn uniform(multiprocessors: usize, per_multiprocessor: impl Fn(WgmmaTile) -> usize) -> Self {
-        let of = |tile| Residency::uniform(multiprocessors, per_multiprocessor(tile));
-        Residencies {
-            wide: WIDE_TILES.map(of),
-            narrow: NARROW_TILES.map(of),
-            cp_async: of(CP_ASYNC_TILE),
-            square: of(SQUARE_TILE),
-        }
-    }
-
-    /// The residency of `tile`, where it is one the tile rule compares.
-    pub fn of(&self, tile: WgmmaTile) -> Option<Residency> {
-        let listed = |tiles: &[WgmmaTile], residencies: &[Residency]| {
-            tiles.iter().position(|&t| t == tile).map(|i| residencies[i])
-        };
-        listed(&WIDE_TILES, &self.wide)
-            .or_else(|| listed(&NARROW_TILES, &self.narrow))
-            .or_else(|| listed(&[CP_ASYNC_TILE, SQUARE_TILE], &[self.cp_async, self.square]))
-    }
 }
 
 /// How many blocks of one kernel the GPU holds at once.
@@ -457,18 +431,11 @@ const WIDE_K_BLOCK_US: f64 = 0.64;
 const SPLIT_US_PER_KILO_ELEMENT: f64 = 0.25;
 
 /// Predicted microseconds of one wave of `tile`'s blocks, each with `k_blocks / splits` of the
-/// k-blocks (less the fixed cost all grids share), or `None` for a tile without a k-block time.
-fn one_wave_us(tile: WgmmaTile, splits: u32, k_blocks: usize) -> Option<f64> {
-    let per_k_block = if let Some(i) = NARROW_TILES.iter().position(|&t| t == tile) {
-        NARROW_K_BLOCK_US[i]
-    } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == tile) {
-        WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US
-    } else {
-        return None;
-    };
+/// k-blocks at `k_block_us` each (less the fixed cost all grids share).
+fn one_wave_us(tile: WgmmaTile, k_block_us: f64, splits: u32, k_blocks: usize) -> f64 {
     let split =
         if splits > 1 { SPLIT_US_PER_KILO_ELEMENT * (tile.tokens * tile.out_cols) as f64 / 1024.0 } else { 0.0 };
-    Some(k_blocks.div_ceil(splits as usize) as f64 * per_k_block + split)
+    k_blocks.div_ceil(splits as usize) as f64 * k_block_us + split
 }
 
 /// The narrow tile ([`NARROW_TILES`]) that replaces the block rule's `block` tile for `m`
@@ -507,22 +474,22 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
             return None;
         }
         f64::INFINITY
-    } else if WIDE_TILES.contains(&block) {
-        let residency = residencies.of(block)?;
-        match (wgmma_grid(block, m, n, hidden, residency), one_wave(block, residency)) {
-            (WgmmaGrid::Split(splits), Some(_)) if splits > 1 => one_wave_us(block, splits, k_blocks)?,
+    } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == block) {
+        // A grid of one wave is never stream-K.
+        match one_wave(block, residencies.wide[i]) {
+            Some(splits) if splits > 1 => one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, splits, k_blocks),
             _ => return None,
         }
     } else {
         return None;
     };
     let mut best: Option<(f64, WgmmaTile, u32)> = None;
-    for (tile, residency) in NARROW_TILES.into_iter().zip(residencies.narrow) {
+    for ((tile, residency), k_block_us) in NARROW_TILES.into_iter().zip(residencies.narrow).zip(NARROW_K_BLOCK_US) {
         let Some(splits) = one_wave(tile, residency) else { continue };
         if (m > 64 && splits > 1) || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0]) {
             continue;
         }
-        let Some(us) = one_wave_us(tile, splits, k_blocks) else { continue };
+        let us = one_wave_us(tile, k_block_us, splits, k_blocks);
         if us < to_beat && best.is_none_or(|(least, ..)| us < least) {
             best = Some((us, tile, splits));
         }
@@ -785,7 +752,6 @@ mod tests {
             slots: 264,
             clustered: [0, 264, 264, 264, 264, 260, 264, 259, 264],
         },
-        square: H200_ONE_PER_SM,
     };
 
     fn call(m: usize, dtype: Dtype) -> Call {
@@ -977,7 +943,12 @@ mod tests {
     fn narrow_tiles_take_one_wave() {
         let plan = |m, n, hidden| {
             let tile = wgmma_tile(m, n, hidden, 132, &H200);
-            let residency = H200.of(tile).unwrap();
+            // The other tiles are one per SM, as the wide ones.
+            let residency = match NARROW_TILES.iter().position(|&t| t == tile) {
+                Some(i) => H200.narrow[i],
+                None if tile == CP_ASYNC_TILE => H200.cp_async,
+                None => H200_ONE_PER_SM,
+            };
             let splits = match wgmma_grid(tile, m, n, hidden, residency) {
                 WgmmaGrid::Split(splits) => splits,
                 WgmmaGrid::Stream(_) => 0,

@@ -209,7 +209,6 @@ impl Kernels {
             wide: dispatch::WIDE_TILES.map(of),
             narrow: dispatch::NARROW_TILES.map(of),
             cp_async: of(dispatch::CP_ASYNC_TILE),
-            square: of(dispatch::SQUARE_TILE),
         }
     }
 
