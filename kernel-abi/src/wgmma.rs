@@ -173,8 +173,8 @@ pub struct WgmmaTile {
     /// Rows of `y` (tokens) per tile: 64, 128 or 192 (a block's tile; the persistent kernel's
     /// are 64, one per warpgroup).
     pub tokens: u32,
-    /// Columns of `y` per tile: 96 or 160 (with 64 tokens), 128, 144 (with 128 or 192 tokens),
-    /// 192, or 256 (with 64 or 128 tokens).
+    /// Columns of `y` per tile: 160 (with 64 tokens), 64 (with 128), 96 (with 64 or 128), 128,
+    /// 144 (with 128 or 192 tokens), 192, or 256 (with 64 or 128 tokens).
     pub out_cols: u32,
     /// Shared-memory stages: 3 to 8.
     pub stages: u32,
@@ -195,7 +195,7 @@ impl WgmmaTile {
         } else {
             matches!(
                 (self.tokens, self.out_cols),
-                (128, 128 | 144 | 192 | 256) | (192, 128 | 144 | 192) | (64, 96 | 128 | 160 | 192 | 256)
+                (128, 64 | 96 | 128 | 144 | 192 | 256) | (192, 128 | 144 | 192) | (64, 96 | 128 | 160 | 192 | 256)
             )
         };
         // 192-row tiles load through TMA only: `cp.async`'s thread-to-row mapping is written for

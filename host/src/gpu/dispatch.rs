@@ -112,6 +112,8 @@ pub struct Residencies {
     pub wide: [Residency; WIDE_COUNT],
     /// The [`NARROW_TILES`].
     pub narrow: [Residency; NARROW_COUNT],
+    /// [`SQUARE_TILE`].
+    pub square: Residency,
     /// [`CP_ASYNC_TILE`].
     pub cp_async: Residency,
 }
@@ -403,27 +405,39 @@ pub const CP_ASYNC_TILE: WgmmaTile = WgmmaTile { tokens: 64, out_cols: 128, stag
 pub const SQUARE_TILE: WgmmaTile = WgmmaTile { tokens: 128, out_cols: 128, stages: 4, load: Load::Tma };
 
 /// How many narrow tiles there are ([`NARROW_TILES`]).
-pub const NARROW_COUNT: usize = 4;
+pub const NARROW_COUNT: usize = 6;
 
-/// The narrow tiles: 64 tokens by 96 to 192 columns through deep TMA rings, one block per
-/// multiprocessor, so that some width's tile count fills one wave ([`narrow_tile`]). Their
-/// rings hold 160-200 KB, the bytes in flight one multiprocessor needs to stream W at its
-/// share of the bandwidth.
+/// The narrow tiles: few columns per tile through deep TMA rings, one block per multiprocessor,
+/// so that some width's tile count fills one wave ([`narrow_tile`]): 64 tokens by 96 to 192
+/// columns, and 128 tokens by 64 or 96 (from 65 tokens: half the row tiles of the 64-row ones,
+/// `W'` read by half as many blocks). Their rings hold 160-200 KB, the bytes in flight one
+/// multiprocessor needs to stream W at its share of the bandwidth.
 pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
     WgmmaTile { tokens: 64, out_cols: 96, stages: 8, load: Load::Tma },
     WgmmaTile { tokens: 64, out_cols: 128, stages: 6, load: Load::Tma },
     WgmmaTile { tokens: 64, out_cols: 160, stages: 6, load: Load::Tma },
     WgmmaTile { tokens: 64, out_cols: 192, stages: 6, load: Load::Tma },
+    WgmmaTile { tokens: 128, out_cols: 64, stages: 8, load: Load::Tma },
+    WgmmaTile { tokens: 128, out_cols: 96, stages: 6, load: Load::Tma },
 ];
 
 /// Microseconds per k-block of each [`NARROW_TILES`] tile in a grid of one wave: the slopes
-/// of `t = 2.24 us + k-blocks x slope`, fitted to 92 unsplit one-wave grids of these tiles
-/// (H200, graph mode, five models, 64 to 512 tokens, bench/results/h200-s10/m64-tma; residual
-/// 0.56 us rms). Nearly flat in the width: a block waits on latency, not on bytes, so the
-/// wider tile streams more W per k-block in the same time.
-const NARROW_K_BLOCK_US: [f64; NARROW_COUNT] = [0.38, 0.385, 0.40, 0.41];
+/// of `t = 2.24 us + k-blocks x slope`, fitted to unsplit one-wave grids of these tiles (H200,
+/// graph mode; the 64-row tiles over 92 grids of five models at 64 to 512 tokens,
+/// bench/results/h200-s10/m64-tma, residual 0.56 us rms; the 128-row tiles over 14 and 16
+/// grids of seven models at 128 to 512 tokens with 64 blocks or more,
+/// bench/results/h200-s12/m128-narrow, 0.31 and 0.5 us rms). Nearly flat in the width: a
+/// block waits on latency, not on bytes, so the wider tile streams more W per k-block in the
+/// same time; a 128-row tile multiplies twice the rows in about the same time as a 64-row one.
+const NARROW_K_BLOCK_US: [f64; NARROW_COUNT] = [0.38, 0.385, 0.40, 0.41, 0.35, 0.39];
 /// ... of 128 x 256, the unit of [`WIDE_K_BLOCK_TIME`] (bench/NOTES.md "What cuBLAS runs").
 const WIDE_K_BLOCK_US: f64 = 0.64;
+/// ... of the block rule's 128 x 128 tile ([`SQUARE_TILE`]) in a grid of one wave, unsplit or
+/// split (qwen3-1.7b at 192-512 tokens, qwen3-0.6b at 384-512, bench/results/h200-s12/m128-narrow).
+const SQUARE_K_BLOCK_US: f64 = 0.45;
+/// ... of the cp.async tile ([`CP_ASYNC_TILE`]) split from 65 tokens (two per multiprocessor;
+/// qwen3-1.7b and qwen3-0.6b at 128 tokens in two, bench/results/h200-s12/m128-narrow).
+const CP_ASYNC_K_BLOCK_US: f64 = 0.47;
 /// What splitting a tile's k-blocks between blocks costs, per 1024 elements of the tile: the
 /// partial tiles' exchange and the wait for the cluster's slowest block. The value that
 /// orders the measured grids best (bench/results/h200-s10/m64-tma, 64-row tiles in 2 and 4
@@ -440,7 +454,8 @@ fn one_wave_us(tile: WgmmaTile, k_block_us: f64, splits: u32, k_blocks: usize) -
 
 /// The narrow tile ([`NARROW_TILES`]) that replaces the block rule's `block` tile for `m`
 /// tokens, if any: of the narrow grids of one wave ([`wgmma_splits`] blocks per tile, all
-/// resident at once), the one of least predicted time ([`one_wave_us`]), where
+/// resident at once, split only where the grid has one row tile), the one of least predicted
+/// time ([`one_wave_us`]), where
 /// - `m` is at most 64 tokens (one row tile, W read once), `block` being the cp.async tile,
 ///   and the narrow grid gives each block more k-blocks than the cp.async ring holds (its
 ///   deeper ring is what it brings). Measured on the H200, graph mode, at 17-64 tokens
@@ -448,17 +463,25 @@ fn one_wave_us(tile: WgmmaTile, k_block_us: f64, splits: u32, k_blocks: usize) -
 ///   qwen3-32b 36.2 -> 32.7 (64 x 160 in two), qwen3-1.7b 10.8 -> 9.8 (64 x 160 in four),
 ///   qwen2.5-7b and Llama-3.2-3B -13 %; with 2-4 k-blocks per block it was slower
 ///   (qwen2.5-0.5b at 32 tokens 4.17 -> 4.40, qwen2.5-1.5b 5.96 -> 6.36). Below
-///   [`NARROW_X_HALF_TOKENS`] the 64 x 96 tile is left out: TMA fills the rows past M with
-///   zeros slowly, and of the narrow tiles its `x` box is the largest share of a stage (qwen3-8b
-///   at 17 tokens 20.7 -> 21.2 us; the wider tiles still gained there);
-/// - or from 65 tokens, unsplit (more than one row tile in split-K measured slower), where
-///   `block` is the cp.async tile unsplit (the same grid through TMA: qwen3-0.6b at 192 and 256
-///   tokens 9.54 -> 8.88 and 9.67 -> 9.09 us, qwen2.5-0.5b at 512 8.84 -> 7.95), or a wide tile
-///   in a split-K grid of one wave predicted slower (qwen3-4b at 192 tokens: 128 x 192 in two,
-///   21.0 us, against 64 x 160 unsplit, 19.1; qwen3-14b at 192: 38.5 against 35.6 with 64 x 192;
-///   Llama-3.2-3B at 192: 22.1 against 20.9). 128 x 128 in split-K stays: it was ahead of the
-///   narrow grids wherever measured (qwen3-1.7b at 192 and 256 tokens, 13.7 against 14.3-14.8
-///   us; qwen2.5-1.5b at 384 and 512, 11.2 and 11.7 against 12.1).
+///   [`NARROW_X_HALF_TOKENS`] the 64 x 96 tile is left out: of the narrow tiles its `x` box is
+///   the largest share of a stage;
+/// - or from 65 tokens, where `block` is the cp.async tile unsplit (the same grid through
+///   TMA: qwen3-0.6b at 192 and 256 tokens 9.54 -> 8.88 and 9.67 -> 9.09 us, qwen2.5-0.5b at
+///   512 8.84 -> 7.95), or a wide tile in a split-K grid of one wave predicted slower (qwen3-4b
+///   at 192 tokens: 128 x 192 in two, 21.0 us, against 64 x 160 unsplit, 19.1; qwen3-14b at
+///   192: 38.5 against 35.6 with 64 x 192; Llama-3.2-3B at 192: 22.1 against 20.9);
+/// - or, by a 128-row tile only, where `block` is the cp.async tile split at 128 tokens
+///   (one 128-row tile; qwen3-1.7b 11.9 -> 10.6 us with 128 x 64 in two; not with 4 k-blocks
+///   per block or fewer, as above), or the 128 x 128 tile in a grid of one
+///   wave (qwen3-1.7b at 192 and 256 tokens 13.7 -> 13.2 / 13.3 with 128 x 64, at 384 15.8 ->
+///   14.7 with 128 x 96; qwen3-0.6b at 384 9.54 -> 9.03). The 64-row tiles stay out there:
+///   128 x 128 was ahead of them wherever measured (qwen3-1.7b at 192 and 256 tokens, 13.7
+///   against 14.3-14.8 us; qwen2.5-1.5b at 384 and 512, 11.2 and 11.7 against 12.1).
+///
+/// 128-row tiles only from 128 tokens, where none of their `x` rows lies past M (the last row
+/// tile is moved up): TMA fills rows past M with zeros slowly, and at 65 tokens the same
+/// 128 x 96 grid in two took 19.7 us on qwen3-4b against 15.2 at 128 (qwen3-8b 28.8 against
+/// 20.6; bench/results/h200-s12/ab).
 ///
 /// More than one wave of a narrow tile (one block per multiprocessor) measured 1.5-3x slower.
 fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies: &Residencies) -> Option<WgmmaTile> {
@@ -468,16 +491,29 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
         let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
         (blocks <= residency.blocks(splits)).then_some(splits)
     };
-    let to_beat = if block == CP_ASYNC_TILE {
-        // The cp.async tile split (from 65 tokens: several row tiles) stays.
-        if m > 64 && one_wave(block, residencies.cp_async) != Some(1) {
-            return None;
+    // What the narrow grid must beat, and whether only 128-row tiles may.
+    let (to_beat, tall_only) = if block == CP_ASYNC_TILE {
+        match one_wave(block, residencies.cp_async) {
+            Some(splits) if m > 64 && splits > 1 => {
+                if m > 128 {
+                    // The cp.async tile split over several row tiles stays.
+                    return None;
+                }
+                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, splits, k_blocks), true)
+            }
+            _ => (f64::INFINITY, false),
         }
-        f64::INFINITY
+    } else if block == SQUARE_TILE {
+        match one_wave(block, residencies.square) {
+            Some(splits) => (one_wave_us(block, SQUARE_K_BLOCK_US, splits, k_blocks), true),
+            None => return None,
+        }
     } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == block) {
         // A grid of one wave is never stream-K.
         match one_wave(block, residencies.wide[i]) {
-            Some(splits) if splits > 1 => one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, splits, k_blocks),
+            Some(splits) if splits > 1 => {
+                (one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, splits, k_blocks), false)
+            }
             _ => return None,
         }
     } else {
@@ -485,8 +521,15 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
     };
     let mut best: Option<(f64, WgmmaTile, u32)> = None;
     for ((tile, residency), k_block_us) in NARROW_TILES.into_iter().zip(residencies.narrow).zip(NARROW_K_BLOCK_US) {
+        let tall = tile.tokens == 128;
+        if (tall_only && !tall)
+            || (tall && m < tile.tokens as usize)
+            || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0])
+        {
+            continue;
+        }
         let Some(splits) = one_wave(tile, residency) else { continue };
-        if (m > 64 && splits > 1) || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0]) {
+        if splits > 1 && m > tile.tokens as usize {
             continue;
         }
         let us = one_wave_us(tile, k_block_us, splits, k_blocks);
@@ -495,8 +538,10 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
         }
     }
     let (_, tile, splits) = best?;
+    // Where a split cp.async grid is replaced, the deeper ring is what the narrow one brings.
+    let replaces_split = m <= 64 || (block == CP_ASYNC_TILE && to_beat.is_finite());
     let deeper_ring_used = k_blocks.div_ceil(splits as usize) > CP_ASYNC_TILE.stages as usize;
-    (m > 64 || deeper_ring_used).then_some(tile)
+    (!replaces_split || deeper_ring_used).then_some(tile)
 }
 
 /// Below this many tokens more than half of a narrow tile's `x` rows lie past M
@@ -747,6 +792,7 @@ mod tests {
     const H200: Residencies = Residencies {
         wide: WIDE,
         narrow: [H200_ONE_PER_SM; NARROW_COUNT],
+        square: H200_ONE_PER_SM,
         cp_async: Residency {
             multiprocessors: 132,
             slots: 264,
@@ -965,22 +1011,35 @@ mod tests {
         assert_eq!(plan(64, 4096, 1024).2, Load::CpAsync);
         assert_eq!(plan(32, 1152, 896).2, Load::CpAsync);
         assert_eq!(plan(32, 2048, 1536).2, Load::CpAsync);
-        // The cp.async tile unsplit: qwen3-0.6b at 256 tokens, qwen2.5-0.5b at 512.
-        assert_eq!(plan(256, 4096, 1024), (64, 128, Load::Tma, 1));
-        assert_eq!(plan(512, 1152, 896).2, Load::Tma);
-        // ... split from 65 tokens, it stays: qwen3-0.6b at 128, qwen2.5-0.5b at 192.
-        assert_eq!(plan(128, 4096, 1024), (64, 128, Load::CpAsync, 2));
+        // The cp.async tile unsplit: qwen3-0.6b at 192 and 256 tokens, qwen2.5-0.5b at 512
+        // (128 x 64: two row tiles, not three or four of 64 x 96 or 64 x 128).
+        assert_eq!(plan(192, 4096, 1024), (128, 64, Load::Tma, 1));
+        assert_eq!(plan(256, 4096, 1024), (128, 64, Load::Tma, 1));
+        assert_eq!(plan(512, 1152, 896), (128, 64, Load::Tma, 1));
+        // ... split at up to 128 tokens, by a 128-row tile (qwen3-1.7b and qwen3-0.6b at 128)
+        // but not with 4 k-blocks per block or fewer (qwen2.5-0.5b at 128); from 129 tokens it
+        // stays (qwen2.5-0.5b at 192).
+        assert_eq!(plan(128, 4096, 2048), (128, 64, Load::Tma, 2));
+        assert_eq!(plan(128, 4096, 1024), (128, 64, Load::Tma, 2));
+        assert_eq!(plan(128, 1152, 896), (64, 128, Load::CpAsync, 6));
         assert_eq!(plan(192, 1152, 896), (64, 128, Load::CpAsync, 4));
-        // Wide split-K grids predicted slower: qwen3-4b at 192 and 256 tokens, qwen3-14b at 192.
-        assert_eq!(plan(192, 6144, 2560), (64, 160, Load::Tma, 1));
-        assert_eq!(plan(256, 6144, 2560), (64, 192, Load::Tma, 1));
+        // Wide split-K grids predicted slower: qwen3-4b at 128, 192 and 256 tokens, qwen3-8b at
+        // 128, qwen3-14b at 192.
+        assert_eq!(plan(128, 6144, 2560), (128, 96, Load::Tma, 2));
+        assert_eq!(plan(192, 6144, 2560), (128, 96, Load::Tma, 1));
+        assert_eq!(plan(256, 6144, 2560), (128, 96, Load::Tma, 1));
+        assert_eq!(plan(128, 6144, 4096), (128, 96, Load::Tma, 2));
         assert_eq!(plan(192, 7168, 5120), (64, 192, Load::Tma, 1));
-        // ... predicted faster: qwen3-8b at 128 and 256 tokens.
-        assert_eq!(plan(128, 6144, 4096), (128, 256, Load::Tma, 4));
+        // ... predicted faster: qwen3-8b at 256 tokens, qwen3-14b at 128.
         assert_eq!(plan(256, 6144, 4096), (128, 192, Load::Tma, 2));
-        // 128 x 128 in split-K stays (qwen3-1.7b at 192 tokens, qwen2.5-1.5b at 384).
+        assert_eq!(plan(128, 7168, 5120), (128, 256, Load::Tma, 4));
+        // 128 x 128 predicted faster in split-K stays (qwen3-1.7b at 192 tokens); unsplit, a
+        // 128-row narrow tile takes it where one wave of it fits (qwen3-1.7b and qwen3-0.6b at
+        // 384 tokens, qwen2.5-1.5b at 384), not where it does not (qwen3-0.6b at 512).
         assert_eq!(plan(192, 4096, 2048), (128, 128, Load::Tma, 2));
-        assert_eq!(plan(384, 2048, 1536), (128, 128, Load::Tma, 2));
+        assert_eq!(plan(384, 4096, 2048), (128, 96, Load::Tma, 1));
+        assert_eq!(plan(384, 4096, 1024), (128, 96, Load::Tma, 1));
+        assert_eq!(plan(384, 2048, 1536), (128, 64, Load::Tma, 1));
         // More than one wave of the narrow tiles: the block rule (qwen3-0.6b at 512 tokens, N =
         // 30000 at 32 tokens, 157 tiles of 64 x 192).
         assert_eq!(plan(512, 4096, 1024), (128, 128, Load::Tma, 1));
@@ -995,7 +1054,8 @@ mod tests {
                         let splits = wgmma_splits(tile, m, n, hidden, residency);
                         let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
                         assert!(blocks <= residency.blocks(splits), "{m} x {n} x {hidden}: {blocks} blocks");
-                        assert!(m <= 64 || splits == 1, "{m} x {n} x {hidden}: {splits} splits");
+                        assert!(m <= tile.tokens as usize || splits == 1, "{m} x {n} x {hidden}: {splits} splits");
+                        assert!(m > 64 || tile.tokens == 64, "{m} x {n} x {hidden}: {} rows", tile.tokens);
                     }
                 }
             }

@@ -208,6 +208,7 @@ impl Kernels {
         dispatch::Residencies {
             wide: dispatch::WIDE_TILES.map(of),
             narrow: dispatch::NARROW_TILES.map(of),
+            square: of(dispatch::SQUARE_TILE),
             cp_async: of(dispatch::CP_ASYNC_TILE),
         }
     }
