@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 tokens by 96 to 192 columns where one wave of them is predicted fastest, else 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 tokens by 96 to 192 columns, or from 128 tokens 128 by 64 or 96, where one wave of them is predicted fastest, else 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -346,7 +346,7 @@ fn fallback_tokens(m: usize) -> u32 {
 
 /// The `wgmma` tile for `m` tokens, `n` output columns and rows of `hidden` on `sms`
 /// multiprocessors, `residencies` those of the tiles compared: the block rule's tile
-/// ([`block_tile`]), or a 64-row TMA tile ([`NARROW_TILES`], [`narrow_tile`]) where one
+/// ([`block_tile`]), or a narrow TMA tile ([`NARROW_TILES`], [`narrow_tile`]) where one
 /// wave of it is predicted faster.
 pub fn wgmma_tile(m: usize, n: usize, hidden: usize, sms: usize, residencies: &Residencies) -> WgmmaTile {
     let block = block_tile(m, n, hidden, sms, residencies.wide);
@@ -409,7 +409,7 @@ pub const NARROW_COUNT: usize = 6;
 
 /// The narrow tiles: few columns per tile through deep TMA rings, one block per multiprocessor,
 /// so that some width's tile count fills one wave ([`narrow_tile`]): 64 tokens by 96 to 192
-/// columns, and 128 tokens by 64 or 96 (from 65 tokens: half the row tiles of the 64-row ones,
+/// columns, and 128 tokens by 64 or 96 (from 128 tokens: half the row tiles of the 64-row ones,
 /// `W'` read by half as many blocks). Their rings hold 160-200 KB, the bytes in flight one
 /// multiprocessor needs to stream W at its share of the bandwidth.
 pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
@@ -544,7 +544,7 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
     (!replaces_split || deeper_ring_used).then_some(tile)
 }
 
-/// Below this many tokens more than half of a narrow tile's `x` rows lie past M
+/// Below this many tokens more than half of a 64-row narrow tile's `x` rows lie past M
 /// ([`narrow_tile`]).
 pub const NARROW_X_HALF_TOKENS: usize = 32;
 

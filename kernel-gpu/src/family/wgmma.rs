@@ -42,8 +42,8 @@
 //! block taking whole tiles of the full waves, then its part of a tile of the last wave
 //! ([`kernel_abi::wgmma::stream_tail`]), the partials meeting in the workspace
 //! ([`StreamWorkspace`]), each block of the tile storing a band of its rows. One block per tile
-//! is the plain grid. Tiles are 64 rows by 96, 128, 160, 192 or 256 columns, 128 rows by 128,
-//! 144, 192 or 256, or 192 rows by 128, 144 or 192 ([`kernel_abi::WgmmaTile::is_valid`]).
+//! is the plain grid. Tiles are 64 rows by 96, 128, 160, 192 or 256 columns, 128 rows by 64,
+//! 96, 128, 144, 192 or 256, or 192 rows by 128, 144 or 192 ([`kernel_abi::WgmmaTile::is_valid`]).
 //!
 //! Launch contract: [`kernel_abi::WgmmaTile::launch`] for the kernel's tile (dynamic shared
 //! memory [`kernel_abi::WgmmaTile::shared_bytes`], laid out by its `*_offset` functions; above
