@@ -377,6 +377,27 @@ impl WgmmaTile {
         m.div_ceil(self.tokens * PERSISTENT_CLUSTER) * n.div_ceil(self.out_cols)
     }
 
+    /// Rows of `x` per TMA box for `m` tokens: the tile's rows, or all `m` of them where one
+    /// row tile holds them. A box row past `M` would be filled with zeros by the copy engine,
+    /// which costs about 0.2 us per k-block (bench/NOTES.md "The mid-M bound"); clipped, the
+    /// stage's rows past `M` keep stale data, which only reaches accumulator rows that are
+    /// never stored. Where `M` exceeds the tile, the last row tile moves up to end at row `M`
+    /// instead, so no box ever reaches past `M`. The host encodes the `x` tensor map with this
+    /// box and the kernel expects [`WgmmaTile::stage_tx_bytes`] per stage: a mismatch hangs.
+    pub const fn x_box_rows(self, m: u32) -> u32 {
+        if m < self.tokens {
+            m
+        } else {
+            self.tokens
+        }
+    }
+
+    /// Bytes the copy engine brings into one stage for `m` tokens: the `x` box
+    /// ([`WgmmaTile::x_box_rows`]) and the whole `W'` tile (both halves, on persistent tiles).
+    pub const fn stage_tx_bytes(self, m: u32) -> u32 {
+        (self.x_box_rows(m) + self.out_cols) * SWIZZLE_ROW_BYTES
+    }
+
     /// Rows of `W'` per TMA box: the tile's columns, or the half a persistent block multicasts.
     pub const fn w_box_rows(self) -> u32 {
         if self.is_persistent() {
@@ -523,6 +544,21 @@ mod tests {
                 taken[..units(tiles)].iter().all(|&t| t == 1),
                 "{tiles} tiles, {blocks} blocks, {k_blocks} k-blocks"
             );
+        }
+    }
+
+    /// The `x` box never reaches past M: it holds M rows below the tile's height (one row
+    /// tile), the whole tile from it; a stage then expects exactly the box and the `W'` tile.
+    #[test]
+    fn x_box_stays_inside_m() {
+        for (tokens, out_cols) in [(64, 128), (128, 96), (128, 256), (192, 128), (192, 192)] {
+            let tile = WgmmaTile { tokens, out_cols, stages: 4, load: Load::Tma };
+            for m in [1, 5, 63, 64, 65, 127, 128, 129, 191, 192, 193, 8192] {
+                let rows = tile.x_box_rows(m);
+                assert!(rows >= 1 && rows <= m && rows <= tokens, "{tokens} x {out_cols} at {m}: {rows}");
+                assert_eq!(rows == tokens, m >= tokens);
+                assert_eq!(tile.stage_tx_bytes(m), tile.stage_bytes() - (tokens - rows) * SWIZZLE_ROW_BYTES);
+            }
         }
     }
 }

@@ -55,7 +55,7 @@ macro_rules! declare_kernel {
         { tokens: $bm:literal, out_cols: $bn:literal, stages: $stages:literal, load: Tma }) => {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: kernel_abi::TmaParams) {
-            let loader = family::wgmma::Tma::in_params(crate::param_address!($name));
+            let loader = family::wgmma::Tma::in_params(crate::param_address!($name), params.qkv.shape.m);
             family::wgmma::run::<element!($dtype), _, $bm, $bn, { if $bm >= 128 { $bn } else { $bn / 2 } }, $stages>(
                 &params.qkv,
                 loader,
@@ -66,7 +66,7 @@ macro_rules! declare_kernel {
         { tokens: 64, out_cols: $bn:literal, stages: $stages:literal, load: TmaProducer }) => {
         #[cfg(target_feature = "sm_90a")]
         entry!($name(params: kernel_abi::TmaParams) {
-            let loader = family::wgmma::Tma::in_params(crate::param_address!($name));
+            let loader = family::wgmma::Tma::in_params(crate::param_address!($name), params.qkv.shape.m);
             family::wgmma::run_persistent::<element!($dtype), $bn, $stages>(&params.qkv, loader)
         });
     };

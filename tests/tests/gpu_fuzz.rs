@@ -257,8 +257,12 @@ fn prefill_tiles_and_tails<T: Dtype>(gpu: &Gpu) {
             let w = weights::<T>(config, 21);
             let mut layer = GpuLayer::new(gpu.kernels.clone(), &w).unwrap();
             // Fewer sizes when few cases are asked for (the sanitizer runs).
-            // 2500 tokens: more tiles than multiprocessors, so a persistent block takes several.
-            let sizes: &[usize] = if case_count(256) < 16 { &[65, 129] } else { &[63, 64, 129, 700, 2500] };
+            // 5, 63, 65, 100, 129 and 160 tokens: one row tile of the 64-, 128- or 192-row
+            // tiles holds them all, so the `x` box is clipped to M
+            // (kernel_abi::wgmma::WgmmaTile::x_box_rows). 2500 tokens: more tiles than
+            // multiprocessors, so a persistent block takes several.
+            let sizes: &[usize] =
+                if case_count(256) < 16 { &[5, 65, 129] } else { &[5, 63, 64, 100, 129, 160, 700, 2500] };
             for &m in sizes {
                 let x = hidden_states::<T>(&config, m, 22 + m as u64);
                 let x_dev = DeviceBuffer::from_slice(&x).unwrap();

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 ///
 /// | dtype | GPU | `x` aligned, `hidden % (16 B / dtype) == 0` | tokens | kernel |
 /// |---|---|---|---|---|
-/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 tokens by 96 to 192 columns, or from 128 tokens 128 by 64 or 96, where one wave of them is predicted fastest, else 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
+/// | bf16, f16 | compute capability 9.0 | yes, and even q/kv widths, 4-byte aligned outputs | from 17 (from 9 where the mma.sync grid exceeds one wave) | `wgmma` (tile: [`wgmma_tile`], 64 tokens by 96 to 192 columns, from 65 tokens 128 by 64 or 96, or at 129-192 tokens 192 by 128, 144 or 192 as one row tile, where one wave of them is predicted fastest, else 64 or 128 tokens by 128, 144, 192 or 256 columns, or 192 by 192; grid: [`wgmma_grid`], split-K while tiles are few, as many as the clusters fit at once, the last part-full wave split stream-K style) |
 /// | bf16, f16 | any | yes | 2 up to there (any, off Hopper) | tensor cores (mma.sync), 16 rows of W x 8, 16 or 32 tokens per block, 8 warps |
 /// | any | any | yes | up to 4 (bf16, f16: 1) | SIMT decode (`gemv`), 1, 2 or 4 tokens per block |
 /// | any | any | any | any | the SIMT fallback, 1 to 8 tokens per block, vector or scalar loads |
@@ -405,12 +405,14 @@ pub const CP_ASYNC_TILE: WgmmaTile = WgmmaTile { tokens: 64, out_cols: 128, stag
 pub const SQUARE_TILE: WgmmaTile = WgmmaTile { tokens: 128, out_cols: 128, stages: 4, load: Load::Tma };
 
 /// How many narrow tiles there are ([`NARROW_TILES`]).
-pub const NARROW_COUNT: usize = 6;
+pub const NARROW_COUNT: usize = 9;
 
 /// The narrow tiles: few columns per tile through deep TMA rings, one block per multiprocessor,
 /// so that some width's tile count fills one wave ([`narrow_tile`]): 64 tokens by 96 to 192
-/// columns, and 128 tokens by 64 or 96 (from 128 tokens: half the row tiles of the 64-row ones,
-/// `W'` read by half as many blocks). Their rings hold 160-200 KB, the bytes in flight one
+/// columns; 128 tokens by 64 or 96 (from 65 tokens: one row tile, or half the row tiles of the
+/// 64-row ones, `W'` read by half as many blocks); and, only where one of them holds all of
+/// 129-192 tokens, 192 tokens by 128, 144 or 192 (W read once, where 64- or 128-row tiles read
+/// it from L2 three or two times). Their rings hold 160-200 KB, the bytes in flight one
 /// multiprocessor needs to stream W at its share of the bandwidth.
 pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
     WgmmaTile { tokens: 64, out_cols: 96, stages: 8, load: Load::Tma },
@@ -419,6 +421,9 @@ pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
     WgmmaTile { tokens: 64, out_cols: 192, stages: 6, load: Load::Tma },
     WgmmaTile { tokens: 128, out_cols: 64, stages: 8, load: Load::Tma },
     WgmmaTile { tokens: 128, out_cols: 96, stages: 6, load: Load::Tma },
+    WgmmaTile { tokens: 192, out_cols: 128, stages: 5, load: Load::Tma },
+    WgmmaTile { tokens: 192, out_cols: 144, stages: 5, load: Load::Tma },
+    WgmmaTile { tokens: 192, out_cols: 192, stages: 4, load: Load::Tma },
 ];
 
 /// Microseconds per k-block of each [`NARROW_TILES`] tile in a grid of one wave: the slopes
@@ -426,10 +431,13 @@ pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
 /// graph mode; the 64-row tiles over 92 grids of five models at 64 to 512 tokens,
 /// bench/results/h200-s10/m64-tma, residual 0.56 us rms; the 128-row tiles over 14 and 16
 /// grids of seven models at 128 to 512 tokens with 64 blocks or more,
-/// bench/results/h200-s12/m128-narrow, 0.31 and 0.5 us rms). Nearly flat in the width: a
-/// block waits on latency, not on bytes, so the wider tile streams more W per k-block in the
-/// same time; a 128-row tile multiplies twice the rows in about the same time as a 64-row one.
-const NARROW_K_BLOCK_US: [f64; NARROW_COUNT] = [0.38, 0.385, 0.40, 0.41, 0.35, 0.39];
+/// bench/results/h200-s12/m128-narrow, 0.31 and 0.5 us rms); the 192-row tiles' from their
+/// split grids at 129-192 tokens (`t - 2.24 us - split cost` over k-blocks per block, median of
+/// 105-130 grids of eleven models, bench/results/h200-s13/one-row). Nearly flat in the width up
+/// to 128 rows: a block waits on latency, not on bytes, so the wider tile streams more W per
+/// k-block in the same time; a 128-row tile multiplies twice the rows in about the same time
+/// as a 64-row one.
+const NARROW_K_BLOCK_US: [f64; NARROW_COUNT] = [0.38, 0.385, 0.40, 0.41, 0.35, 0.39, 0.54, 0.58, 0.66];
 /// ... of 128 x 256, the unit of [`WIDE_K_BLOCK_TIME`] (bench/NOTES.md "What cuBLAS runs").
 const WIDE_K_BLOCK_US: f64 = 0.64;
 /// ... of the block rule's 128 x 128 tile ([`SQUARE_TILE`]) in a grid of one wave, unsplit or
@@ -446,10 +454,21 @@ const SPLIT_US_PER_KILO_ELEMENT: f64 = 0.25;
 
 /// Predicted microseconds of one wave of `tile`'s blocks, each with `k_blocks / splits` of the
 /// k-blocks at `k_block_us` each (less the fixed cost all grids share).
-fn one_wave_us(tile: WgmmaTile, k_block_us: f64, splits: u32, k_blocks: usize) -> f64 {
+fn one_wave_us(tile: WgmmaTile, k_block_us: f64, (splits, per_sm): (u32, usize), k_blocks: usize) -> f64 {
     let split =
         if splits > 1 { SPLIT_US_PER_KILO_ELEMENT * (tile.tokens * tile.out_cols) as f64 / 1024.0 } else { 0.0 };
-    k_blocks.div_ceil(splits as usize) as f64 * k_block_us + split
+    (k_blocks.div_ceil(splits as usize) * per_sm) as f64 * k_block_us + split
+}
+
+/// Which narrow tiles may replace the block rule's tile ([`narrow_tile`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replacing {
+    /// Any.
+    Any,
+    /// 128- and 192-row tiles.
+    Tall,
+    /// Only a tall tile that holds every row in one row tile.
+    OneRowTile,
 }
 
 /// The narrow tile ([`NARROW_TILES`]) that replaces the block rule's `block` tile for `m`
@@ -470,18 +489,29 @@ fn one_wave_us(tile: WgmmaTile, k_block_us: f64, splits: u32, k_blocks: usize) -
 ///   512 8.84 -> 7.95), or a wide tile in a split-K grid of one wave predicted slower (qwen3-4b
 ///   at 192 tokens: 128 x 192 in two, 21.0 us, against 64 x 160 unsplit, 19.1; qwen3-14b at
 ///   192: 38.5 against 35.6 with 64 x 192; Llama-3.2-3B at 192: 22.1 against 20.9);
-/// - or, by a 128-row tile only, where `block` is the cp.async tile split at 128 tokens
-///   (one 128-row tile; qwen3-1.7b 11.9 -> 10.6 us with 128 x 64 in two; not with 4 k-blocks
-///   per block or fewer, as above), or the 128 x 128 tile in a grid of one
+/// - or, by a 128- or 192-row tile only, where `block` is the cp.async tile split at 65-128
+///   tokens (one 128-row tile: qwen3-1.7b 11.8 -> 10.6 us with 128 x 64 in two, qwen2.5-0.5b
+///   6.3 -> 5.1-5.5 with 128 x 64 in four), or the 128 x 128 tile in a grid of one
 ///   wave (qwen3-1.7b at 192 and 256 tokens 13.7 -> 13.2 / 13.3 with 128 x 64, at 384 15.8 ->
 ///   14.7 with 128 x 96; qwen3-0.6b at 384 9.54 -> 9.03). The 64-row tiles stay out there:
 ///   128 x 128 was ahead of them wherever measured (qwen3-1.7b at 192 and 256 tokens, 13.7
-///   against 14.3-14.8 us; qwen2.5-1.5b at 384 and 512, 11.2 and 11.7 against 12.1).
+///   against 14.3-14.8 us; qwen2.5-1.5b at 384 and 512, 11.2 and 11.7 against 12.1);
+/// - or, by a tall tile that holds every row in one row tile only, where `block` is the
+///   cp.async tile split over several row tiles (129-192 tokens: Llama-3.2-1B 15.8 -> 11.3-11.9
+///   us with 192 x 128 in four; its 144 blocks share multiprocessors, which the prediction
+///   counts) or a wide tile unsplit in one wave (qwen3-32b at 129-192, 128 x 192: 47.6-47.9 ->
+///   42.2-43.1 with 192 x 192 in two).
 ///
-/// 128-row tiles only from 128 tokens, where none of their `x` rows lies past M (the last row
-/// tile is moved up): TMA fills rows past M with zeros slowly, and at 65 tokens the same
-/// 128 x 96 grid in two took 19.7 us on qwen3-4b against 15.2 at 128 (qwen3-8b 28.8 against
-/// 20.6; bench/results/h200-s12/ab).
+/// Tall tiles hold at most one row tile past 64 tokens below their height: their `x` box is
+/// then clipped to M ([`kernel_abi::wgmma::WgmmaTile::x_box_rows`]), so that TMA fills no
+/// rows past M (that fill cost 0.2 us per k-block: 128 x 96 in two took 19.7 us on qwen3-4b at
+/// 65 tokens against 15.2 at 128; clipped, 15.3, bench/results/h200-s13/one-row), and each
+/// `W'` tile is read once. At 65-127 tokens that took qwen3-4b from 17.0-17.7 to 15.3 us
+/// (128 x 96 in two, against 128 x 256 in four), qwen3-8b from 22.5-23.4 to 20.3-20.6; at
+/// 129-192, qwen3-8b from 27.8 to 26.3 (192 x 128 in two, against 128 x 192 in two) and qwen3-14b
+/// from 36.0 to 32.1 (against 64 x 192 unsplit). Known miss: qwen3-32b at 65-128 keeps 128 x
+/// 192 in two (37.7-38.6 us) where 128 x 96 unsplit takes 34.1-34.8 (its split costs more
+/// than [`SPLIT_US_PER_KILO_ELEMENT`] says there).
 ///
 /// More than one wave of a narrow tile (one block per multiprocessor) measured 1.5-3x slower.
 fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies: &Residencies) -> Option<WgmmaTile> {
@@ -489,57 +519,64 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
     let one_wave = |tile: WgmmaTile, residency: Residency| {
         let splits = wgmma_splits(tile, m, n, hidden, residency);
         let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
-        (blocks <= residency.blocks(splits)).then_some(splits)
+        // Blocks that share a multiprocessor share its rate.
+        (blocks <= residency.blocks(splits)).then_some((splits, blocks.div_ceil(residency.multiprocessors)))
     };
-    // What the narrow grid must beat, and whether only 128-row tiles may.
-    let (to_beat, tall_only) = if block == CP_ASYNC_TILE {
+    // What the narrow grid must beat, and which narrow tiles may.
+    let (to_beat, replacing) = if block == CP_ASYNC_TILE {
         match one_wave(block, residencies.cp_async) {
-            Some(splits) if m > 64 && splits > 1 => {
-                if m > 128 {
-                    // The cp.async tile split over several row tiles stays.
-                    return None;
-                }
-                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, splits, k_blocks), true)
+            Some(splits) if m > 64 && splits.0 > 1 => {
+                // Split over several row tiles, only one row tile replaces it.
+                let replacing = if m > 128 { Replacing::OneRowTile } else { Replacing::Tall };
+                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, splits, k_blocks), replacing)
             }
-            _ => (f64::INFINITY, false),
+            _ => (f64::INFINITY, Replacing::Any),
         }
     } else if block == SQUARE_TILE {
         match one_wave(block, residencies.square) {
-            Some(splits) => (one_wave_us(block, SQUARE_K_BLOCK_US, splits, k_blocks), true),
+            Some(splits) => (one_wave_us(block, SQUARE_K_BLOCK_US, splits, k_blocks), Replacing::Tall),
             None => return None,
         }
     } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == block) {
         // A grid of one wave is never stream-K.
+        let us = |splits| one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, splits, k_blocks);
         match one_wave(block, residencies.wide[i]) {
-            Some(splits) if splits > 1 => {
-                (one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, splits, k_blocks), false)
-            }
-            _ => return None,
+            Some(splits) if splits.0 > 1 => (us(splits), Replacing::Any),
+            Some(splits) => (us(splits), Replacing::OneRowTile),
+            None => return None,
         }
     } else {
         return None;
     };
     let mut best: Option<(f64, WgmmaTile, u32)> = None;
     for ((tile, residency), k_block_us) in NARROW_TILES.into_iter().zip(residencies.narrow).zip(NARROW_K_BLOCK_US) {
-        let tall = tile.tokens == 128;
-        if (tall_only && !tall)
-            || (tall && m < tile.tokens as usize)
+        let tall = tile.tokens >= 128;
+        // A tall tile where one of them holds every row (its `x` box clipped to M) and the
+        // next shorter one would not.
+        let one_row_tile = tall && tile.tokens as usize >= m && m > tile.tokens as usize - 64;
+        let allowed = match replacing {
+            Replacing::Any => true,
+            Replacing::Tall => tall,
+            Replacing::OneRowTile => one_row_tile,
+        };
+        if !allowed
+            || (tall && !one_row_tile && (tile.tokens > 128 || m < tile.tokens as usize))
             || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0])
         {
             continue;
         }
-        let Some(splits) = one_wave(tile, residency) else { continue };
-        if splits > 1 && m > tile.tokens as usize {
+        let Some(grid) = one_wave(tile, residency) else { continue };
+        if grid.0 > 1 && m > tile.tokens as usize {
             continue;
         }
-        let us = one_wave_us(tile, k_block_us, splits, k_blocks);
+        let us = one_wave_us(tile, k_block_us, grid, k_blocks);
         if us < to_beat && best.is_none_or(|(least, ..)| us < least) {
-            best = Some((us, tile, splits));
+            best = Some((us, tile, grid.0));
         }
     }
     let (_, tile, splits) = best?;
     // Where a split cp.async grid is replaced, the deeper ring is what the narrow one brings.
-    let replaces_split = m <= 64 || (block == CP_ASYNC_TILE && to_beat.is_finite());
+    let replaces_split = m <= 64;
     let deeper_ring_used = k_blocks.div_ceil(splits as usize) > CP_ASYNC_TILE.stages as usize;
     (!replaces_split || deeper_ring_used).then_some(tile)
 }
@@ -1016,20 +1053,31 @@ mod tests {
         assert_eq!(plan(192, 4096, 1024), (128, 64, Load::Tma, 1));
         assert_eq!(plan(256, 4096, 1024), (128, 64, Load::Tma, 1));
         assert_eq!(plan(512, 1152, 896), (128, 64, Load::Tma, 1));
-        // ... split at up to 128 tokens, by a 128-row tile (qwen3-1.7b and qwen3-0.6b at 128)
-        // but not with 4 k-blocks per block or fewer (qwen2.5-0.5b at 128); from 129 tokens it
-        // stays (qwen2.5-0.5b at 192).
+        // ... split at 65 to 128 tokens, by one 128-row tile, its `x` box clipped to M
+        // (qwen3-1.7b, qwen3-0.6b and qwen2.5-0.5b at 65-128, bench/results/h200-s13/one-row);
+        // from 129 tokens it stays (qwen2.5-0.5b at 192).
         assert_eq!(plan(128, 4096, 2048), (128, 64, Load::Tma, 2));
+        assert_eq!(plan(65, 4096, 2048), (128, 64, Load::Tma, 2));
         assert_eq!(plan(128, 4096, 1024), (128, 64, Load::Tma, 2));
-        assert_eq!(plan(128, 1152, 896), (64, 128, Load::CpAsync, 6));
+        assert_eq!(plan(100, 4096, 1024), (128, 64, Load::Tma, 2));
+        assert_eq!(plan(128, 1152, 896), (128, 64, Load::Tma, 4));
+        assert_eq!(plan(65, 1152, 896), (128, 64, Load::Tma, 4));
         assert_eq!(plan(192, 1152, 896), (64, 128, Load::CpAsync, 4));
+        // ... or over three row tiles, by one 192-row tile (Llama-3.2-1B at 129-192 tokens).
+        assert_eq!(plan(160, 3072, 2048), (192, 128, Load::Tma, 4));
         // Wide split-K grids predicted slower: qwen3-4b at 128, 192 and 256 tokens, qwen3-8b at
         // 128, qwen3-14b at 192.
         assert_eq!(plan(128, 6144, 2560), (128, 96, Load::Tma, 2));
+        assert_eq!(plan(65, 6144, 2560), (128, 96, Load::Tma, 2));
         assert_eq!(plan(192, 6144, 2560), (128, 96, Load::Tma, 1));
         assert_eq!(plan(256, 6144, 2560), (128, 96, Load::Tma, 1));
         assert_eq!(plan(128, 6144, 4096), (128, 96, Load::Tma, 2));
-        assert_eq!(plan(192, 7168, 5120), (64, 192, Load::Tma, 1));
+        assert_eq!(plan(65, 6144, 4096), (128, 96, Load::Tma, 2));
+        // ... and one 192-row tile where it holds every row: qwen3-8b and qwen3-14b at 129-192
+        // tokens (192 x 128 in two), qwen3-32b (192 x 192 in two; an unsplit wide grid before).
+        assert_eq!(plan(129, 6144, 4096), (192, 128, Load::Tma, 2));
+        assert_eq!(plan(192, 7168, 5120), (192, 128, Load::Tma, 2));
+        assert_eq!(plan(160, 10240, 5120), (192, 192, Load::Tma, 2));
         // ... predicted faster: qwen3-8b at 256 tokens, qwen3-14b at 128.
         assert_eq!(plan(256, 6144, 4096), (128, 192, Load::Tma, 2));
         assert_eq!(plan(128, 7168, 5120), (128, 256, Load::Tma, 4));
@@ -1047,15 +1095,19 @@ mod tests {
         // Every narrow choice fits at once, and splits only one row tile.
         for hidden in [512, 896, 1024, 2048, 2560, 3584, 4096, 5120, 8192] {
             for n in [1152, 2048, 3072, 4096, 4608, 5120, 6144, 7168, 10240, 14336] {
-                for m in [9, 17, 33, 64, 65, 100, 128, 192, 256, 320, 384, 512, 768, 1024] {
+                for m in [9, 17, 33, 64, 65, 100, 128, 129, 160, 192, 193, 256, 320, 384, 512, 768, 1024] {
                     let tile = wgmma_tile(m, n, hidden, 132, &H200);
-                    if let Some(i) = NARROW_TILES.iter().position(|&t| t == tile) {
+                    // (192 x 192 is also a wide tile, which the block rule takes for long M.)
+                    let narrow = NARROW_TILES.iter().position(|&t| t == tile).filter(|_| !WIDE_TILES.contains(&tile));
+                    if let Some(i) = narrow {
                         let residency = H200.narrow[i];
                         let splits = wgmma_splits(tile, m, n, hidden, residency);
                         let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
                         assert!(blocks <= residency.blocks(splits), "{m} x {n} x {hidden}: {blocks} blocks");
                         assert!(m <= tile.tokens as usize || splits == 1, "{m} x {n} x {hidden}: {splits} splits");
                         assert!(m > 64 || tile.tokens == 64, "{m} x {n} x {hidden}: {} rows", tile.tokens);
+                        // A 192-row tile only as one row tile that a 128-row one would not be.
+                        assert!(tile.tokens < 192 || (129..=192).contains(&m), "{m} x {n} x {hidden}: 192 rows");
                     }
                 }
             }

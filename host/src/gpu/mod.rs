@@ -641,7 +641,7 @@ impl<T: Dtype> GpuLayer<T> {
             .as_ref()
             .ok_or_else(|| Error::InvalidConfig("TMA kernels need compute capability 9.0".into()))?;
         let (k_block, rows, hidden) = (kernel_abi::wgmma::K_BLOCK, qkv.shape.m as usize, self.config.hidden);
-        let x_map = encoder.encode_2d(T::KIND, qkv.x, rows, hidden, tile.tokens, k_block)?;
+        let x_map = encoder.encode_2d(T::KIND, qkv.x, rows, hidden, tile.x_box_rows(qkv.shape.m), k_block)?;
         let w_map =
             self.w_maps.iter().find(|(rows, _)| *rows == tile.w_box_rows()).map(|(_, map)| *map).ok_or_else(|| {
                 Error::InvalidConfig(format!("no tensor map of W for {}-row boxes", tile.w_box_rows()))

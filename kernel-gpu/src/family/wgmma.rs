@@ -13,9 +13,12 @@
 //!    ring of `S` shared-memory stages in the 128-byte swizzled layout `wgmma` reads
 //!    ([`crate::wgmma::swizzled_offset`]), by a [`StageLoader`]: [`Tma`] (one thread, whole
 //!    tiles, completion on an mbarrier per stage) or [`CpAsync`] (every thread, 16 bytes at a
-//!    time). Rows and columns past the matrix are zero-filled, so odd `M`, `N` and `H` need no
-//!    other tail path (but where `M` is at least the tile's rows, the last row tile is moved up
-//!    to end at row `M` instead, [`tile_origin`]: filling rows with zeros is slow). Before its first tile a block has the `W'` tiles of the first `S - 1`
+//!    time). Columns past the matrix are zero-filled, so odd `N` and `H` need no other tail
+//!    path. No `x` row past `M` is loaded, since filling rows with zeros is slow: where `M` is at
+//!    least the tile's rows, the last row tile is moved up to end at row `M` ([`tile_origin`]);
+//!    below, the TMA box holds `M` rows ([`WgmmaTile::x_box_rows`]) and the stage's other rows
+//!    keep stale data, which reaches only accumulator rows that are never stored (`cp.async`
+//!    zero-fills them). Before its first tile a block has the `W'` tiles of the first `S - 1`
 //!    k-blocks brought into L2, then waits for the previous kernel ([`prefetch_then_wait`]);
 //! 2. mma: per k-block, each warpgroup issues four m64n`WN`k16 MMAs and keeps one group in
 //!    flight across the barriers (one before the MMAs: the stage has landed; one after: the
@@ -75,7 +78,8 @@ use crate::wgmma::{SWIZZLE_ATOM_BYTES, SWIZZLE_ROW_BYTES};
 /// `M >= BM`, the last row tile is moved up to end at row `M`, so that its `x` box lies inside
 /// the matrix: TMA filling the rows past `M` with zeros cost up to a third of a mid-M call
 /// (bench/NOTES.md "the 192-token cliff"). The rows it then shares with the tile above are
-/// that tile's to store ([`first_own_row`]).
+/// that tile's to store ([`first_own_row`]). Where `M < BM`, the one row tile's box is clipped
+/// to `M` rows instead ([`WgmmaTile::x_box_rows`]).
 #[inline(always)]
 fn tile_origin<const BM: u32, const BN: u32>(tile: u32, m: u32, n: u32) -> (u32, u32) {
     let (tiles_m, tiles_n) = (m.div_ceil(BM), n.div_ceil(BN));
@@ -197,16 +201,20 @@ pub struct Tma {
     /// Generic addresses of the `x` and `W'` tensor maps.
     pub x_map: u64,
     pub w_map: u64,
+    /// Tokens (`M`): the `x` map's box is [`WgmmaTile::x_box_rows`] of it.
+    pub m: u32,
 }
 
 impl Tma {
     /// The loader of a kernel whose parameter ([`kernel_abi::TmaParams`]) is at the generic
     /// address `params` ([`crate::param_address!`]): the copy engine reads the maps in place.
+    /// `m` is the launch's token count (the parameter's `qkv.shape.m`).
     #[inline(always)]
-    pub fn in_params(params: u64) -> Tma {
+    pub fn in_params(params: u64, m: u32) -> Tma {
         Tma {
             x_map: params + kernel_abi::TmaParams::X_MAP_OFFSET as u64,
             w_map: params + kernel_abi::TmaParams::W_MAP_OFFSET as u64,
+            m,
         }
     }
 
@@ -220,7 +228,7 @@ impl Tma {
         let (a, b) = ring.stage(step);
         let full = ring.full(step);
         let h = k_block * K_BLOCK;
-        mbarrier::arrive_expect_tx(full, ring.tile.stage_bytes());
+        mbarrier::arrive_expect_tx(full, ring.tile.stage_tx_bytes(self.m));
         tma::load_2d(a, self.x_map, h, row0, full);
         tma::load_2d(b, self.w_map, h, col0, full);
     }
@@ -1490,7 +1498,7 @@ unsafe fn produce<const BN: u32>(ring: Ring, loader: &Tma, shape: Shape) {
             let full = ring.full(step);
             let h = k_block * K_BLOCK;
             // This block's x rows, and both halves of W' (one from each block's producer).
-            mbarrier::arrive_expect_tx(full, tile.stage_bytes());
+            mbarrier::arrive_expect_tx(full, tile.stage_tx_bytes(loader.m));
             tma::load_2d(a, loader.x_map, h, row0, full);
             let own_half = b.add(walk.rank * half * SWIZZLE_ROW_BYTES);
             let every_block = ((1u32 << PERSISTENT_CLUSTER) - 1) as u16;
