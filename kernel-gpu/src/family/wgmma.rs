@@ -596,8 +596,8 @@ unsafe fn col_bias_pair(col_bias: SharedPtr, col: u32, has_bias: bool) -> [Optio
     }
 }
 
-/// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its band of the tile's
-/// rows: per 4 columns, the partial tiles and row sums of every block of the cluster added in
+/// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its band of the rows the
+/// tile stores: per 4 columns, the partial tiles and row sums of every block of the cluster added in
 /// rank order (so the bits do not depend on which block finished first), then the row scale,
 /// the bias (the tile's column biases, put in shared memory by [`load_col_bias`] before the
 /// cluster barrier) and the rounding of [`stage_tile`], stored to q, k and v: 8 bytes at once
@@ -614,9 +614,12 @@ unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
 ) {
     let tile = ring.tile;
     let (partial, row_sums, col_bias) = (ring.base, ring.row_scales(), ring.col_bias());
-    let (first_row, end_row) = (rank * tile.tokens / splits, (rank + 1) * tile.tokens / splits);
-    let first_row = first_row.max(first_own_row::<BM>(row0));
     let (shape, out) = (params.shape, params.outputs::<T>());
+    // The rows this tile stores (from its first own row to M or its end), shared evenly: with
+    // one row tile below its height, the rows past M are no one's.
+    let (own, rows) = (first_own_row::<BM>(row0), tile.tokens.min(shape.m - row0));
+    let span = rows - own;
+    let (first_row, end_row) = (own + rank * span / splits, own + (rank + 1) * span / splits);
     let n = shape.n();
     let has_bias = !params.bias::<T>().is_null();
     // Then n is a multiple of 8 too: a quad is wholly inside one of q, k, v or past N.
