@@ -673,10 +673,11 @@ pub fn wide_tile(m: usize, n: usize, hidden: usize, wide: [Residency; WIDE_COUNT
 /// two, 9.7 in three, 10.2 unsplit). The rule is within 16 % of the best split in every
 /// measured case (worst: qwen3-8b, which prefers 4 to the rule's 2 at 16-64 tokens).
 ///
-/// Where one block fills a multiprocessor, the split is even: a cluster of 3 such blocks
-/// measured as slow as one of 4 or slower (qwen3-32b at 128 tokens, 128 x 256 tiles: 41.7 us in
-/// two, 59.3 in three, 49.3 in four), as if clusters were placed on whole pairs of
-/// multiprocessors.
+/// Where one block fills a multiprocessor, the split is even (1, 2, 4, 6, 8). The three-block
+/// cluster first measured slow (qwen3-32b at 128 tokens, 128 x 256 tiles: 41.7 us in two, 59.3
+/// in three, 49.3 in four) was 120 blocks, more than the 117 such clusters an H200 holds at
+/// once; three-block grids that fit measured mixed against this rule's (0.93-1.07x,
+/// bench/NOTES.md "Odd split-K").
 pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, residency: Residency) -> u32 {
     let tiles = tile.tiles(m as u32, n as u32).max(1) as usize;
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
