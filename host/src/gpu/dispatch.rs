@@ -423,7 +423,8 @@ pub const NARROW_TILES: [WgmmaTile; NARROW_COUNT] = [
     WgmmaTile { tokens: 128, out_cols: 96, stages: 6, load: Load::Tma },
     WgmmaTile { tokens: 192, out_cols: 128, stages: 5, load: Load::Tma },
     WgmmaTile { tokens: 192, out_cols: 144, stages: 5, load: Load::Tma },
-    WgmmaTile { tokens: 192, out_cols: 192, stages: 4, load: Load::Tma },
+    // 192 x 192: the same tile as the wide one of three warpgroups.
+    WIDE_TILES[3],
 ];
 
 /// Microseconds per k-block of each [`NARROW_TILES`] tile in a grid of one wave: the slopes
@@ -525,24 +526,24 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
     // What the narrow grid must beat, and which narrow tiles may.
     let (to_beat, replacing) = if block == CP_ASYNC_TILE {
         match one_wave(block, residencies.cp_async) {
-            Some(splits) if m > 64 && splits.0 > 1 => {
+            Some(grid) if m > 64 && grid.0 > 1 => {
                 // Split over several row tiles, only one row tile replaces it.
                 let replacing = if m > 128 { Replacing::OneRowTile } else { Replacing::Tall };
-                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, splits, k_blocks), replacing)
+                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, grid, k_blocks), replacing)
             }
             _ => (f64::INFINITY, Replacing::Any),
         }
     } else if block == SQUARE_TILE {
         match one_wave(block, residencies.square) {
-            Some(splits) => (one_wave_us(block, SQUARE_K_BLOCK_US, splits, k_blocks), Replacing::Tall),
+            Some(grid) => (one_wave_us(block, SQUARE_K_BLOCK_US, grid, k_blocks), Replacing::Tall),
             None => return None,
         }
     } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == block) {
         // A grid of one wave is never stream-K.
-        let us = |splits| one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, splits, k_blocks);
+        let us = |grid| one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, grid, k_blocks);
         match one_wave(block, residencies.wide[i]) {
-            Some(splits) if splits.0 > 1 => (us(splits), Replacing::Any),
-            Some(splits) => (us(splits), Replacing::OneRowTile),
+            Some(grid) if grid.0 > 1 => (us(grid), Replacing::Any),
+            Some(grid) => (us(grid), Replacing::OneRowTile),
             None => return None,
         }
     } else {
@@ -554,15 +555,14 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
         // A tall tile where one of them holds every row (its `x` box clipped to M) and the
         // next shorter one would not.
         let one_row_tile = tall && tile.tokens as usize >= m && m > tile.tokens as usize - 64;
+        // 128-row tiles from 65 tokens, 192-row ones only as one row tile.
+        let rows_fit = if tile.tokens > 128 { one_row_tile } else { !tall || m > 64 };
         let allowed = match replacing {
             Replacing::Any => true,
             Replacing::Tall => tall,
             Replacing::OneRowTile => one_row_tile,
         };
-        if !allowed
-            || (tall && !one_row_tile && (tile.tokens > 128 || m < tile.tokens as usize))
-            || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0])
-        {
+        if !allowed || !rows_fit || (m < NARROW_X_HALF_TOKENS && tile == NARROW_TILES[0]) {
             continue;
         }
         let Some(grid) = one_wave(tile, residency) else { continue };
@@ -575,10 +575,9 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
         }
     }
     let (_, tile, splits) = best?;
-    // Where a split cp.async grid is replaced, the deeper ring is what the narrow one brings.
-    let replaces_split = m <= 64;
+    // Up to 64 tokens (the cp.async tile's range), the deeper ring is what the narrow grid brings.
     let deeper_ring_used = k_blocks.div_ceil(splits as usize) > CP_ASYNC_TILE.stages as usize;
-    (!replaces_split || deeper_ring_used).then_some(tile)
+    (m > 64 || deeper_ring_used).then_some(tile)
 }
 
 /// Below this many tokens more than half of a 64-row narrow tile's `x` rows lie past M
