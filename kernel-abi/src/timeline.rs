@@ -52,6 +52,11 @@ pub const ITEM_SEEN: usize = 8;
 pub const ITEM_LANDED: usize = 9;
 /// Item word (tail steps only): `%clock64` once the flags read are lowered for the next launch.
 pub const ITEM_LOWERED: usize = 10;
+// A split-K block records one item, its k range, with the exchange words meaning: its
+// "landed" barrier set up (`ITEM_LEAVE_WRITTEN`), the cluster barrier passed (`ITEM_LEFT`), its
+// parts sent to the others (`ITEM_SEEN`), theirs landed (`ITEM_LANDED`), added (`ITEM_LOWERED`);
+// then the epilogue's words as for a whole tile.
+
 /// Words per item.
 pub const ITEM_WORDS: usize = 11;
 /// Items per block.

@@ -14,9 +14,11 @@
 //! passed by named barriers.
 //!
 //! Split-K: launched in clusters of `splits` blocks (2 to [`MAX_SPLITS`]), the blocks of a
-//! cluster share one tile and each multiplies its share of `H` ([`k_range`]); their fp32
-//! partial tiles meet in distributed shared memory and are added in rank order, so the result
-//! does not depend on timing. This puts more multiprocessors on a tile where the tiles alone
+//! cluster share one tile and each multiplies its share of `H` ([`k_range`]), then reduces and
+//! stores a band of its rows ([`split_bands`]): each block sends the others its fp32
+//! accumulators of their bands through distributed shared memory (`st.async` into their freed
+//! stages, [`WgmmaTile::split_fits`]), and each adds what it receives in rank order, so the
+//! result does not depend on timing. This puts more multiprocessors on a tile where the tiles alone
 //! would leave them idle (few tokens) or end in a part-empty wave.
 //!
 //! Stream-K ([`WgmmaGrid::Stream`]): a grid of `blocks` blocks (no cluster, at most one per
@@ -132,6 +134,31 @@ pub const BAND_ROWS: u32 = 16;
 /// blocks sharing it reduces and stores: consecutive ranges, their sizes differing by at most one.
 pub const fn tail_bands(tokens: u32, rank: u32, splits: u32) -> (u32, u32) {
     k_range(tokens / BAND_ROWS, rank, splits)
+}
+
+/// The bands (`first`, `count`) of a split-K tile that block `rank` of its `splits` reduces and
+/// stores: the bands holding the rows the tile stores, local rows `first_row..end_row` (the
+/// rows above `first_row` are the tile above's, those from `end_row` lie past `M`), shared as
+/// [`k_range`] shares k-blocks. With fewer bands than blocks some blocks store none.
+pub const fn split_bands(first_row: u32, end_row: u32, rank: u32, splits: u32) -> (u32, u32) {
+    let (first_band, end_band) = (first_row / BAND_ROWS, end_row.div_ceil(BAND_ROWS));
+    let (first, count) = k_range(end_band - first_band, rank, splits);
+    (first_band + first, count)
+}
+
+/// Whether the blocks of a split-K tile of `splits` blocks storing local rows `rows`
+/// (`first..end`) exchange their partials pushed, whole bands from registers into each other's
+/// stages, rather than pulled row by row from each other's shared memory: in pairs, where each
+/// block stores two bands or more. Measured on the H200 in CUDA graphs (bench/results/h200-s14,
+/// eleven models, 17-512 tokens), pushed against pulled: pairs with two or more bands a block
+/// 0.85-0.97x (qwen3-1.7b at 129-256 tokens, 128 x 128 in two, 13.5 -> 11.5 us; qwen3-14b at 256,
+/// 128 x 256 in two, 38.6 -> 34.4); four blocks 0.97-1.07x (several blocks sending into one
+/// multiprocessor at once, and whole bands leaving the rows uneven: at 129 tokens a 192-row tile
+/// has nine bands for four blocks); one band a block or fewer 1.0-1.74x (qwen2.5-0.5b at 17
+/// tokens, 64 x 128 in eight: two of the eight blocks store everything).
+pub const fn split_pushes(splits: u32, (first_row, end_row): (u32, u32)) -> bool {
+    let bands = end_row.div_ceil(BAND_ROWS) - first_row / BAND_ROWS;
+    splits == 2 && bands >= 2 * splits
 }
 
 /// How the blocks of a `wgmma` launch share the tiles.
@@ -349,6 +376,16 @@ impl WgmmaTile {
         most
     }
 
+    /// Whether the blocks of a split-K grid of `splits` blocks per tile can exchange their
+    /// partial tiles in their stages: each receives, from every other block, its accumulators
+    /// and row-sum shares of the bands it stores ([`split_bands`], at most
+    /// `ceil(bands / splits)`; [`Self::tail_slot_bytes`] each). False for some counts on short
+    /// rings (128 x 256 with 4 stages in seven); the host lowers those to the largest that fits.
+    pub const fn split_fits(self, splits: u32) -> bool {
+        let bands = (self.tokens / BAND_ROWS).div_ceil(if splits > 0 { splits } else { 1 });
+        splits <= 1 || (splits - 1) * self.tail_slot_bytes(bands) <= self.row_scales_offset()
+    }
+
     /// Bytes of the stream-K flags (one u32 per block, 0 when its partial is not ready), which
     /// start the workspace; the partials follow, one per block.
     pub const fn stream_flags_bytes(blocks: u32) -> u64 {
@@ -476,6 +513,10 @@ const _: () = {
         // What a stream-K tail block gathers from the others fits in the stages; its warps'
         // accumulators tile the partial.
         assert!(t.tail_gather_bytes() <= t.row_scales_offset());
+        // What a split-K block receives from the others of its cluster fits in the stages, for
+        // the counts the dispatch takes on every ring (it steps through 2, 4, 6 and 8 only on
+        // the deeper rings of one-block-per-multiprocessor tiles).
+        assert!(t.split_fits(2) && t.split_fits(3) && t.split_fits(4) && t.split_fits(8));
         assert!(t.multiplying() / crate::WARP_SIZE * t.warp_partial_bytes() == t.tokens * t.out_cols * 4);
         // The column biases follow the barriers, 16-byte aligned for the epilogue's paired
         // loads, and end where the persistent kernel's output tile starts; at every ring depth.
@@ -495,6 +536,35 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The blocks of a split-K cluster store every band holding a row the tile stores exactly
+    /// once, in order, and no other band; each receives no more than its stages hold wherever
+    /// the host launches that split ([`WgmmaTile::split_fits`]).
+    #[test]
+    fn split_bands_cover_the_stored_rows_once() {
+        for tokens in [64, 128, 192] {
+            for first_row in [0, 1, 15, 16, 17, 63] {
+                for end_row in [first_row + 1, first_row + 16, 65, 100, tokens] {
+                    if end_row > tokens || end_row <= first_row {
+                        continue;
+                    }
+                    for splits in 1..=MAX_SPLITS {
+                        let mut next = first_row / BAND_ROWS;
+                        for rank in 0..splits {
+                            let (first, count) = split_bands(first_row, end_row, rank, splits);
+                            assert_eq!(
+                                first, next,
+                                "{tokens} rows {first_row}..{end_row}, {splits} splits, rank {rank}"
+                            );
+                            assert!(count <= (tokens / BAND_ROWS).div_ceil(splits));
+                            next = first + count;
+                        }
+                        assert_eq!(next, end_row.div_ceil(BAND_ROWS));
+                    }
+                }
+            }
+        }
+    }
 
     /// The blocks sharing a tail tile store every band of its rows exactly once, in order.
     #[test]

@@ -1,5 +1,5 @@
 //! Thread-block clusters (sm_90): the blocks of a cluster run at the same time on one GPC and
-//! can read each other's shared memory ("distributed shared memory"). The cluster's shape is
+//! can read and write each other's shared memory ("distributed shared memory"). The cluster's shape is
 //! chosen by the host at launch (`CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`); a launch without
 //! one is a cluster of one block.
 
@@ -91,4 +91,36 @@ impl ClusterPtr {
         );
         [a, b, c, d]
     }
+
+    /// Stores four f32 asynchronously (`st.async`) into the owning block's shared memory; the
+    /// 16 bytes count towards the transaction bytes of the owning block's mbarrier at
+    /// `landed` (an address in the same block's window) once they have landed.
+    ///
+    /// # Safety
+    /// The address 16-byte aligned in a shared array of the owning block that nothing else uses
+    /// until `landed` completes; `landed` an initialised mbarrier of that block whose current
+    /// phase expects these bytes, and the owning block waiting on it before it exits.
+    #[inline(always)]
+    pub unsafe fn store_async_f32x4(self, value: [f32; 4], landed: ClusterPtr) {
+        asm!(
+            "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [{p}], {{{a}, {b}, {c}, {d}}}, [{m}];",
+            p = in(reg32) self.0, a = in(reg32) value[0], b = in(reg32) value[1], c = in(reg32) value[2],
+            d = in(reg32) value[3], m = in(reg32) landed.0,
+            options(nostack),
+        );
+    }
+
+    /// [`ClusterPtr::store_async_f32x4`] for one f32 (4 bytes, 4-byte aligned).
+    ///
+    /// # Safety
+    /// As [`ClusterPtr::store_async_f32x4`], the address 4-byte aligned.
+    #[inline(always)]
+    pub unsafe fn store_async_f32(self, value: f32, landed: ClusterPtr) {
+        asm!(
+            "st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [{p}], {v}, [{m}];",
+            p = in(reg32) self.0, v = in(reg32) value, m = in(reg32) landed.0,
+            options(nostack),
+        );
+    }
 }
+

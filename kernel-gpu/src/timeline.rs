@@ -32,6 +32,26 @@ fn sm_id() -> u32 {
     id
 }
 
+/// Stores `value` at `at` where `at` is not null: a predicated store, not a branch. A branch
+/// around the stamps let LLVM duplicate the cluster barriers after them into both of its arms,
+/// which split warp 0 between two copies of an `.aligned` barrier and hung the split-K kernels.
+#[cfg(feature = "timeline")]
+#[inline(always)]
+unsafe fn store_where_given(at: *mut u64, value: u64) {
+    core::arch::asm!(
+        "{{ .reg .pred given; setp.ne.u64 given, {at}, 0; @given st.volatile.global.u64 [{at}], {value}; }}",
+        at = in(reg64) at as u64, value = in(reg64) value, options(nostack),
+    );
+}
+
+/// `base + words` where `base` is given and `ok`, else null, without a branch.
+#[cfg(feature = "timeline")]
+#[inline(always)]
+fn word_at(base: *mut u64, words: usize, ok: bool) -> *mut u64 {
+    let at = (base as usize).wrapping_add(words * 8);
+    (if ok && !base.is_null() { at } else { 0 }) as *mut u64
+}
+
 impl Timeline {
     /// The block's record, its start stamped.
     ///
@@ -48,11 +68,9 @@ impl Timeline {
             } else {
                 core::ptr::null_mut()
             };
-            if !block.is_null() {
-                block.add(HEADER_SM).write_volatile(sm_id() as u64);
-                block.add(HEADER_START_NS).write_volatile(global_timer_ns());
-                block.add(HEADER_START_CLOCK).write_volatile(clock64());
-            }
+            store_where_given(word_at(block, HEADER_SM, true), sm_id() as u64);
+            store_where_given(word_at(block, HEADER_START_NS, true), global_timer_ns());
+            store_where_given(word_at(block, HEADER_START_CLOCK, true), clock64());
             Timeline { block, items: 0 }
         }
         #[cfg(not(feature = "timeline"))]
@@ -77,14 +95,12 @@ impl Timeline {
     #[inline(always)]
     pub fn step(&mut self, tile: u32, first: u32, count: u32) {
         #[cfg(feature = "timeline")]
-        if !self.block.is_null() {
-            if (self.items as usize) < MAX_ITEMS {
-                // SAFETY: the item lies inside the block's words (`items < MAX_ITEMS`).
-                unsafe {
-                    let item = self.block.add(HEADER_WORDS + self.items as usize * ITEM_WORDS);
-                    item.add(ITEM_STEP).write_volatile(pack_step(tile, first, count));
-                    item.add(ITEM_START).write_volatile(clock64());
-                }
+        {
+            let (item, room) = (HEADER_WORDS + self.items as usize * ITEM_WORDS, (self.items as usize) < MAX_ITEMS);
+            // SAFETY: the item lies inside the block's words where there is room.
+            unsafe {
+                store_where_given(word_at(self.block, item + ITEM_STEP, room), pack_step(tile, first, count));
+                store_where_given(word_at(self.block, item + ITEM_START, room), clock64());
             }
             self.items += 1;
         }
@@ -97,11 +113,11 @@ impl Timeline {
     #[inline(always)]
     pub fn stamp(&self, word: usize) {
         #[cfg(feature = "timeline")]
-        if !self.block.is_null() && self.items > 0 && (self.items as usize) <= MAX_ITEMS {
+        {
+            let recorded = self.items > 0 && (self.items as usize) <= MAX_ITEMS;
+            let at = HEADER_WORDS + (self.items as usize).wrapping_sub(1).wrapping_mul(ITEM_WORDS) + word;
             // SAFETY: as in `step`; `word < ITEM_WORDS` by the callers' constants.
-            unsafe {
-                self.block.add(HEADER_WORDS + (self.items as usize - 1) * ITEM_WORDS + word).write_volatile(clock64())
-            };
+            unsafe { store_where_given(word_at(self.block, at, recorded), clock64()) };
         }
         #[cfg(not(feature = "timeline"))]
         let _ = word;
@@ -111,13 +127,11 @@ impl Timeline {
     #[inline(always)]
     pub fn end(&self) {
         #[cfg(feature = "timeline")]
-        if !self.block.is_null() {
-            // SAFETY: header words of the block's record.
-            unsafe {
-                self.block.add(HEADER_END_NS).write_volatile(crate::thread::global_timer_ns());
-                self.block.add(HEADER_END_CLOCK).write_volatile(clock64());
-                self.block.add(HEADER_ITEMS).write_volatile(self.items as u64);
-            }
+        // SAFETY: header words of the block's record.
+        unsafe {
+            store_where_given(word_at(self.block, HEADER_END_NS, true), crate::thread::global_timer_ns());
+            store_where_given(word_at(self.block, HEADER_END_CLOCK, true), clock64());
+            store_where_given(word_at(self.block, HEADER_ITEMS, true), self.items as u64);
         }
     }
 }

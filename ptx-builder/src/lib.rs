@@ -229,9 +229,9 @@ impl PtxBuilder {
                 cmd.env_remove(key.as_ref());
             }
         }
-        // wgmma needs PTX ISA 8.0; rustc's default for sm_90a is older.
+        // wgmma needs PTX ISA 8.0 and st.async 8.1; rustc's default for sm_90a is older.
         let flags = match arch {
-            Arch::Sm90a => format!("-C target-cpu={} -C target-feature=+ptx80", arch.name()),
+            Arch::Sm90a => format!("-C target-cpu={} -C target-feature=+ptx81", arch.name()),
             _ => format!("-C target-cpu={}", arch.name()),
         };
         cmd.env("RUSTFLAGS", flags);

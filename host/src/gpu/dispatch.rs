@@ -62,8 +62,9 @@ pub enum SplitK {
     /// The measured rule, [`wgmma_splits`].
     #[default]
     Auto,
-    /// Exactly this many blocks per tile, 1 (no split) to [`kernel_abi::wgmma::MAX_SPLITS`]; for
-    /// measuring the rule.
+    /// This many blocks per tile, 1 (no split) to [`kernel_abi::wgmma::MAX_SPLITS`], or the
+    /// largest count below it whose partials the tile's stages hold
+    /// ([`kernel_abi::WgmmaTile::split_fits`]: not seven on 128 x 256); for measuring the rule.
     Fixed(u32),
     /// A stream-K grid ([`kernel_abi::WgmmaGrid::Stream`]) of this many blocks, at most one per
     /// resident slot and one per multiply step (0: one per resident slot); for measuring the rule.
@@ -682,7 +683,7 @@ pub fn wgmma_splits(tile: WgmmaTile, m: usize, n: usize, hidden: usize, residenc
     let k_blocks = hidden.div_ceil(kernel_abi::wgmma::K_BLOCK as usize);
     let max = k_blocks.clamp(1, kernel_abi::wgmma::MAX_SPLITS as usize);
     let step = |splits: usize| if residency.one_per_multiprocessor() && splits > 1 { 2 } else { 1 };
-    let fits = |splits: usize| tiles * splits <= residency.blocks(splits as u32);
+    let fits = |splits: usize| tiles * splits <= residency.blocks(splits as u32) && tile.split_fits(splits as u32);
     let sms = residency.multiprocessors;
     // With a short H, no multiprocessor runs two blocks of a tile split to fill the machine.
     let pays = |splits: usize| k_blocks >= SHARE_SM_K_BLOCKS || tiles * splits <= sms;

@@ -485,8 +485,12 @@ impl<T: Dtype> GpuLayer<T> {
             },
         } as usize;
         let dependent = self.launches_dependent(kernel);
-        if let (Some(timeline), WgmmaGrid::Stream(blocks)) = (&self.timeline, grid) {
-            if blocks as usize * TIMELINE_WORDS_PER_BLOCK > timeline.len() {
+        if let (Some(timeline), Tile::Wgmma(t)) = (&self.timeline, kernel.tile) {
+            let blocks = match grid {
+                WgmmaGrid::Stream(blocks) => blocks as usize,
+                WgmmaGrid::Split(splits) => t.tiles(m.min(max_rows) as u32, n) as usize * splits as usize,
+            };
+            if blocks * TIMELINE_WORDS_PER_BLOCK > timeline.len() {
                 return Err(Error::InvalidConfig(format!("the timeline holds fewer than the grid's {blocks} blocks")));
             }
         }
@@ -572,7 +576,11 @@ impl<T: Dtype> GpuLayer<T> {
             // One block per multiprocessor walks the tiles: nothing to split.
             (Tile::Wgmma(t), _) if t.is_persistent() => WgmmaGrid::Split(1),
             (Tile::Wgmma(t), SplitK::Auto) => wgmma_grid(t, m, call.n, call.hidden, residency),
-            (Tile::Wgmma(_), SplitK::Fixed(splits)) => WgmmaGrid::Split(splits),
+            // A count whose partials the tile's stages cannot hold is lowered to the largest that
+            // fits ([`kernel_abi::WgmmaTile::split_fits`]; 1 always does).
+            (Tile::Wgmma(t), SplitK::Fixed(splits)) => {
+                WgmmaGrid::Split((1..=splits).rev().find(|&s| t.split_fits(s)).unwrap_or(1))
+            }
             (Tile::Wgmma(t), SplitK::Stream(blocks)) => {
                 let units = t.tiles(m as u32, call.n as u32) as u64 * call.hidden.div_ceil(K_BLOCK as usize) as u64;
                 let wanted = if blocks == 0 { slots } else { blocks as usize };

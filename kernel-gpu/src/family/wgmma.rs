@@ -41,7 +41,7 @@
 //! that the blocks running at one time share `x` and `W'` tiles in L2.
 //!
 //! How blocks share the tiles ([`kernel_abi::WgmmaGrid`]): in clusters, split-K, the partial
-//! tiles meeting in distributed shared memory ([`reduce_partials`]); else a stream-K grid, each
+//! tiles meeting in distributed shared memory ([`run_split_k`]); else a stream-K grid, each
 //! block taking whole tiles of the full waves, then its part of a tile of the last wave
 //! ([`kernel_abi::wgmma::stream_tail`]), the partials meeting in the workspace
 //! ([`StreamWorkspace`]), each block of the tile storing a band of its rows. One block per tile
@@ -54,6 +54,7 @@
 //! `x` and `W'` 16-byte aligned, q, k, v 4-byte aligned; buffers as in [`kernel_abi::QkvParams`].
 
 use kernel_abi::wgmma::{k_range, stream_tail, stream_tail_units, tail_bands, BAND_ROWS, CONSUMER_WARPS, GROUP_M, K_BLOCK};
+use kernel_abi::wgmma::{split_bands, split_pushes};
 use kernel_abi::timeline::{ITEM_LANDED, ITEM_LEAVE_WRITTEN, ITEM_LEFT, ITEM_LOWERED, ITEM_SEEN};
 use kernel_abi::timeline::{ITEM_MULTIPLIED, ITEM_SCALED, ITEM_STAGED, ITEM_STORED};
 use kernel_abi::wgmma::{multiplying_threads, MAX_SPLITS, PERSISTENT_CLUSTER, THREADS, WARPGROUP_THREADS};
@@ -1150,7 +1151,14 @@ pub unsafe fn run<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: u32,
 }
 
 /// Split-K: the cluster's blocks share a tile (consecutive blocks, rank = block % splits), each
-/// multiplies its k range, and their partial tiles meet in distributed shared memory.
+/// multiplies its k range, then each reduces and stores a share of the rows the tile stores,
+/// adding the blocks' partials in rank order (so the bits do not depend on which block finished
+/// first). Two ways, by [`kernel_abi::wgmma::split_pushes`]:
+/// - pushed ([`push_partials`]): each block sends the other its accumulators of the other's
+///   bands straight from registers into its freed stages, adds what it receives and stores its
+///   bands through the unsplit tile's epilogue;
+/// - pulled ([`reduce_partials`]): each block leaves its whole partial tile in its stages and
+///   reads the others' parts of its rows from their shared memory, row by row.
 ///
 /// # Safety
 /// As [`run`], launched in clusters; the ring initialised.
@@ -1161,25 +1169,206 @@ unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: 
     ring: Ring,
     local: (u32, u32),
 ) {
-    let shape = params.shape;
+    let (tile, shape) = (ring.tile, params.shape);
     let (rank, splits) = (cluster::block_rank(), cluster::cluster_blocks());
     let origin = tile_origin::<BM, BN>(block_idx_x() / splits, shape.m, shape.n());
     let (first, count) = k_range(shape.hidden.div_ceil(K_BLOCK), rank, splits);
     let k = KRange { first, count, ring_step: 0 };
+    // The rows this tile stores, from its first own row to M or its end.
+    let rows = (first_own_row::<BM>(origin.0), BM.min(shape.m - origin.0));
+    let pushed = split_pushes(splits, rows);
+    let mut timeline = Timeline::begin(params);
     prefetch_then_wait::<L, S>(ring, loader, (k, origin), params);
+    timeline.step(block_idx_x() / splits, first, count);
+    let bias = if BM >= 128 && pushed { Some(fetch_col_bias::<T>(tile, origin.1, params)) } else { None };
     let (acc, sum_sq) = multiply::<T, L, BM, WN, S>(ring, loader, (k, 0), origin, local);
-    let scales = ring.row_scales();
-    row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
-    // Every MMA is done and the stages are free.
+    timeline.stamp(ITEM_MULTIPLIED);
+    if pushed {
+        push_partials::<T, BM, WN>((acc, sum_sq), ring, (rank, splits), (origin, local, rows), bias, params, &mut timeline);
+    } else {
+        let scales = ring.row_scales();
+        row_sums::<BM>(sum_sq, |row, sum| scales.offset_f32(row).store_f32(sum));
+        // Every MMA is done and the stages are free.
+        sync_threads();
+        store_partial::<WN>(&acc, ring.base, ring.tile, local);
+        load_col_bias::<T>(ring.col_bias(), ring.tile, origin.1, params);
+        // Every block's partial tile, row sums and column biases are complete and visible
+        // cluster-wide...
+        cluster::sync_cluster();
+        reduce_partials::<T, BM>(ring, (rank, splits), origin, params);
+        // ...and no block exits (freeing its shared memory) while another still reads it.
+        cluster::sync_cluster();
+    }
+    timeline.end();
+}
+
+/// Split-K, pushed (see [`run_split_k`]): sends the other blocks of the cluster this block's
+/// accumulators and row-sum shares of their bands ([`send_parts`]; bands:
+/// [`kernel_abi::wgmma::split_bands`] of the stored `rows`), adds theirs of its own bands
+/// ([`add_parts`]) and stores those bands as an unsplit tile's epilogue does. Two mbarriers of the
+/// ring that only the persistent kernel uses otherwise: "landed", complete when the others'
+/// parts have landed here, and "taken", complete when each block this one sent to has seen its
+/// parts land, so that no block exits while its `st.async` stores are on their way.
+///
+/// # Safety
+/// Every thread of the block, after its last MMA wait, as [`run_split_k`].
+#[inline(always)]
+unsafe fn push_partials<T: WgmmaElement, const BM: u32, const WN: u32>(
+    (mut acc, mut sum_sq): (Acc, f32),
+    ring: Ring,
+    (rank, splits): (u32, u32),
+    (origin, local, rows): ((u32, u32), (u32, u32), (u32, u32)),
+    bias: Option<f32>,
+    params: &QkvParams,
+    timeline: &mut Timeline,
+) {
+    let tile = ring.tile;
+    let bands_of = |r: u32| split_bands(rows.0, rows.1, r, splits);
+    let mine = bands_of(rank);
+    let (landed, taken) = (ring.empty(0), ring.empty(1));
+    if thread_idx_x() == 0 {
+        // The blocks this one sends to each arrive on "taken" once.
+        let mut receivers = 0;
+        let mut peer = 0;
+        while peer < splits {
+            receivers += (peer != rank && bands_of(peer).1 > 0) as u32;
+            peer += 1;
+        }
+        mbarrier::init(landed, 1);
+        mbarrier::init(taken, receivers + 1);
+        mbarrier::fence_init();
+        mbarrier::arrive_expect_tx(landed, (splits - 1) * tile.tail_slot_bytes(mine.1));
+        mbarrier::arrive(taken);
+    }
+    timeline.stamp(ITEM_LEAVE_WRITTEN);
+    // Every block's MMAs are done with its stages, and its barriers are set up.
+    cluster::sync_cluster();
+    timeline.stamp(ITEM_LEFT);
+    send_parts::<BM, WN>((&acc, sum_sq), ring, landed, (rank, splits), bands_of);
+    timeline.stamp(ITEM_SEEN);
+    mbarrier::wait_parity(landed, 0);
+    timeline.stamp(ITEM_LANDED);
+    // The senders may go.
+    if thread_idx_x() == 0 && mine.1 > 0 {
+        let mut peer = 0;
+        while peer < splits {
+            if peer != rank {
+                mbarrier::arrive_in_block(taken, peer);
+            }
+            peer += 1;
+        }
+    }
+    add_parts::<BM, WN>((&mut acc, &mut sum_sq), ring, (rank, splits), mine);
+    // The stages are read: the epilogue may stage the output tile in them.
     sync_threads();
-    store_partial::<WN>(&acc, ring.base, ring.tile, local);
-    load_col_bias::<T>(ring.col_bias(), ring.tile, origin.1, params);
-    // Every block's partial tile, row sums and column biases are complete and visible
-    // cluster-wide...
-    cluster::sync_cluster();
-    reduce_partials::<T, BM>(ring, (rank, splits), origin, params);
-    // ...and no block exits (freeing its shared memory) while another still reads it.
-    cluster::sync_cluster();
+    timeline.stamp(ITEM_LOWERED);
+    let band_rows = (mine.0 * BAND_ROWS, (mine.0 + mine.1) * BAND_ROWS);
+    let (scales, col_bias, staged) = (ring.row_scales(), ring.col_bias(), ring.staged_at(ring.base));
+    let (sync, timeline) = (|| sync_threads(), &*timeline);
+    let epilogue = Epilogue { tile, scales, col_bias, bias, staged, origin, local, rows: band_rows, sync, timeline };
+    epilogue.store::<T, BM, WN>(&acc, sum_sq, params);
+    mbarrier::wait_parity(taken, 0);
+}
+
+/// Where block `rank` of a split-K cluster keeps what block `sender` sends it ([`send_parts`])
+/// in its stages at `base`, for its `bands`: one slot per other block in rank order
+/// ([`kernel_abi::WgmmaTile::tail_slot_bytes`]; the warps' accumulators, then the row-sum shares).
+#[inline(always)]
+fn split_slot(base: SharedPtr, tile: WgmmaTile, (sender, rank): (u32, u32), bands: u32) -> SharedPtr {
+    base.add((sender - (sender > rank) as u32) * tile.tail_slot_bytes(bands))
+}
+
+/// The offsets in a slot of [`split_slot`] for `bands` of this thread's accumulators (where its
+/// warp holds rows of them) and of its row-sum share (where its row is in them).
+#[inline(always)]
+fn slot_offsets<const BM: u32>(tile: WgmmaTile, bands: (u32, u32)) -> (Option<u32>, Option<u32>) {
+    let tid = thread_idx_x_unhoisted();
+    let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
+    let warp_bytes = tile.warp_partial_bytes();
+    let acc = in_bands(acc_band::<BM>(warp), bands).then(|| {
+        // This warp's place among the bands' warps: one run, or one per warpgroup with 64 tokens.
+        let at = if BM >= 128 { warp - bands.0 } else { warp / 4 * bands.1 + warp % 4 - bands.0 };
+        at * warp_bytes + 16 * lane
+    });
+    let row_threads = threads_per_row::<BM>() * BAND_ROWS;
+    let sum = in_bands(row_sum_band::<BM>(tid), bands)
+        .then(|| tile.band_warps(bands.1) * warp_bytes + 4 * (tid - row_threads * bands.0));
+    (acc, sum)
+}
+
+/// Split-K: this block's accumulators and row-sum shares of every other block's bands
+/// (`bands_of(rank)`) into that block's slot for this one ([`split_slot`]), with `st.async`
+/// completing on its `landed` mbarrier.
+///
+/// # Safety
+/// Every thread of the block, after its last MMA wait, once every block of the cluster has
+/// freed its stages and set up `landed` to expect its bytes (a cluster barrier since).
+#[inline(always)]
+unsafe fn send_parts<const BM: u32, const WN: u32>(
+    (acc, sum_sq): (&Acc, f32),
+    ring: Ring,
+    landed: SharedPtr,
+    (rank, splits): (u32, u32),
+    bands_of: impl Fn(u32) -> (u32, u32),
+) {
+    unroll!(peer in [0, 1, 2, 3, 4, 5, 6, 7] {
+        let peer = peer as u32;
+        if peer < splits && peer != rank {
+            let bands = bands_of(peer);
+            let slot = split_slot(ring.base, ring.tile, (rank, peer), bands.1);
+            let remote_landed = ClusterPtr::map(landed, peer);
+            let (acc_at, sum_at) = slot_offsets::<BM>(ring.tile, bands);
+            if let Some(at) = acc_at {
+                let part = slot.add(at);
+                unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                              16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+                    if (i as u32) < WN / 8 {
+                        let value = [acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]];
+                        ClusterPtr::map(part.add(16 * WARP_SIZE * i as u32), peer).store_async_f32x4(value, remote_landed);
+                    }
+                });
+            }
+            if let Some(at) = sum_at {
+                ClusterPtr::map(slot.add(at), peer).store_async_f32(sum_sq, remote_landed);
+            }
+        }
+    });
+}
+
+/// Split-K: adds to this block's accumulators and row-sum shares of its `bands` what the other
+/// blocks of its cluster sent ([`send_parts`]), in rank order after its own.
+///
+/// # Safety
+/// Every thread of the block, once the sent parts have landed.
+#[inline(always)]
+unsafe fn add_parts<const BM: u32, const WN: u32>(
+    (acc, sum_sq): (&mut Acc, &mut f32),
+    ring: Ring,
+    (rank, splits): (u32, u32),
+    bands: (u32, u32),
+) {
+    let (acc_at, sum_at) = slot_offsets::<BM>(ring.tile, bands);
+    unroll!(peer in [0, 1, 2, 3, 4, 5, 6, 7] {
+        let peer = peer as u32;
+        if peer < splits && peer != rank {
+            let slot = split_slot(ring.base, ring.tile, (peer, rank), bands.1);
+            if let Some(at) = acc_at {
+                let part = slot.add(at);
+                unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                              16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+                    if (i as u32) < WN / 8 {
+                        let part = part.add(16 * WARP_SIZE * i as u32).load_f32x4();
+                        unroll!(c in [0, 1, 2, 3] {
+                            acc[4 * i + c] += part[c];
+                        });
+                    }
+                });
+            }
+            if let Some(at) = sum_at {
+                *sum_sq += slot.add(at).load_f32();
+            }
+        }
+    });
 }
 
 /// The stream-K grid: this block's walk ([`Walk`]) of whole tiles, then its part of a tile of
