@@ -453,12 +453,30 @@ const CP_ASYNC_K_BLOCK_US: f64 = 0.47;
 /// orders the measured grids best (bench/results/h200-s10/m64-tma, 64-row tiles in 2 and 4
 /// and the block rule's split wide tiles at 128-256 tokens); 128 x 192 in two pays 6 us.
 const SPLIT_US_PER_KILO_ELEMENT: f64 = 0.25;
+/// [`SPLIT_US_PER_KILO_ELEMENT`] where a pair's partials are pushed
+/// ([`kernel_abi::wgmma::split_pushes`]) on a 64- or 128-row tile, in a grid of at least half the
+/// multiprocessors: the pushed exchange took 1.1-4.2 us off such grids against the pulled one
+/// (H200, bench/results/h200-s14/ab: 128 x 64, 96, 128, 192 and 256 in two at 65-384 tokens,
+/// 0.84-0.97x), 0.09-0.13 us per 1024 elements left of the pulled exchange's 0.25. Not on
+/// 192-row tiles, whose pairs gained less (0.92-0.96x) and whose k-block times were fitted on
+/// split grids; nor on grids of fewer blocks, which stream W slower than this model says
+/// (qwen2.5-1.5b at 65-100 tokens: 128 x 64 in two, 64 blocks, 1.02-1.10x 128 x 96 in four,
+/// bench/results/h200-s14/dispatch).
+const PUSHED_SPLIT_US_PER_KILO_ELEMENT: f64 = 0.12;
 
-/// Predicted microseconds of one wave of `tile`'s blocks, each with `k_blocks / splits` of the
-/// k-blocks at `k_block_us` each (less the fixed cost all grids share).
-fn one_wave_us(tile: WgmmaTile, k_block_us: f64, (splits, per_sm): (u32, usize), k_blocks: usize) -> f64 {
-    let split =
-        if splits > 1 { SPLIT_US_PER_KILO_ELEMENT * (tile.tokens * tile.out_cols) as f64 / 1024.0 } else { 0.0 };
+/// Predicted microseconds of one wave of `tile`'s blocks at `m` tokens, each with
+/// `k_blocks / splits` of the k-blocks at `k_block_us` each (less the fixed cost all grids
+/// share); `half_full`: the grid has a block on at least half the multiprocessors.
+fn one_wave_us(
+    tile: WgmmaTile,
+    k_block_us: f64,
+    (splits, per_sm, half_full): (u32, usize, bool),
+    (m, k_blocks): (usize, usize),
+) -> f64 {
+    let pushed =
+        tile.tokens <= 128 && half_full && kernel_abi::wgmma::split_pushes(splits, (0, tile.tokens.min(m as u32)));
+    let per_kilo = if pushed { PUSHED_SPLIT_US_PER_KILO_ELEMENT } else { SPLIT_US_PER_KILO_ELEMENT };
+    let split = if splits > 1 { per_kilo * (tile.tokens * tile.out_cols) as f64 / 1024.0 } else { 0.0 };
     (k_blocks.div_ceil(splits as usize) * per_sm) as f64 * k_block_us + split
 }
 
@@ -522,7 +540,8 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
         let splits = wgmma_splits(tile, m, n, hidden, residency);
         let blocks = tile.tiles(m as u32, n as u32) as usize * splits as usize;
         // Blocks that share a multiprocessor share its rate.
-        (blocks <= residency.blocks(splits)).then_some((splits, blocks.div_ceil(residency.multiprocessors)))
+        let per_sm = blocks.div_ceil(residency.multiprocessors);
+        (blocks <= residency.blocks(splits)).then_some((splits, per_sm, 2 * blocks >= residency.multiprocessors))
     };
     // What the narrow grid must beat, and which narrow tiles may.
     let (to_beat, replacing) = if block == CP_ASYNC_TILE {
@@ -530,18 +549,18 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
             Some(grid) if m > 64 && grid.0 > 1 => {
                 // Split over several row tiles, only one row tile replaces it.
                 let replacing = if m > 128 { Replacing::OneRowTile } else { Replacing::Tall };
-                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, grid, k_blocks), replacing)
+                (one_wave_us(block, CP_ASYNC_K_BLOCK_US, grid, (m, k_blocks)), replacing)
             }
             _ => (f64::INFINITY, Replacing::Any),
         }
     } else if block == SQUARE_TILE {
         match one_wave(block, residencies.square) {
-            Some(grid) => (one_wave_us(block, SQUARE_K_BLOCK_US, grid, k_blocks), Replacing::Tall),
+            Some(grid) => (one_wave_us(block, SQUARE_K_BLOCK_US, grid, (m, k_blocks)), Replacing::Tall),
             None => return None,
         }
     } else if let Some(i) = WIDE_TILES.iter().position(|&t| t == block) {
         // A grid of one wave is never stream-K.
-        let us = |grid| one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, grid, k_blocks);
+        let us = |grid| one_wave_us(block, WIDE_K_BLOCK_TIME[i] * WIDE_K_BLOCK_US, grid, (m, k_blocks));
         match one_wave(block, residencies.wide[i]) {
             Some(grid) if grid.0 > 1 => (us(grid), Replacing::Any),
             Some(grid) => (us(grid), Replacing::OneRowTile),
@@ -570,7 +589,7 @@ fn narrow_tile(m: usize, n: usize, hidden: usize, block: WgmmaTile, residencies:
         if grid.0 > 1 && m > tile.tokens as usize {
             continue;
         }
-        let us = one_wave_us(tile, k_block_us, grid, k_blocks);
+        let us = one_wave_us(tile, k_block_us, grid, (m, k_blocks));
         if us < to_beat && best.is_none_or(|(least, ..)| us < least) {
             best = Some((us, tile, grid.0));
         }
@@ -1045,8 +1064,10 @@ mod tests {
         assert_eq!(plan(32, 10240, 5120), (64, 160, Load::Tma, 2));
         assert_eq!(plan(32, 4096, 2048), (64, 160, Load::Tma, 4));
         assert_eq!(plan(17, 6144, 4096), (64, 128, Load::Tma, 2));
-        // ... but not with 4 k-blocks per block or fewer: qwen3-0.6b, qwen2.5-0.5b, qwen2.5-1.5b.
-        assert_eq!(plan(64, 4096, 1024).2, Load::CpAsync);
+        // ... but not with 4 k-blocks per block or fewer: qwen2.5-0.5b, qwen2.5-1.5b; qwen3-0.6b
+        // at 64 tokens takes a pushed pair of 64 x 96 (8 k-blocks a block; 7.87 -> 6.74 us,
+        // bench/results/h200-s14/dispatch).
+        assert_eq!(plan(64, 4096, 1024), (64, 96, Load::Tma, 2));
         assert_eq!(plan(32, 1152, 896).2, Load::CpAsync);
         assert_eq!(plan(32, 2048, 1536).2, Load::CpAsync);
         // The cp.async tile unsplit: qwen3-0.6b at 192 and 256 tokens, qwen2.5-0.5b at 512
@@ -1066,17 +1087,19 @@ mod tests {
         assert_eq!(plan(192, 1152, 896), (64, 128, Load::CpAsync, 4));
         // ... or over three row tiles, by one 192-row tile (Llama-3.2-1B at 129-192 tokens).
         assert_eq!(plan(160, 3072, 2048), (192, 128, Load::Tma, 4));
-        // Wide split-K grids predicted slower: qwen3-4b at 128, 192 and 256 tokens, qwen3-8b at
-        // 128, qwen3-14b at 192.
+        // Wide split-K grids predicted slower: qwen3-4b at 128 tokens, qwen3-8b at 128, qwen3-14b
+        // at 192; from 129 tokens qwen3-4b takes 128 x 192 in a pushed pair (17.45-17.96 us
+        // against 17.93-18.21 for 128 x 96 unsplit, bench/results/h200-s14/ab).
         assert_eq!(plan(128, 6144, 2560), (128, 96, Load::Tma, 2));
         assert_eq!(plan(65, 6144, 2560), (128, 96, Load::Tma, 2));
-        assert_eq!(plan(192, 6144, 2560), (128, 96, Load::Tma, 1));
-        assert_eq!(plan(256, 6144, 2560), (128, 96, Load::Tma, 1));
+        assert_eq!(plan(192, 6144, 2560), (128, 192, Load::Tma, 2));
+        assert_eq!(plan(256, 6144, 2560), (128, 192, Load::Tma, 2));
         assert_eq!(plan(128, 6144, 4096), (128, 96, Load::Tma, 2));
         assert_eq!(plan(65, 6144, 4096), (128, 96, Load::Tma, 2));
-        // ... and one 192-row tile where it holds every row: qwen3-8b and qwen3-14b at 129-192
-        // tokens (192 x 128 in two), qwen3-32b (192 x 192 in two; an unsplit wide grid before).
-        assert_eq!(plan(129, 6144, 4096), (192, 128, Load::Tma, 2));
+        // ... and one 192-row tile where it holds every row: qwen3-14b at 129-192 tokens (192 x
+        // 128 in two), qwen3-32b (192 x 192 in two; an unsplit wide grid before); qwen3-8b there
+        // takes 128 x 192 in a pushed pair (24.5-24.7 us either way).
+        assert_eq!(plan(129, 6144, 4096), (128, 192, Load::Tma, 2));
         assert_eq!(plan(192, 7168, 5120), (192, 128, Load::Tma, 2));
         assert_eq!(plan(160, 10240, 5120), (192, 192, Load::Tma, 2));
         // ... predicted faster: qwen3-8b at 256 tokens, qwen3-14b at 128.
@@ -1084,11 +1107,13 @@ mod tests {
         assert_eq!(plan(128, 7168, 5120), (128, 256, Load::Tma, 4));
         // 128 x 128 predicted faster in split-K stays (qwen3-1.7b at 192 tokens); unsplit, a
         // 128-row narrow tile takes it where one wave of it fits (qwen3-1.7b and qwen3-0.6b at
-        // 384 tokens, qwen2.5-1.5b at 384), not where it does not (qwen3-0.6b at 512).
+        // 384 tokens), not where it does not (qwen3-0.6b at 512); qwen2.5-1.5b at 384 keeps 128 x
+        // 128 in a pushed pair (9.65 us against 10.91 for 128 x 64 unsplit,
+        // bench/results/h200-s14/dispatch).
         assert_eq!(plan(192, 4096, 2048), (128, 128, Load::Tma, 2));
         assert_eq!(plan(384, 4096, 2048), (128, 96, Load::Tma, 1));
         assert_eq!(plan(384, 4096, 1024), (128, 96, Load::Tma, 1));
-        assert_eq!(plan(384, 2048, 1536), (128, 64, Load::Tma, 1));
+        assert_eq!(plan(384, 2048, 1536), (128, 128, Load::Tma, 2));
         // More than one wave of the narrow tiles: the block rule (qwen3-0.6b at 512 tokens, N =
         // 30000 at 32 tokens, 157 tiles of 64 x 192).
         assert_eq!(plan(512, 4096, 1024), (128, 128, Load::Tma, 1));
