@@ -1070,19 +1070,10 @@ impl StreamWorkspace {
         let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
         if in_bands(acc_band::<BM>(warp), bands) {
             // This warp's place among the bands' warps in a slot.
-            let at = if BM >= 128 { warp - bands.0 } else { warp / 4 * bands.1 + warp % 4 - bands.0 } * warp_bytes;
+            let at = band_warp_place::<BM>(warp, bands) * warp_bytes;
             unroll!(peer in [0, 1, 2, 3] {
                 if (peer as u32) < splits && peer as u32 != rank {
-                    let part = slot(peer as u32).add(at + 16 * lane);
-                    unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
-                        if (i as u32) < WN / 8 {
-                            let part = part.add(16 * WARP_SIZE * i as u32).load_f32x4();
-                            unroll!(c in [0, 1, 2, 3] {
-                                acc[4 * i + c] += part[c];
-                            });
-                        }
-                    });
+                    add_warp_part::<WN>(acc, slot(peer as u32).add(at + 16 * lane));
                 }
             });
         }
@@ -1118,6 +1109,36 @@ fn acc_band<const BM: u32>(warp: u32) -> u32 {
 #[inline(always)]
 fn row_sum_band<const BM: u32>(tid: u32) -> u32 {
     tid / threads_per_row::<BM>() / BAND_ROWS
+}
+
+/// The place of warp `warp` (whose accumulators hold rows of `bands`) among the bands' warps in
+/// a partial of those bands: one run, or one per warpgroup with 64 tokens.
+#[inline(always)]
+fn band_warp_place<const BM: u32>(warp: u32, bands: (u32, u32)) -> u32 {
+    if BM >= 128 {
+        warp - bands.0
+    } else {
+        warp / 4 * bands.1 + warp % 4 - bands.0
+    }
+}
+
+/// Adds to this lane's accumulators its part of a warp's accumulators laid out as a partial's
+/// ([`kernel_abi::WgmmaTile::warp_partial_bytes`]: the lane's `i`-th four at `16 (32 i)` bytes
+/// from `part`, which is the lane's own address).
+///
+/// # Safety
+/// `part` 16-byte aligned in shared memory, the warp's part written and visible.
+#[inline(always)]
+unsafe fn add_warp_part<const WN: u32>(acc: &mut Acc, part: SharedPtr) {
+    unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+        if (i as u32) < WN / 8 {
+            let part = part.add(16 * WARP_SIZE * i as u32).load_f32x4();
+            unroll!(c in [0, 1, 2, 3] {
+                acc[4 * i + c] += part[c];
+            });
+        }
+    });
 }
 
 /// Whether `band` is one of `bands` (`first`, `count`).
@@ -1285,11 +1306,7 @@ fn slot_offsets<const BM: u32>(tile: WgmmaTile, bands: (u32, u32)) -> (Option<u3
     let tid = thread_idx_x_unhoisted();
     let (warp, lane) = (tid / WARP_SIZE, tid % WARP_SIZE);
     let warp_bytes = tile.warp_partial_bytes();
-    let acc = in_bands(acc_band::<BM>(warp), bands).then(|| {
-        // This warp's place among the bands' warps: one run, or one per warpgroup with 64 tokens.
-        let at = if BM >= 128 { warp - bands.0 } else { warp / 4 * bands.1 + warp % 4 - bands.0 };
-        at * warp_bytes + 16 * lane
-    });
+    let acc = in_bands(acc_band::<BM>(warp), bands).then(|| band_warp_place::<BM>(warp, bands) * warp_bytes + 16 * lane);
     let row_threads = threads_per_row::<BM>() * BAND_ROWS;
     let sum = in_bands(row_sum_band::<BM>(tid), bands)
         .then(|| tile.band_warps(bands.1) * warp_bytes + 4 * (tid - row_threads * bands.0));
@@ -1353,16 +1370,7 @@ unsafe fn add_parts<const BM: u32, const WN: u32>(
         if peer < splits && peer != rank {
             let slot = split_slot(ring.base, ring.tile, (peer, rank), bands.1);
             if let Some(at) = acc_at {
-                let part = slot.add(at);
-                unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-                              16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
-                    if (i as u32) < WN / 8 {
-                        let part = part.add(16 * WARP_SIZE * i as u32).load_f32x4();
-                        unroll!(c in [0, 1, 2, 3] {
-                            acc[4 * i + c] += part[c];
-                        });
-                    }
-                });
+                add_warp_part::<WN>(acc, slot.add(at));
             }
             if let Some(at) = sum_at {
                 *sum_sq += slot.add(at).load_f32();
