@@ -77,7 +77,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     kernel: String,
     /// Blocks per tile of the wgmma kernels (split-K, 1 to 8; 1: no split), instead of the
-    /// measured rule; other kernels never split. For measuring the rule.
+    /// measured rule; other kernels never split, and a count whose partials a tile's shared
+    /// memory cannot hold is lowered (7 on 128 x 256; the JSON's `splits` says what ran). For
+    /// measuring the rule.
     #[arg(long, value_name = "N", conflicts_with = "stream_k")]
     split_k: Option<u32>,
     /// A stream-K grid of this many blocks for the wgmma kernels (0: one per resident slot;
