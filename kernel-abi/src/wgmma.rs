@@ -141,9 +141,14 @@ pub const fn tail_bands(tokens: u32, rank: u32, splits: u32) -> (u32, u32) {
 /// rows above `first_row` are the tile above's, those from `end_row` lie past `M`), shared as
 /// [`k_range`] shares k-blocks. With fewer bands than blocks some blocks store none.
 pub const fn split_bands(first_row: u32, end_row: u32, rank: u32, splits: u32) -> (u32, u32) {
-    let (first_band, end_band) = (first_row / BAND_ROWS, end_row.div_ceil(BAND_ROWS));
+    let (first_band, end_band) = stored_bands(first_row, end_row);
     let (first, count) = k_range(end_band - first_band, rank, splits);
     (first_band + first, count)
+}
+
+/// The bands (`first..end`) holding local rows `first_row..end_row` of a tile.
+const fn stored_bands(first_row: u32, end_row: u32) -> (u32, u32) {
+    (first_row / BAND_ROWS, end_row.div_ceil(BAND_ROWS))
 }
 
 /// Whether the blocks of a split-K tile of `splits` blocks storing local rows `rows`
@@ -157,8 +162,8 @@ pub const fn split_bands(first_row: u32, end_row: u32, rank: u32, splits: u32) -
 /// has nine bands for four blocks); one band a block or fewer 1.0-1.74x (qwen2.5-0.5b at 17
 /// tokens, 64 x 128 in eight: two of the eight blocks store everything).
 pub const fn split_pushes(splits: u32, (first_row, end_row): (u32, u32)) -> bool {
-    let bands = end_row.div_ceil(BAND_ROWS) - first_row / BAND_ROWS;
-    splits == 2 && bands >= 2 * splits
+    let (first_band, end_band) = stored_bands(first_row, end_row);
+    splits == 2 && end_band - first_band >= 2 * splits
 }
 
 /// How the blocks of a `wgmma` launch share the tiles.

@@ -1,7 +1,7 @@
 //! Thread-block clusters (sm_90): the blocks of a cluster run at the same time on one GPC and
-//! can read and write each other's shared memory ("distributed shared memory"). The cluster's shape is
-//! chosen by the host at launch (`CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`); a launch without
-//! one is a cluster of one block.
+//! can read and write each other's shared memory ("distributed shared memory"). The cluster's
+//! shape is chosen by the host at launch (`CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`); a launch
+//! without one is a cluster of one block.
 
 use core::arch::asm;
 
@@ -123,4 +123,3 @@ impl ClusterPtr {
         );
     }
 }
-

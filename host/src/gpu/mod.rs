@@ -485,15 +485,6 @@ impl<T: Dtype> GpuLayer<T> {
             },
         } as usize;
         let dependent = self.launches_dependent(kernel);
-        if let (Some(timeline), Tile::Wgmma(t)) = (&self.timeline, kernel.tile) {
-            let blocks = match grid {
-                WgmmaGrid::Stream(blocks) => blocks as usize,
-                WgmmaGrid::Split(splits) => t.tiles(m.min(max_rows) as u32, n) as usize * splits as usize,
-            };
-            if blocks * TIMELINE_WORDS_PER_BLOCK > timeline.len() {
-                return Err(Error::InvalidConfig(format!("the timeline holds fewer than the grid's {blocks} blocks")));
-            }
-        }
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(max_rows);
@@ -531,6 +522,13 @@ impl<T: Dtype> GpuLayer<T> {
                             }
                             WgmmaGrid::Stream(blocks) => t.launch_stream(blocks),
                         };
+                        // (The first launch has the most rows: nothing is launched before this fails.)
+                        let blocks = launch.grid.0 as usize;
+                        if self.timeline.as_ref().is_some_and(|t| blocks * TIMELINE_WORDS_PER_BLOCK > t.len()) {
+                            return Err(Error::InvalidConfig(format!(
+                                "the timeline holds fewer than the grid's {blocks} blocks"
+                            )));
+                        }
                         if t.load.uses_tma() {
                             let tma = self.tma_params(params, t)?;
                             self.launch(stream, function, kernel.name, launch_as(launch), &tma)?

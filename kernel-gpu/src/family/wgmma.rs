@@ -598,7 +598,8 @@ unsafe fn col_bias_pair(col_bias: SharedPtr, col: u32, has_bias: bool) -> [Optio
 }
 
 /// Split-K, step 5b: block `rank` of the cluster's `splits` finishes its band of the rows the
-/// tile stores: per 4 columns, the partial tiles and row sums of every block of the cluster added in
+/// tile at (`row0`, `col0`) stores (local `own..rows`, as [`run_split_k`] works them out): per 4
+/// columns, the partial tiles and row sums of every block of the cluster added in
 /// rank order (so the bits do not depend on which block finished first), then the row scale,
 /// the bias (the tile's column biases, put in shared memory by [`load_col_bias`] before the
 /// cluster barrier) and the rounding of [`stage_tile`], stored to q, k and v: 8 bytes at once
@@ -611,14 +612,14 @@ unsafe fn reduce_partials<T: WgmmaElement, const BM: u32>(
     ring: Ring,
     (rank, splits): (u32, u32),
     (row0, col0): (u32, u32),
+    (own, rows): (u32, u32),
     params: &QkvParams,
 ) {
     let tile = ring.tile;
     let (partial, row_sums, col_bias) = (ring.base, ring.row_scales(), ring.col_bias());
     let (shape, out) = (params.shape, params.outputs::<T>());
-    // The rows this tile stores (from its first own row to M or its end), shared evenly: with
-    // one row tile below its height, the rows past M are no one's.
-    let (own, rows) = (first_own_row::<BM>(row0), tile.tokens.min(shape.m - row0));
+    // The rows this tile stores (local `own..rows`), shared evenly: with one row tile below its
+    // height, the rows past M are no one's.
     let span = rows - own;
     let (first_row, end_row) = (own + rank * span / splits, own + (rank + 1) * span / splits);
     let n = shape.n();
@@ -1216,7 +1217,7 @@ unsafe fn run_split_k<T: WgmmaElement, L: StageLoader, const BM: u32, const BN: 
         // Every block's partial tile, row sums and column biases are complete and visible
         // cluster-wide...
         cluster::sync_cluster();
-        reduce_partials::<T, BM>(ring, (rank, splits), origin, params);
+        reduce_partials::<T, BM>(ring, (rank, splits), origin, rows, params);
         // ...and no block exits (freeing its shared memory) while another still reads it.
         cluster::sync_cluster();
     }
